@@ -1,0 +1,229 @@
+"""A private PostgreSQL cluster in ``.run/postgres``, listening on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+from devstack import apt, procs
+from devstack.paths import RUN_DIR, ensure_run_dirs
+from devstack.ports import HOST, current
+
+NAME = "postgres"
+ROLE = "ordermesh"
+PASSWORD = "ordermesh"
+DATABASE = "ordermesh"
+OS_USER = "postgres"
+PG_ROOT = RUN_DIR / "postgres"
+DATA_DIR = PG_ROOT / "data"
+_TOOLS = ("initdb", "postgres", "pg_isready", "psql")
+_SOCKET_PATH_MAX = 100
+_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+    "log_line_prefix": "%m [%p] ",
+}
+_HBA = """\
+local   all all                trust
+host    all all 127.0.0.1/32   trust
+host    all all ::1/128        trust
+"""
+
+
+def _bin_dir() -> Path | None:
+    candidates = []
+    for bin_dir in Path("/usr/lib/postgresql").glob("*/bin"):
+        if all((bin_dir / tool).is_file() for tool in _TOOLS):
+            try:
+                candidates.append((int(bin_dir.parent.name), bin_dir))
+            except ValueError:
+                continue
+    return max(candidates)[1] if candidates else None
+
+
+def ensure_installed() -> Path:
+    """Install Debian's PostgreSQL if needed; return its bin directory."""
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        apt.install("postgresql")
+        bin_dir = _bin_dir()
+    if bin_dir is None:
+        raise RuntimeError("postgresql installed but no /usr/lib/postgresql/*/bin/initdb found")
+    return bin_dir
+
+
+def _run_as_user() -> str | None:
+    return OS_USER if os.geteuid() == 0 else None
+
+
+def _make_traversable(path: Path) -> None:
+    """Give 'other' search permission on ``path`` and its ancestors."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+
+
+def _prepare_dirs(user: str | None) -> None:
+    ensure_run_dirs()
+    PG_ROOT.mkdir(parents=True, exist_ok=True)
+    if user is None:
+        PG_ROOT.chmod(0o700)
+        return
+    _make_traversable(RUN_DIR)
+    entry = pwd.getpwnam(user)
+    for directory in (PG_ROOT, *PG_ROOT.rglob("*")):
+        if directory.stat().st_uid != entry.pw_uid:
+            os.chown(directory, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    PG_ROOT.chmod(0o700)
+
+
+def _major_version(bin_dir: Path) -> str:
+    return bin_dir.parent.name
+
+
+def _initdb(bin_dir: Path, user: str | None) -> None:
+    version_file = DATA_DIR / "PG_VERSION"
+    if version_file.exists():
+        found = version_file.read_text().strip()
+        if found != _major_version(bin_dir):
+            raise RuntimeError(
+                f"{DATA_DIR} was created by PostgreSQL {found}, but {bin_dir} is "
+                f"{_major_version(bin_dir)}: run `ordermesh down` and delete {PG_ROOT}"
+            )
+        return
+    if DATA_DIR.exists():
+        shutil.rmtree(DATA_DIR)
+    result = subprocess.run(
+        [
+            bin_dir / "initdb",
+            "-D", DATA_DIR,
+            "-U", "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        cwd=PG_ROOT,
+        user=user,
+        env=_env(user),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"initdb failed:\n{result.stdout}{result.stderr}")
+    (DATA_DIR / "pg_hba.conf").write_text(_HBA)
+
+
+def _env(user: str | None) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+    if user is not None:
+        env["HOME"] = str(PG_ROOT)
+    return env
+
+
+def _socket_dir(port: int) -> str:
+    if len(f"{PG_ROOT}/.s.PGSQL.{port}.lock") > _SOCKET_PATH_MAX:
+        return ""
+    return str(PG_ROOT)
+
+
+def _argv(bin_dir: Path, port: int) -> list[str]:
+    settings = {
+        **_SETTINGS,
+        "listen_addresses": HOST,
+        "port": str(port),
+        "unix_socket_directories": _socket_dir(port),
+    }
+    argv = [str(bin_dir / "postgres"), "-D", str(DATA_DIR)]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    return argv
+
+
+def _client_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGCONNECT_TIMEOUT"] = "3"
+    return env
+
+
+def is_ready(port: int | None = None) -> bool:
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        return False
+    port = current().postgres if port is None else port
+    result = subprocess.run(
+        [bin_dir / "pg_isready", "-q", "-h", HOST, "-p", str(port), "-t", "2"],
+        env=_client_env(),
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def psql(sql: str, *, database: str = "postgres", user: str = "postgres") -> str:
+    """Run ``sql`` with psql over TCP and return its unaligned, tuples-only output."""
+    bin_dir = ensure_installed()
+    result = subprocess.run(
+        [
+            bin_dir / "psql",
+            "-X", "-q", "-A", "-t",
+            "-v", "ON_ERROR_STOP=1",
+            "-h", HOST,
+            "-p", str(current().postgres),
+            "-U", user,
+            "-d", database,
+            "-c", sql,
+        ],
+        env=_client_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"psql failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def _ensure_role_and_database() -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", ROLE + DATABASE):
+        raise ValueError("role and database names must be plain identifiers")
+    if psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}'") != "1":
+        psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
+    if psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
+        psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+
+
+def start(timeout: float = 60.0) -> None:
+    """Install, initialise and start the cluster; a running cluster is left alone."""
+    bin_dir = ensure_installed()
+    port = current().postgres
+    if not procs.is_running(NAME):
+        procs.check_port_free(NAME, port, "ORDERMESH_POSTGRES_PORT")
+        user = _run_as_user()
+        _prepare_dirs(user)
+        _initdb(bin_dir, user)
+        procs.start_daemon(NAME, _argv(bin_dir, port), env=_env(user), cwd=PG_ROOT, user=user)
+    procs.wait_until(
+        lambda: is_ready(port), timeout, f"postgres on {HOST}:{port}", name=NAME, interval=0.2
+    )
+    _ensure_role_and_database()
+
+
+def stop(timeout: float = 30.0) -> bool:
+    """Fast shutdown (SIGINT to the postmaster), then SIGKILL after ``timeout``."""
+    return procs.stop(NAME, timeout, sig=signal.SIGINT, leader_only=True)
+
+
+def dsn() -> str:
+    return f"postgresql://{ROLE}:{PASSWORD}@{HOST}:{current().postgres}/{DATABASE}"
