@@ -1,4 +1,8 @@
-"""Filesystem locations used by the dev stack."""
+"""Filesystem locations used by the dev stack.
+
+``ORDERMESH_RUN_DIR`` moves the run dir (a second, isolated stack, e.g. for tests);
+``ORDERMESH_CACHE`` moves the download cache.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
-RUN_DIR: Path = REPO_ROOT / ".run"
+RUN_DIR: Path = Path(os.environ.get("ORDERMESH_RUN_DIR") or REPO_ROOT / ".run").absolute()
 LOG_DIR: Path = RUN_DIR / "logs"
 PID_DIR: Path = RUN_DIR / "pids"
 CACHE_DIR: Path = Path(
@@ -15,12 +19,8 @@ CACHE_DIR: Path = Path(
 
 
 def ensure_run_dirs() -> None:
-    """Create ``.run`` with its log and pid dirs; ``.run`` ignores itself in git."""
     for directory in (RUN_DIR, LOG_DIR, PID_DIR):
         directory.mkdir(parents=True, exist_ok=True)
-    ignore = RUN_DIR / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n")
 
 
 def log_path(name: str) -> Path:

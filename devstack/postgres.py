@@ -9,6 +9,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from devstack import apt, procs
@@ -70,6 +71,10 @@ def _make_traversable(path: Path) -> None:
     for directory in [path, *path.parents]:
         mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
+            print(
+                f"devstack: chmod o+x {directory} so the {OS_USER} user can reach {PG_ROOT}",
+                file=sys.stderr,
+            )
             directory.chmod(mode | stat.S_IXOTH)
 
 
@@ -81,9 +86,10 @@ def _prepare_dirs(user: str | None) -> None:
         return
     _make_traversable(RUN_DIR)
     entry = pwd.getpwnam(user)
-    for directory in (PG_ROOT, *PG_ROOT.rglob("*")):
-        if directory.stat().st_uid != entry.pw_uid:
-            os.chown(directory, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    for path in (PG_ROOT, *PG_ROOT.rglob("*")):
+        info = path.lstat()
+        if (info.st_uid, info.st_gid) != (entry.pw_uid, entry.pw_gid):
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     PG_ROOT.chmod(0o700)
 
 
@@ -106,8 +112,10 @@ def _initdb(bin_dir: Path, user: str | None) -> None:
     result = subprocess.run(
         [
             bin_dir / "initdb",
-            "-D", DATA_DIR,
-            "-U", "postgres",
+            "-D",
+            DATA_DIR,
+            "-U",
+            "postgres",
             "--auth=trust",
             "--encoding=UTF8",
             "--locale=C",
@@ -115,8 +123,8 @@ def _initdb(bin_dir: Path, user: str | None) -> None:
             "--no-instructions",
         ],
         cwd=PG_ROOT,
-        user=user,
         env=_env(user),
+        **procs.as_user(user),
         capture_output=True,
         text=True,
         check=False,
@@ -164,7 +172,7 @@ def is_ready(port: int | None = None) -> bool:
         return False
     port = current().postgres if port is None else port
     result = subprocess.run(
-        [bin_dir / "pg_isready", "-q", "-h", HOST, "-p", str(port), "-t", "2"],
+        [bin_dir / "pg_isready", "-q", "-h", HOST, "-p", str(port), "-U", "postgres", "-t", "2"],
         env=_client_env(),
         check=False,
     )
@@ -177,13 +185,22 @@ def psql(sql: str, *, database: str = "postgres", user: str = "postgres") -> str
     result = subprocess.run(
         [
             bin_dir / "psql",
-            "-X", "-q", "-A", "-t",
-            "-v", "ON_ERROR_STOP=1",
-            "-h", HOST,
-            "-p", str(current().postgres),
-            "-U", user,
-            "-d", database,
-            "-c", sql,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            HOST,
+            "-p",
+            str(current().postgres),
+            "-U",
+            user,
+            "-d",
+            database,
+            "-c",
+            sql,
         ],
         env=_client_env(),
         capture_output=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import os
 import pwd
@@ -9,26 +11,41 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from devstack.paths import ensure_run_dirs, log_path, pid_path
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+@atexit.register
+def _release_children() -> None:
+    """Daemons outlive this process: drop their handles without a ResourceWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        _children.clear()
+
+
 class NotReadyError(RuntimeError):
     """A component did not become ready in time, or exited while starting."""
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """Return (state, start time in clock ticks) of ``pid``, or None if gone."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name, or None if gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """Return (state, start time in clock ticks) of ``pid``, or None if gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
 
 
 def _reap(pid: int) -> None:
@@ -37,10 +54,8 @@ def _reap(pid: int) -> None:
         if child.poll() is not None:
             del _children[pid]
         return
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _alive(pid: int, start_ticks: int | None = None) -> bool:
@@ -76,32 +91,37 @@ def is_running(name: str) -> bool:
     return read_pid(name) is not None
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(
-        stat is not None and stat[0] not in ("Z", "X")
-        for stat in map(_proc_stat, _group_members(pgid))
-    )
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
+def _scan() -> dict[int, tuple[int, int, str, int]]:
+    """Map pid -> (ppid, pgid, state, start ticks) for every process."""
+    table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        fields = _stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields is not None:
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
+    return table
+
+
+def _tree(leader: int) -> dict[int, int]:
+    """Live members of ``leader``'s process group and its descendants, with start ticks."""
+    table = _scan()
+    members = {pid for pid, (_, pgid, _, _) in table.items() if pgid == leader}
+    members.add(leader)
+    frontier = set(members)
+    while frontier:
+        frontier = {pid for pid, info in table.items() if info[0] in frontier} - members
+        members |= frontier
+    return {
+        pid: table[pid][3] for pid in members if pid in table and table[pid][2] not in ("Z", "X")
+    }
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """``subprocess`` keyword arguments that run a child as ``user`` with its groups."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    groups = [g for g in os.getgrouplist(user, entry.pw_gid) if g != entry.pw_gid]
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
 
 
 def start_daemon(
@@ -125,17 +145,9 @@ def start_daemon(
     pid_path(name).unlink(missing_ok=True)
 
     child_env = dict(os.environ if env is None else env)
-    user_kwargs: dict[str, object] = {}
     if user is not None:
-        entry = pwd.getpwnam(user)
-        user_kwargs = {
-            "user": entry.pw_uid,
-            "group": entry.pw_gid,
-            "extra_groups": [
-                g for g in os.getgrouplist(user, entry.pw_gid) if g != entry.pw_gid
-            ],
-        }
-        child_env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+        child_env.setdefault("HOME", pwd.getpwnam(user).pw_dir)
+        child_env.update(USER=user, LOGNAME=user)
 
     log = log_path(name)
     with log.open("ab") as log_file:
@@ -144,7 +156,7 @@ def start_daemon(
             f"{' '.join(map(str, argv))}\n".encode()
         )
         log_file.flush()
-        child: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+        child: subprocess.Popen[bytes] = subprocess.Popen(
             [os.fspath(a) for a in argv],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -153,7 +165,7 @@ def start_daemon(
             env=child_env,
             start_new_session=True,
             close_fds=True,
-            **user_kwargs,
+            **as_user(user),
         )
     _children[child.pid] = child
     stat = _proc_stat(child.pid)
@@ -171,43 +183,43 @@ def stop(
     sig: signal.Signals = signal.SIGTERM,
     leader_only: bool = False,
 ) -> bool:
-    """Stop daemon ``name`` and its whole process group.
+    """Stop daemon ``name``, its process group and its descendants.
 
     Sends ``sig`` to the process group (or only to the leader when
-    ``leader_only``), waits up to ``timeout`` seconds for the group to exit,
-    then SIGKILLs it. Removes the pid file, stale or not. Returns True if a
-    running daemon was stopped.
+    ``leader_only``), waits up to ``timeout`` seconds for all of them to exit,
+    then SIGKILLs whatever is left. Removes the pid file, stale or not.
+    Returns True if a running daemon was stopped.
     """
     entry = _read_pid_file(name)
     if entry is None or not _alive(*entry):
         pid_path(name).unlink(missing_ok=True)
         return False
-    pgid = entry[0]
-    try:
+    leader = entry[0]
+    tracked = _tree(leader)
+    with contextlib.suppress(ProcessLookupError):
         if leader_only:
-            os.kill(pgid, sig)
+            os.kill(leader, sig)
         else:
-            os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+            os.killpg(leader, sig)
+
+    def remaining() -> dict[int, int]:
+        _reap(leader)
+        tracked.update(_tree(leader) if _alive(leader) else {})
+        return {pid: ticks for pid, ticks in tracked.items() if _alive(pid, ticks)}
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pgid)
-        if not _alive(pgid) and not _group_alive(pgid):
-            break
+    while remaining() and time.monotonic() < deadline:
         time.sleep(0.05)
-    else:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    left = remaining()
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         kill_deadline = time.monotonic() + 5.0
-        while time.monotonic() < kill_deadline and (
-            _alive(pgid) or _group_alive(pgid)
-        ):
+        while remaining() and time.monotonic() < kill_deadline:
             time.sleep(0.05)
-    _reap(pgid)
     pid_path(name).unlink(missing_ok=True)
     return True
 

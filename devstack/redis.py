@@ -35,9 +35,12 @@ def ensure_installed() -> Path:
 def ping(port: int | None = None, timeout: float = 1.0) -> bool:
     """Send a raw RESP ``PING`` and expect ``+PONG``."""
     port = current().redis if port is None else port
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(64).startswith(b"+PONG")
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def start(timeout: float = 30.0) -> None:
@@ -50,14 +53,22 @@ def start(timeout: float = 30.0) -> None:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         argv = [
             str(binary),
-            "--port", str(port),
-            "--bind", HOST,
-            "--dir", str(DATA_DIR),
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--logfile", "",
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--dir",
+            str(DATA_DIR),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            "",
         ]
         procs.start_daemon(NAME, argv, cwd=DATA_DIR)
     procs.wait_until(lambda: ping(port), timeout, f"redis on {HOST}:{port}", name=NAME)

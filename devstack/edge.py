@@ -1,0 +1,510 @@
+"""Renders the Envoy edge config from ``envoy/envoy.yaml.tmpl``.
+
+The template is YAML with ``${name}`` placeholders. A placeholder after ``key:`` takes a scalar
+(written inline), a multi-line string (a literal block) or a mapping/list (a nested block); a
+placeholder alone on a line takes a list whose items are written at that line's indentation
+(an empty list removes the line). The Lua guard (``envoy/rest_guard.lua`` with the generated
+field table ``gen/envoy/rest_fields.lua`` in front), the docs page and the OpenAPI document
+are inlined, so the rendered file needs nothing beside it but the descriptor set.
+
+``python -m devstack.edge --compose`` writes the checked-in ``envoy/envoy.compose.yaml``;
+``--check`` fails when that file is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from devstack.paths import REPO_ROOT
+
+ENVOY_DIR: Path = REPO_ROOT / "envoy"
+TEMPLATE: Path = ENVOY_DIR / "envoy.yaml.tmpl"
+GUARD_LUA: Path = ENVOY_DIR / "rest_guard.lua"
+DOCS_HTML: Path = ENVOY_DIR / "docs.html"
+COMPOSE_CONFIG: Path = ENVOY_DIR / "envoy.compose.yaml"
+REST_FIELDS_LUA: Path = REPO_ROOT / "gen" / "envoy" / "rest_fields.lua"
+OPENAPI_JSON: Path = REPO_ROOT / "gen" / "openapi" / "ordermesh.swagger.json"
+DESCRIPTOR: Path = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
+
+# Cluster (service short name) -> fully qualified gRPC service.
+SERVICES: dict[str, str] = {
+    "auth": "ordermesh.auth.v1.AuthService",
+    "order": "ordermesh.order.v1.OrderService",
+    "inventory": "ordermesh.inventory.v1.InventoryService",
+    "payment": "ordermesh.payment.v1.PaymentService",
+    "fulfillment": "ordermesh.fulfillment.v1.FulfillmentService",
+    "webhook": "ordermesh.webhook.v1.WebhookService",
+}
+
+# jwt_authn requirements, as path prefixes (so trailing-slash variants are covered too: the
+# Lua guard strips the slash only after jwt_authn has run).
+JWT_REQUIRED_PREFIXES: tuple[str, ...] = (
+    "/api/v1/orders",
+    "/api/v1/webhooks",
+    "/api/v1/auth/me",
+    "/ordermesh.order.v1.OrderService/",
+    "/ordermesh.payment.v1.PaymentService/",
+    "/ordermesh.fulfillment.v1.FulfillmentService/",
+    "/ordermesh.webhook.v1.WebhookService/",
+)
+JWT_REQUIRED_PATHS: tuple[str, ...] = ("/ordermesh.auth.v1.AuthService/GetCurrentUser",)
+
+# HTTP status of a reply Envoy makes itself -> google.rpc.Code in its JSON body.
+LOCAL_REPLY_CODES: dict[int, int] = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    408: 4,  # DEADLINE_EXCEEDED
+    413: 8,  # RESOURCE_EXHAUSTED
+    429: 8,  # RESOURCE_EXHAUSTED
+    431: 8,  # RESOURCE_EXHAUSTED
+    500: 13,  # INTERNAL
+    501: 12,  # UNIMPLEMENTED
+    502: 14,  # UNAVAILABLE
+    503: 14,  # UNAVAILABLE
+    504: 4,  # DEADLINE_EXCEEDED
+}
+
+TRANSCODER_OFF: dict[str, Any] = {
+    "envoy.filters.http.grpc_json_transcoder": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": True,
+    }
+}
+
+COMPOSE_CLUSTERS: dict[str, tuple[str, int]] = {name: (name, 50051) for name in SERVICES}
+COMPOSE_GATEWAY: tuple[str, int] = ("gateway", 8081)
+COMPOSE_DESCRIPTOR = Path("/etc/ordermesh/ordermesh.binpb")
+COMPOSE_LISTEN_PORT = 8000
+COMPOSE_ADMIN_PORT = 9901
+
+
+# --- a small YAML writer: enough for Envoy configs, and readable output -----------------------
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+_NOT_LINE_BREAKS = ("\u2028", "\u2029", "\x85", "\ufeff")
+
+
+def _quote(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0x20 <= code < 0x7F or (
+            code > 0x7F and ch.isprintable() and ch not in _NOT_LINE_BREAKS
+        ):
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _scalar(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _quote(value)
+    raise TypeError(f"not a YAML scalar: {value!r}")
+
+
+def _key(key: str) -> str:
+    return key if _PLAIN_KEY.fullmatch(key) else _quote(key)
+
+
+def _block_text(text: str) -> bool:
+    """Whether ``text`` can be written as a literal block scalar."""
+    if "\n" not in text.rstrip("\n") or text.startswith((" ", "\n")):
+        return False
+    return all(
+        ch in "\n\t" or (ord(ch) >= 0x20 and ch.isprintable() and ch not in _NOT_LINE_BREAKS)
+        for ch in text
+    )
+
+
+def _value_lines(value: object, indent: int) -> tuple[str, list[str]]:
+    """The text after ``key:`` and the lines that follow it (nested at ``indent``)."""
+    if isinstance(value, str) and _block_text(value):
+        body = value.rstrip("\n")
+        trailing = len(value) - len(body)
+        header = "|-" if trailing == 0 else "|" if trailing == 1 else "|+"
+        pad = " " * indent
+        lines = [pad + line if line else "" for line in body.split("\n")]
+        lines += [""] * max(trailing - 1, 0)
+        return " " + header, lines
+    if isinstance(value, Mapping | list | tuple):
+        if not value:
+            return " {}" if isinstance(value, Mapping) else " []", []
+        return "", _emit(value, indent)
+    return " " + _scalar(value), []
+
+
+def _emit(value: Mapping[str, Any] | Sequence[Any], indent: int) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            head, rest = _value_lines(item, indent + 2)
+            lines.append(f"{pad}{_key(str(key))}:{head}")
+            lines.extend(rest)
+        return lines
+    for item in value:
+        if isinstance(item, Mapping) and item:
+            nested = _emit(item, indent + 2)
+            lines.append(f"{pad}- {nested[0][indent + 2 :]}")
+            lines.extend(nested[1:])
+        else:
+            head, rest = _value_lines(item, indent + 2)
+            lines.append(f"{pad}-{head}")
+            lines.extend(rest)
+    return lines
+
+
+def fill(template: str, values: Mapping[str, object]) -> str:
+    """Fill the ``${name}`` placeholders of ``template`` (see the module docstring)."""
+    used: set[str] = set()
+    out: list[str] = []
+    for line in template.split("\n"):
+        names = _PLACEHOLDER.findall(line)
+        if not names:
+            out.append(line)
+            continue
+        for name in names:
+            if name not in values:
+                raise KeyError(f"template placeholder ${{{name}}} has no value")
+            used.add(name)
+        indent = len(line) - len(line.lstrip(" "))
+        alone = _PLACEHOLDER.fullmatch(line.strip())
+        if alone:
+            items = values[alone.group(1)]
+            if not isinstance(items, list | tuple):
+                raise TypeError(f"${{{alone.group(1)}}} alone on a line needs a list")
+            out.extend(_emit(items, indent))
+            continue
+        if len(names) == 1 and line.rstrip().endswith(f": ${{{names[0]}}}"):
+            head, rest = _value_lines(values[names[0]], indent + 2)
+            out.append(line.rstrip()[: -len(f" ${{{names[0]}}}")] + head)
+            out.extend(rest)
+            continue
+
+        def inline(match: re.Match[str]) -> str:
+            return _scalar(values[match.group(1)])
+
+        out.append(_PLACEHOLDER.sub(inline, line))
+    unused = set(values) - used
+    if unused:
+        raise KeyError(f"values without a placeholder: {sorted(unused)}")
+    return "\n".join(out)
+
+
+# --- the config ---------------------------------------------------------------------------------
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _cluster(
+    name: str, host: str, port: int, *, http2: bool = True, health_check: bool = True
+) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+    }
+    if not _is_ip(host):
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+        cluster["dns_refresh_rate"] = "5s"
+    cluster.update(
+        {
+            "connect_timeout": "2s",
+            "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {"address": host, "port_value": port}
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+            # Long streams (WatchOrders, WebSockets) must not trip the default 1024 limit.
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": 100000,
+                        "max_pending_requests": 10000,
+                        "max_requests": 100000,
+                        "max_retries": 10,
+                    }
+                ]
+            },
+            "upstream_connection_options": {
+                "tcp_keepalive": {
+                    "keepalive_time": 60,
+                    "keepalive_interval": 15,
+                    "keepalive_probes": 3,
+                }
+            },
+        }
+    )
+    protocol: dict[str, Any] = {"http_protocol_options": {}}
+    if http2:
+        protocol = {
+            "http2_protocol_options": {
+                "connection_keepalive": {"interval": "30s", "timeout": "20s"},
+            }
+        }
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": "3600s"},
+            "explicit_http_config": protocol,
+        }
+    }
+    if health_check:
+        cluster["health_checks"] = [
+            {
+                "timeout": "2s",
+                "interval": "5s",
+                "no_traffic_interval": "5s",
+                "unhealthy_interval": "2s",
+                "interval_jitter": "0.5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                # The server-wide status (service ""): every server registers it.
+                "grpc_health_check": {},
+            }
+        ]
+    return cluster
+
+
+def _status_mappers() -> list[dict[str, Any]]:
+    mappers: list[dict[str, Any]] = []
+    for status, code in LOCAL_REPLY_CODES.items():
+        mappers.append(
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {
+                                "default_value": status,
+                                "runtime_key": f"edge.local_reply.status_{status}",
+                            },
+                        }
+                    }
+                },
+                "body_format_override": {
+                    "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                    "content_type": "application/json",
+                },
+            }
+        )
+    return mappers
+
+
+def _grpc_routes() -> list[dict[str, Any]]:
+    retry = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 2}
+    return [
+        {
+            "name": f"grpc-{name}",
+            "match": {"prefix": f"/{service}/"},
+            "route": {
+                "cluster": name,
+                "timeout": "30s",
+                # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout.
+                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+                "retry_policy": retry,
+            },
+        }
+        for name, service in SERVICES.items()
+    ]
+
+
+def _jwt_rules() -> list[dict[str, Any]]:
+    requires = {"provider_name": "ordermesh"}
+    rules: list[dict[str, Any]] = [
+        {"match": {"path": path}, "requires": requires} for path in JWT_REQUIRED_PATHS
+    ]
+    rules += [
+        {"match": {"prefix": prefix}, "requires": requires} for prefix in JWT_REQUIRED_PREFIXES
+    ]
+    return rules
+
+
+def _gateway_routes(gateway: tuple[str, int] | None) -> list[dict[str, Any]]:
+    if gateway is None:
+        return []
+    return [
+        {
+            "name": "websocket",
+            "match": {"prefix": "/ws/"},
+            "route": {
+                "cluster": "gateway",
+                "timeout": "0s",
+                "idle_timeout": "0s",
+                "upgrade_configs": [{"upgrade_type": "websocket"}],
+            },
+            "typed_per_filter_config": TRANSCODER_OFF,
+        }
+    ]
+
+
+def lua_code(rest_fields: Path = REST_FIELDS_LUA) -> str:
+    """The Lua guard with its generated field table in front."""
+    if not rest_fields.is_file():
+        raise FileNotFoundError(f"{rest_fields} is missing: run scripts/gen")
+    table = rest_fields.read_text().rstrip("\n")
+    return (
+        f"local REST_FIELDS = (function()\n{table}\nend)()\n\n"
+        + GUARD_LUA.read_text().rstrip("\n")
+        + "\n"
+    )
+
+
+def render_text(
+    *,
+    listen_port: int,
+    admin_port: int,
+    clusters: Mapping[str, tuple[str, int]],
+    descriptor: Path,
+    gateway: tuple[str, int] | None = None,
+    listen_address: str = "0.0.0.0",
+    openapi: Path = OPENAPI_JSON,
+    rest_fields: Path = REST_FIELDS_LUA,
+) -> str:
+    missing = sorted(set(SERVICES) - set(clusters))
+    unknown = sorted(set(clusters) - set(SERVICES))
+    if missing or unknown:
+        raise ValueError(f"clusters: missing {missing}, unknown {unknown}")
+    # jwt_authn fetches the JWKS from this very listener.
+    self_host = "127.0.0.1" if listen_address in ("0.0.0.0", "::", "127.0.0.1") else listen_address
+    all_clusters = [_cluster(name, *clusters[name]) for name in SERVICES]
+    all_clusters.append(
+        _cluster("edge_self", self_host, listen_port, http2=False, health_check=False)
+    )
+    if gateway is not None:
+        all_clusters.append(_cluster("gateway", *gateway, http2=False, health_check=False))
+    uri_host = f"[{self_host}]" if ":" in self_host else self_host
+    values: dict[str, object] = {
+        "admin_port": admin_port,
+        "listen_address": listen_address,
+        "listen_port": listen_port,
+        "status_mappers": _status_mappers(),
+        "gateway_routes": _gateway_routes(gateway),
+        "docs_html": DOCS_HTML.read_text(),
+        "openapi_json": openapi.read_text(),
+        "transcoder_off": TRANSCODER_OFF,
+        "grpc_routes": _grpc_routes(),
+        "min_healthy": {name: {"value": 100} for name in SERVICES},
+        "jwks_uri": f"http://{uri_host}:{listen_port}/.well-known/jwks.json",
+        "jwt_rules": _jwt_rules(),
+        "lua_code": lua_code(rest_fields),
+        "descriptor": str(descriptor),
+        "services": list(SERVICES.values()),
+        "clusters": all_clusters,
+    }
+    return fill(TEMPLATE.read_text(), values)
+
+
+def render(
+    *,
+    listen_port: int,
+    admin_port: int,
+    clusters: Mapping[str, tuple[str, int]],
+    descriptor: Path,
+    out: Path,
+    gateway: tuple[str, int] | None = None,
+    listen_address: str = "0.0.0.0",
+) -> Path:
+    """Write a concrete Envoy config to ``out`` and return ``out``.
+
+    ``clusters`` maps each service short name (auth, order, inventory, payment, fulfillment,
+    webhook) to the host and port of the gRPC server hosting it; a hostname becomes a
+    STRICT_DNS cluster. ``gateway`` is the WebSocket bridge (``/ws/`` is routed only if given).
+    """
+    text = render_text(
+        listen_port=listen_port,
+        admin_port=admin_port,
+        clusters=clusters,
+        descriptor=descriptor,
+        gateway=gateway,
+        listen_address=listen_address,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return out
+
+
+def local_clusters(host: str, port: int) -> dict[str, tuple[str, int]]:
+    """Every service at one address: the local stack hosts them all in one process."""
+    return {name: (host, port) for name in SERVICES}
+
+
+def compose_text() -> str:
+    return render_text(
+        listen_port=COMPOSE_LISTEN_PORT,
+        admin_port=COMPOSE_ADMIN_PORT,
+        clusters=COMPOSE_CLUSTERS,
+        descriptor=COMPOSE_DESCRIPTOR,
+        gateway=COMPOSE_GATEWAY,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.edge", description=__doc__)
+    parser.add_argument("--compose", action="store_true", help=f"write {COMPOSE_CONFIG}")
+    parser.add_argument(
+        "--check", action="store_true", help=f"fail if {COMPOSE_CONFIG} is not up to date"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        if not COMPOSE_CONFIG.is_file() or COMPOSE_CONFIG.read_text() != compose_text():
+            print(
+                f"{COMPOSE_CONFIG} is stale: run python -m devstack.edge --compose", file=sys.stderr
+            )
+            return 1
+        return 0
+    if args.compose:
+        COMPOSE_CONFIG.write_text(compose_text())
+        print(COMPOSE_CONFIG)
+        return 0
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["SERVICES", "local_clusters", "main", "render", "render_text"]

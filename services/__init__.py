@@ -1,0 +1,1 @@
+"""ordermesh gRPC services: one package per bounded context plus shared plumbing."""

@@ -1,0 +1,1 @@
+"""Plain-Python building blocks shared by the domains (no I/O, no framework imports)."""

@@ -1,0 +1,1 @@
+"""Inventory: the product catalog (authoritative prices) and stock."""

@@ -1,0 +1,1 @@
+"""Orders: the order aggregate, its guarded lifecycle and the order API."""

@@ -1,0 +1,218 @@
+"""Orders in the `orders` schema: state, items, status history, idempotency keys and the
+outbox, always written in one transaction."""
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+
+from services.common.errors import Conflict
+from services.common.money import Money
+from services.common.paging import Page
+from services.order.domain.events import Event
+from services.order.domain.idempotency import IdempotencyClaim, ensure_same_request
+from services.order.domain.model import Address, Order, OrderLine, OrderStatus
+from services.platform.db import Connection, Pool
+
+_ORDER_COLUMNS = (
+    "o.order_id, o.user_id, o.status, o.status_reason, o.currency, o.shipping_address,"
+    " o.payment_method, o.metadata, o.carrier, o.tracking_number, o.version, o.created_at,"
+    " o.updated_at,"
+    " (SELECT coalesce(jsonb_agg(jsonb_build_array(i.product_id, i.name, i.quantity,"
+    "  i.unit_price_minor) ORDER BY i.line_no), '[]') FROM orders.order_items i"
+    "  WHERE i.order_id = o.order_id) AS items"
+)
+
+
+class EventOutbox(Protocol):
+    async def write(self, conn: Connection, events: Iterable[Event]) -> None: ...
+
+
+def _order(row: dict[str, Any]) -> Order:
+    currency = row["currency"]
+    return Order(
+        order_id=str(row["order_id"]),
+        user_id=row["user_id"],
+        status=OrderStatus(row["status"]),
+        status_reason=row["status_reason"],
+        lines=tuple(
+            OrderLine(product_id, name, quantity, Money(unit_price_minor, currency))
+            for product_id, name, quantity, unit_price_minor in row["items"]
+        ),
+        shipping_address=Address(**row["shipping_address"]),
+        payment_method=row["payment_method"],
+        metadata=row["metadata"],
+        carrier=row["carrier"],
+        tracking_number=row["tracking_number"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class PostgresOrderStore:
+    def __init__(self, pool: Pool, outbox: EventOutbox, idempotency_ttl: timedelta) -> None:
+        self._pool = pool
+        self._outbox = outbox
+        self._ttl = idempotency_ttl
+
+    async def find_by_idempotency_key(self, user_id: str, key: str) -> tuple[Order, str] | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_ORDER_COLUMNS}, k.fingerprint FROM orders.idempotency_keys k"
+                " JOIN orders.orders o USING (order_id)"
+                " WHERE k.user_id = %s AND k.key = %s AND k.created_at > now() - %s",
+                (user_id, key, self._ttl),
+            )
+            row = await cursor.fetchone()
+        return (_order(row), row["fingerprint"]) if row else None
+
+    async def add(
+        self, order: Order, events: Iterable[Event], claim: IdempotencyClaim | None
+    ) -> Order:
+        async with self._pool.connection() as conn, conn.transaction():
+            if claim is not None:
+                existing = await self._claim(conn, order, claim)
+                if existing is not None:
+                    return existing
+            await conn.execute(
+                "INSERT INTO orders.orders (order_id, user_id, status, status_reason,"
+                " total_minor, currency, shipping_address, payment_method, metadata, version,"
+                " created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    order.order_id,
+                    order.user_id,
+                    order.status.value,
+                    order.status_reason,
+                    order.total.amount_minor,
+                    order.currency,
+                    Jsonb(asdict(order.shipping_address)),
+                    order.payment_method,
+                    Jsonb(order.metadata),
+                    order.version,
+                    order.created_at,
+                    order.updated_at,
+                ),
+            )
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO orders.order_items (order_id, line_no, product_id, name,"
+                    " quantity, unit_price_minor) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            order.order_id,
+                            number,
+                            line.product_id,
+                            line.name,
+                            line.quantity,
+                            line.unit_price.amount_minor,
+                        )
+                        for number, line in enumerate(order.lines, start=1)
+                    ],
+                )
+            await self._record_history(conn, order)
+            await self._outbox.write(conn, events)
+        return order
+
+    async def _claim(self, conn: Connection, order: Order, claim: IdempotencyClaim) -> Order | None:
+        """Takes the key for this order, or returns the order a concurrent request made.
+
+        The key row is inserted before the order exists (deferred foreign key), so a racing
+        request with the same key blocks on the primary key until this transaction ends,
+        then finds the committed key and returns its order."""
+        await conn.execute(
+            "DELETE FROM orders.idempotency_keys"
+            " WHERE user_id = %s AND key = %s AND created_at <= now() - %s",
+            (order.user_id, claim.key, self._ttl),
+        )
+        cursor = await conn.execute(
+            "INSERT INTO orders.idempotency_keys (user_id, key, fingerprint, order_id)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, key) DO NOTHING RETURNING key",
+            (order.user_id, claim.key, claim.fingerprint, order.order_id),
+        )
+        if await cursor.fetchone() is not None:
+            return None
+        cursor = await conn.execute(
+            f"SELECT {_ORDER_COLUMNS}, k.fingerprint FROM orders.idempotency_keys k"
+            " JOIN orders.orders o USING (order_id) WHERE k.user_id = %s AND k.key = %s",
+            (order.user_id, claim.key),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise Conflict("a request with this idempotency key is still in progress; retry")
+        ensure_same_request(claim, row["fingerprint"])
+        return _order(row)
+
+    async def get(self, order_id: str) -> Order | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.order_id = %s",
+                (order_id,),
+            )
+            row = await cursor.fetchone()
+        return _order(row) if row else None
+
+    async def list(
+        self, user_id: str | None, status: OrderStatus | None, page: Page
+    ) -> tuple[list[Order], int]:
+        conditions = []
+        params: list[Any] = []
+        if user_id is not None:
+            conditions.append("o.user_id = %s")
+            params.append(user_id)
+        if status is not None:
+            conditions.append("o.status = %s")
+            params.append(status.value)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT count(*) AS total FROM orders.orders o {where}", params
+            )
+            counted = await cursor.fetchone()
+            cursor = await conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders.orders o {where}"
+                " ORDER BY o.created_at DESC, o.order_id LIMIT %s OFFSET %s",
+                [*params, page.size, page.offset],
+            )
+            rows = await cursor.fetchall()
+        return [_order(row) for row in rows], int(counted["total"]) if counted else 0
+
+    async def update(self, order: Order, expected_version: int, events: Iterable[Event]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE orders.orders SET status = %s, status_reason = %s, metadata = %s,"
+                " carrier = %s, tracking_number = %s, version = %s, updated_at = %s"
+                " WHERE order_id = %s AND version = %s",
+                (
+                    order.status.value,
+                    order.status_reason,
+                    Jsonb(order.metadata),
+                    order.carrier,
+                    order.tracking_number,
+                    order.version,
+                    order.updated_at,
+                    order.order_id,
+                    expected_version,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise Conflict(f"order {order.order_id} was changed concurrently; retry")
+            await self._record_history(conn, order)
+            await self._outbox.write(conn, events)
+
+    @staticmethod
+    async def _record_history(conn: Connection, order: Order) -> None:
+        await conn.execute(
+            "INSERT INTO orders.status_history (order_id, version, status, reason, occurred_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (
+                order.order_id,
+                order.version,
+                order.status.value,
+                order.status_reason,
+                order.updated_at,
+            ),
+        )

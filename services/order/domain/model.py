@@ -1,0 +1,130 @@
+"""The order aggregate and its status machine.
+
+PENDING → VALIDATED → PAID → FULFILLED → SHIPPED → DELIVERED, with FAILED and CANCELLED as
+terminal exits. Every change bumps `version`; an illegal transition is FailedPrecondition.
+"""
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.money import Money
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    VALIDATED = "VALIDATED"
+    PAID = "PAID"
+    FULFILLED = "FULFILLED"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @classmethod
+    def parse(cls, text: str, *, field: str = "status") -> "OrderStatus":
+        """Accepts any case, with or without the proto enum's ORDER_STATUS_ prefix."""
+        name = text.strip().upper().removeprefix("ORDER_STATUS_")
+        try:
+            return cls(name)
+        except ValueError:
+            allowed = ", ".join(s.value.lower() for s in cls)
+            raise InvalidArgument(
+                f"unknown {field} {text!r}; expected one of {allowed}", field=field
+            ) from None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.FAILED, OrderStatus.CANCELLED})
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset(
+        {OrderStatus.VALIDATED, OrderStatus.FAILED, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.VALIDATED: frozenset({OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.CANCELLED}),
+    OrderStatus.PAID: frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED}),
+    OrderStatus.FULFILLED: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.FAILED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+CANCELLABLE = frozenset(
+    {OrderStatus.PENDING, OrderStatus.VALIDATED, OrderStatus.PAID, OrderStatus.FULFILLED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    street: str
+    city: str
+    state: str
+    zip: str
+    country: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: Money
+
+    @property
+    def total_price(self) -> Money:
+        return self.unit_price * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    user_id: str
+    status: OrderStatus
+    lines: tuple[OrderLine, ...]
+    shipping_address: Address
+    payment_method: str
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    status_reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    carrier: str = ""
+    tracking_number: str = ""
+
+    @property
+    def currency(self) -> str:
+        return self.lines[0].unit_price.currency
+
+    @property
+    def total(self) -> Money:
+        total = Money.zero(self.currency)
+        for line in self.lines:
+            total = total + line.total_price
+        return total
+
+    def transition(self, target: OrderStatus, *, reason: str, at: datetime) -> "Order":
+        if target not in TRANSITIONS[self.status]:
+            raise FailedPrecondition(
+                f"order {self.order_id} is {self.status.value}; it cannot become {target.value}"
+            )
+        return replace(
+            self, status=target, status_reason=reason, version=self.version + 1, updated_at=at
+        )
+
+    def cancel(self, *, reason: str, at: datetime) -> "Order":
+        if self.status not in CANCELLABLE:
+            raise FailedPrecondition(
+                f"order {self.order_id} is {self.status.value} and can no longer be cancelled"
+            )
+        return self.transition(OrderStatus.CANCELLED, reason=reason, at=at)
+
+    def with_metadata(self, changes: dict[str, Any], *, at: datetime) -> "Order":
+        return replace(
+            self, metadata={**self.metadata, **changes}, version=self.version + 1, updated_at=at
+        )

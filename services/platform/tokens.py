@@ -1,0 +1,132 @@
+"""Verification of the auth service's RS256 access tokens against its published JWKS.
+
+Every service verifies tokens itself (clients may call gRPC directly, not only through
+Envoy). Keys are cached by `kid`; an unknown `kid` triggers a refetch, rate-limited so a
+flood of forged tokens cannot hammer the auth service. That is what makes key rotation work:
+the auth service publishes the new key before signing with it.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import jwt
+from jwt.algorithms import RSAAlgorithm
+
+from services.common.errors import Unauthenticated, Unavailable
+from services.common.identity import Principal, Role, Tier
+
+log = logging.getLogger(__name__)
+
+JwksFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
+
+ALGORITHM = "RS256"
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        fetch_jwks: JwksFetcher,
+        *,
+        issuer: str,
+        audience: str,
+        min_refetch_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch_jwks = fetch_jwks
+        self._issuer = issuer
+        self._audience = audience
+        self._min_refetch_interval = min_refetch_interval
+        self._clock = clock
+        self._keys: dict[str, Any] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def principal(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        claims = await self.claims(token, expected_type=ACCESS)
+        return principal_from_claims(claims)
+
+    async def claims(self, token: str, *, expected_type: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("malformed bearer token") from None
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated(f"token algorithm must be {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("token has no key id")
+        key = await self._key(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token has expired") from None
+        except jwt.InvalidTokenError as error:
+            raise Unauthenticated(f"invalid token: {error}") from None
+        if claims.get("typ") != expected_type:
+            raise Unauthenticated(f"a {expected_type} token is required")
+        return claims
+
+    async def _key(self, kid: str) -> Any:
+        if kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if kid not in self._keys and self._may_refetch():
+                await self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise Unauthenticated("token signed with an unknown key") from None
+
+    def _may_refetch(self) -> bool:
+        return (
+            self._fetched_at is None
+            or self._clock() - self._fetched_at >= self._min_refetch_interval
+        )
+
+    async def _refresh(self) -> None:
+        try:
+            document = await self._fetch_jwks()
+        except Exception as error:
+            log.warning("jwks fetch failed", extra={"error": str(error)})
+            raise Unavailable("cannot verify tokens right now: key set unavailable") from error
+        self._fetched_at = self._clock()
+        self._keys = {
+            jwk["kid"]: RSAAlgorithm.from_jwk(json.dumps(jwk))
+            for jwk in document.get("keys", [])
+            if jwk.get("kty") == "RSA" and jwk.get("kid")
+        }
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("missing bearer token (send 'Authorization: Bearer <token>')")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    try:
+        return Principal(
+            user_id=str(claims["sub"]),
+            email=str(claims.get("email", "")),
+            role=Role(claims.get("role", Role.USER.value)),
+            tier=Tier(claims.get("tier", Tier.FREE.value)),
+        )
+    except ValueError as error:
+        raise Unauthenticated(f"token carries an unknown role or tier: {error}") from None

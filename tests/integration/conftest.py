@@ -1,0 +1,59 @@
+"""Real servers for integration tests: Postgres, Redis and Kafka from devstack. A server
+that is already running (`make up`, or `make test`, which starts the stack first) is reused;
+one this session had to start is stopped again at the end."""
+
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+
+import psycopg
+import pytest
+
+from devstack import kafka, postgres, redis
+from services.__main__ import all_migrations
+from services.platform import migrations
+from services.platform.db import Pool, open_pool
+from services.platform.settings import Settings
+
+
+def _ensure_running(component: ModuleType) -> bool:
+    if component.is_ready():
+        return False
+    component.ensure_installed()
+    component.start()
+    return True
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[None]:
+    started = [c for c in (postgres, redis, kafka) if _ensure_running(c)]
+    yield
+    for component in reversed(started):
+        component.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: None) -> Settings:
+    return Settings.from_env(
+        {
+            "ORDERMESH_ENV": "test",
+            "ORDERMESH_DATABASE_URL": postgres.dsn(),
+            "ORDERMESH_REDIS_URL": redis.url(),
+            "ORDERMESH_KAFKA_BOOTSTRAP": kafka.bootstrap(),
+            "ORDERMESH_GRPC_PORT": "0",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings) -> None:
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        await migrations.apply(conn, all_migrations())
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
+    opened = await open_pool(settings, name="tests")
+    yield opened
+    await opened.close()

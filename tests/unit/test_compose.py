@@ -1,0 +1,84 @@
+"""compose.yaml cannot be run here (no Docker engine), so it is checked structurally: it
+parses, every component it starts exists, health checks gate start-up order, the settings
+it passes are accepted, and the files it mounts exist."""
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.__main__ import COMPONENTS
+from services.platform.settings import Settings
+from workers.__main__ import WORKERS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return loaded
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def test_every_component_and_worker_has_a_container(compose: dict[str, Any]) -> None:
+    hosted: set[str] = set()
+    for service in compose["services"].values():
+        command = _command(service)
+        if "--components" in command:
+            hosted.update(command[command.index("--components") + 1].split(","))
+    assert set(COMPONENTS) | set(WORKERS) <= hosted
+    for service in compose["services"].values():
+        command = _command(service)
+        if command[:3] == ["python", "-m", "services"] and "--components" in command:
+            assert set(command[command.index("--components") + 1].split(",")) <= set(COMPONENTS)
+
+
+def test_dependencies_exist_and_wait_for_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            condition = rule["condition"]
+            if condition == "service_healthy":
+                check = services[dependency].get("healthcheck", {})
+                assert check and not check.get("disable"), f"{dependency} has no health check"
+            else:
+                assert condition == "service_completed_successfully", (name, condition)
+                assert services[dependency].get("restart") == "no"
+
+
+def test_long_running_containers_have_health_checks(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if service.get("restart") == "no":
+            continue
+        check = service.get("healthcheck")
+        assert check and not check.get("disable") and check["test"], name
+
+
+def test_only_envoy_publishes_a_port(compose: dict[str, Any]) -> None:
+    published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    assert published == {"envoy": ["8000:8000"]}
+
+
+def test_application_settings_are_accepted(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        environment = service.get("environment", {})
+        if any(key.startswith("ORDERMESH_") for key in environment):
+            settings = Settings.from_env({k: str(v) for k, v in environment.items()})
+            assert settings.grpc_port == 50051, name
+
+
+def test_mounted_files_exist(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).is_file(), source
