@@ -6,6 +6,8 @@ variables set there would not reach the handler. Instead the interceptor wraps t
 function itself; everything below runs inside the RPC's task.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 import uuid

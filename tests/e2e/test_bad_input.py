@@ -114,7 +114,7 @@ def _bad_tokens(user: User) -> dict[str, str | None]:
     tampered_claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     tampered_claims["role"] = "admin"
     tampered = f"{head}.{_b64(tampered_claims)}.{signature}"
-    hs256 = jwt.encode(_claims(user), "guessed-secret", algorithm="HS256")
+    hs256 = jwt.encode(_claims(user), "a-guessed-shared-secret-of-32-bytes!", algorithm="HS256")
     return {
         "missing": None,
         "garbage": "not.a.token",

@@ -113,7 +113,7 @@ class PostgresOrderStore:
                         for number, line in enumerate(order.lines, start=1)
                     ],
                 )
-            await self._record_history(conn, order)
+            await record_history(conn, order)
             await self._outbox.write(conn, events)
         return order
 
@@ -148,12 +148,7 @@ class PostgresOrderStore:
 
     async def get(self, order_id: str) -> Order | None:
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.order_id = %s",
-                (order_id,),
-            )
-            row = await cursor.fetchone()
-        return _order(row) if row else None
+            return await fetch_order(conn, order_id)
 
     async def list(
         self, user_id: str | None, status: OrderStatus | None, page: Page
@@ -182,37 +177,48 @@ class PostgresOrderStore:
 
     async def update(self, order: Order, expected_version: int, events: Iterable[Event]) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                "UPDATE orders.orders SET status = %s, status_reason = %s, metadata = %s,"
-                " carrier = %s, tracking_number = %s, version = %s, updated_at = %s"
-                " WHERE order_id = %s AND version = %s",
-                (
-                    order.status.value,
-                    order.status_reason,
-                    Jsonb(order.metadata),
-                    order.carrier,
-                    order.tracking_number,
-                    order.version,
-                    order.updated_at,
-                    order.order_id,
-                    expected_version,
-                ),
-            )
-            if cursor.rowcount != 1:
-                raise Conflict(f"order {order.order_id} was changed concurrently; retry")
-            await self._record_history(conn, order)
+            await save_order(conn, order, expected_version)
             await self._outbox.write(conn, events)
 
-    @staticmethod
-    async def _record_history(conn: Connection, order: Order) -> None:
-        await conn.execute(
-            "INSERT INTO orders.status_history (order_id, version, status, reason, occurred_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (
-                order.order_id,
-                order.version,
-                order.status.value,
-                order.status_reason,
-                order.updated_at,
-            ),
-        )
+
+async def fetch_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order | None:
+    """One order; with ``for_update`` its row stays locked until the transaction ends, which
+    serialises every writer of that order (and so the order of its outbox rows)."""
+    lock = " FOR UPDATE OF o" if for_update else ""
+    cursor = await conn.execute(
+        f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.order_id = %s{lock}", (order_id,)
+    )
+    row = await cursor.fetchone()
+    return _order(row) if row else None
+
+
+async def save_order(conn: Connection, order: Order, expected_version: int) -> None:
+    """Writes a changed order if nobody else changed it since ``expected_version``, and
+    records the new version in its status history."""
+    cursor = await conn.execute(
+        "UPDATE orders.orders SET status = %s, status_reason = %s, metadata = %s,"
+        " carrier = %s, tracking_number = %s, version = %s, updated_at = %s"
+        " WHERE order_id = %s AND version = %s",
+        (
+            order.status.value,
+            order.status_reason,
+            Jsonb(order.metadata),
+            order.carrier,
+            order.tracking_number,
+            order.version,
+            order.updated_at,
+            order.order_id,
+            expected_version,
+        ),
+    )
+    if cursor.rowcount != 1:
+        raise Conflict(f"order {order.order_id} was changed concurrently; retry")
+    await record_history(conn, order)
+
+
+async def record_history(conn: Connection, order: Order) -> None:
+    await conn.execute(
+        "INSERT INTO orders.status_history (order_id, version, status, reason, occurred_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (order.order_id, order.version, order.status.value, order.status_reason, order.updated_at),
+    )
