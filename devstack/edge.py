@@ -30,6 +30,11 @@ DOCS_HTML: Path = ENVOY_DIR / "docs.html"
 COMPOSE_CONFIG: Path = ENVOY_DIR / "envoy.compose.yaml"
 REST_FIELDS_LUA: Path = REPO_ROOT / "gen" / "envoy" / "rest_fields.lua"
 OPENAPI_JSON: Path = REPO_ROOT / "gen" / "openapi" / "ordermesh.swagger.json"
+# The descriptor set Envoy transcodes with: gen/descriptor/ordermesh.binpb with the
+# response_body options Envoy cannot load cleared (tools/gen_rest_fields.py writes it).
+ENVOY_DESCRIPTOR_NAME = "ordermesh.binpb"
+ENVOY_DESCRIPTOR: Path = REPO_ROOT / "gen" / "envoy" / ENVOY_DESCRIPTOR_NAME
+# The source descriptor set (imports included) that scripts/gen builds from protos/.
 DESCRIPTOR: Path = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
 
 # Cluster (service short name) -> fully qualified gRPC service.
@@ -78,6 +83,22 @@ TRANSCODER_OFF: dict[str, Any] = {
         "disabled": True,
     }
 }
+
+# Local replies jwt_authn makes with 403 (a token for another audience), for
+# local_reply_config: jwt_authn sets no response flag, so match its response code details.
+JWT_FORBIDDEN_FILTER: dict[str, Any] = {
+    "name": "envoy.access_loggers.extension_filters.cel",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3."
+        "ExpressionFilter",
+        "expression": "response.code == 403 && response.code_details.startsWith('jwt_authn')",
+    },
+}
+
+# GET /health is 200 while at least this share of every service cluster's hosts passes the
+# active gRPC health checks (one host per service locally: it must be up). With replicas, one
+# restarting replica does not take the whole edge out of a load balancer.
+MIN_HEALTHY_PERCENT = 50
 
 COMPOSE_CLUSTERS: dict[str, tuple[str, int]] = {name: (name, 50051) for name in SERVICES}
 COMPOSE_GATEWAY: tuple[str, int] = ("gateway", 8081)
@@ -201,7 +222,8 @@ def fill(template: str, values: Mapping[str, object]) -> str:
             out.extend(_emit(items, indent))
             continue
         if len(names) == 1 and line.rstrip().endswith(f": ${{{names[0]}}}"):
-            head, rest = _value_lines(values[names[0]], indent + 2)
+            key_column = len(line) - len(line.lstrip(" -"))  # past any "- " item markers
+            head, rest = _value_lines(values[names[0]], key_column + 2)
             out.append(line.rstrip()[: -len(f" ${{{names[0]}}}")] + head)
             out.extend(rest)
             continue
@@ -392,6 +414,57 @@ def lua_code(rest_fields: Path = REST_FIELDS_LUA) -> str:
     )
 
 
+def _strip_response_bodies(descriptor: Path) -> tuple[list[str], bytes]:
+    """Clear every ``response_body`` that names a field other than ``google.api.HttpBody``.
+
+    Envoy's transcoder refuses to load those ("Setting response_body is not supported yet for
+    non-HttpBody fields"); the Lua guard unwraps the field from the JSON response instead.
+    Returns the methods changed and the (deterministically) serialised stripped set.
+    """
+    from google.api import annotations_pb2  # type: ignore[import-untyped]
+    from google.protobuf import descriptor_pb2
+
+    fds = descriptor_pb2.FileDescriptorSet()
+    fds.ParseFromString(descriptor.read_bytes())
+    fields: dict[str, dict[str, str]] = {}
+    for file in fds.file:
+        for message in file.message_type:
+            fields[f".{file.package}.{message.name}"] = {f.name: f.type_name for f in message.field}
+    changed: list[str] = []
+    for file in fds.file:
+        for service in file.service:
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                pending = [method.options.Extensions[annotations_pb2.http]]
+                while pending:
+                    rule = pending.pop()
+                    pending.extend(rule.additional_bindings)
+                    target = fields.get(method.output_type, {}).get(rule.response_body)
+                    if rule.response_body and target != ".google.api.HttpBody":
+                        changed.append(f"{file.package}.{service.name}.{method.name}")
+                        rule.response_body = ""
+    return changed, fds.SerializeToString(deterministic=True)
+
+
+def unsupported_response_bodies(descriptor: Path) -> list[str]:
+    """Methods whose http rule maps a non-HttpBody ``response_body``: Envoy rejects those."""
+    return _strip_response_bodies(descriptor)[0]
+
+
+def envoy_descriptor(descriptor: Path, workdir: Path) -> Path:
+    """A descriptor set Envoy can load: ``descriptor`` itself if it can, else a copy with
+    the offending ``response_body`` options cleared, written to ``workdir``."""
+    changed, stripped = _strip_response_bodies(descriptor)
+    if not changed:
+        return descriptor
+    workdir.mkdir(parents=True, exist_ok=True)
+    copy = workdir / ENVOY_DESCRIPTOR_NAME
+    if not copy.is_file() or copy.read_bytes() != stripped:
+        copy.write_bytes(stripped)
+    return copy
+
+
 def render_text(
     *,
     listen_port: int,
@@ -403,6 +476,11 @@ def render_text(
     openapi: Path = OPENAPI_JSON,
     rest_fields: Path = REST_FIELDS_LUA,
 ) -> str:
+    if descriptor.is_file() and (bad := unsupported_response_bodies(descriptor)):
+        raise ValueError(
+            f"{descriptor}: Envoy cannot load response_body on {', '.join(bad)}; "
+            f"use {ENVOY_DESCRIPTOR} (scripts/gen writes it) or render()"
+        )
     missing = sorted(set(SERVICES) - set(clusters))
     unknown = sorted(set(clusters) - set(SERVICES))
     if missing or unknown:
@@ -425,8 +503,10 @@ def render_text(
         "docs_html": DOCS_HTML.read_text(),
         "openapi_json": openapi.read_text(),
         "transcoder_off": TRANSCODER_OFF,
+        "jwt_forbidden": JWT_FORBIDDEN_FILTER,
         "grpc_routes": _grpc_routes(),
-        "min_healthy": {name: {"value": 100} for name in SERVICES},
+        # At least half of each service's hosts (with one host per service: that host).
+        "min_healthy": {name: {"value": MIN_HEALTHY_PERCENT} for name in SERVICES},
         "jwks_uri": f"http://{uri_host}:{listen_port}/.well-known/jwks.json",
         "jwt_rules": _jwt_rules(),
         "lua_code": lua_code(rest_fields),
@@ -452,7 +532,13 @@ def render(
     ``clusters`` maps each service short name (auth, order, inventory, payment, fulfillment,
     webhook) to the host and port of the gRPC server hosting it; a hostname becomes a
     STRICT_DNS cluster. ``gateway`` is the WebSocket bridge (``/ws/`` is routed only if given).
+    ``descriptor`` is the descriptor set (gen/descriptor/ordermesh.binpb or the Envoy copy in
+    gen/envoy/); if it exists here and Envoy cannot load it as it is (``response_body``), a
+    loadable copy is written beside ``out`` and the config points at that. A path that does
+    not exist here (a container path) is used as given: mount gen/envoy/ordermesh.binpb there.
     """
+    if descriptor.is_file():
+        descriptor = envoy_descriptor(descriptor.resolve(), out.parent)
     text = render_text(
         listen_port=listen_port,
         admin_port=admin_port,
