@@ -1,22 +1,30 @@
-"""Composition root of the worker process: `python -m workers [--components relay,...]`.
+"""Composition root of the worker process: `python -m workers [--components a,b,...]`.
 
-Locally one process hosts every worker; in compose each container hosts one, and any
-worker can run as several replicas (consumer groups share partitions, relays stand by on
-an advisory lock).
+Locally one process hosts every worker; in compose each container hosts one, and any worker
+can run as several replicas: consumers of one group share the partitions, and relays stand
+by on an advisory lock until the active one goes away.
 """
 
 import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import uvloop
-from psycopg_pool import AsyncConnectionPool
 
+from services.order.adapters.catalog import InventoryCatalog
+from services.order.consumers import OrderStatusProjector, OrderValidator
+from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
 from services.platform.settings import Settings
+from workers import topics
 from workers.admin import ensure_topics
+from workers.codec import EventCodec
+from workers.consumer import EventConsumer, Handler
 from workers.relay import OutboxRelay
 
 log = logging.getLogger("ordermesh.workers")
@@ -24,23 +32,70 @@ log = logging.getLogger("ordermesh.workers")
 # Every schema whose service writes events through an outbox.
 OUTBOX_SCHEMAS = ("orders",)
 
-Worker = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class WorkerResources:
+    settings: Settings
+    pool: Pool
+    codec: EventCodec
+    inventory_channel: grpc.aio.Channel
 
 
-async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
-    async with AsyncConnectionPool(
-        settings.database_url,
-        min_size=1,
-        max_size=2,
-        name="outbox-relay",
-        kwargs={"autocommit": True, "application_name": "ordermesh-outbox-relay"},
-        open=False,
-    ) as pool:
-        relay = OutboxRelay(pool, {"bootstrap.servers": settings.kafka_bootstrap}, OUTBOX_SCHEMAS)
-        await relay.run(stop)
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A consumer worker: its group, what it reads, whose inbox records what it applied,
+    and how to build its handlers."""
+
+    group: str
+    topics: tuple[str, ...]
+    inbox_schema: str
+    handlers: Callable[[WorkerResources], Mapping[str, Handler]]
 
 
-WORKERS: Mapping[str, Worker] = {"relay": run_relay}
+CONSUMERS: Mapping[str, ConsumerSpec] = {
+    "order_validator": ConsumerSpec(
+        topics.ORDER_VALIDATOR_GROUP,
+        (topics.ORDERS,),
+        "orders",
+        lambda r: OrderValidator(r.codec, InventoryCatalog(r.inventory_channel)).handlers(),
+    ),
+    "order_status_projector": ConsumerSpec(
+        topics.ORDER_STATUS_PROJECTOR_GROUP,
+        (topics.ORDERS, topics.PAYMENTS, topics.INVENTORY, topics.FULFILLMENT),
+        "orders",
+        lambda r: OrderStatusProjector().handlers(),
+    ),
+}
+
+WORKER_NAMES = ("relay", *CONSUMERS)
+
+
+async def run_relay(resources: WorkerResources, stop: asyncio.Event) -> None:
+    relay = OutboxRelay(
+        resources.pool,
+        {"bootstrap.servers": resources.settings.kafka_bootstrap},
+        OUTBOX_SCHEMAS,
+    )
+    await relay.run(stop)
+
+
+Runner = Callable[[WorkerResources, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def consumer_runner(spec: ConsumerSpec) -> Runner:
+    async def run(resources: WorkerResources, stop: asyncio.Event) -> None:
+        consumer = EventConsumer(
+            resources.settings.kafka_bootstrap,
+            spec.group,
+            spec.topics,
+            spec.handlers(resources),
+            pool=resources.pool,
+            codec=resources.codec,
+            inbox_schema=spec.inbox_schema,
+        )
+        await consumer.run(stop)
+
+    return run
 
 
 async def run(settings: Settings, names: list[str]) -> None:
@@ -48,17 +103,32 @@ async def run(settings: Settings, names: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    pool = await open_pool(settings, name="workers")
+    channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
+    resources = WorkerResources(
+        settings, pool, EventCodec.from_directory(settings.schemas_dir), channel
+    )
+    runners: dict[str, Runner] = {
+        "relay": run_relay,
+        **{n: consumer_runner(s) for n, s in CONSUMERS.items()},
+    }
     log.info("workers starting", extra={"workers": names})
-    async with asyncio.TaskGroup() as group:
-        for name in names:
-            group.create_task(WORKERS[name](settings, stop), name=name)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name in names:
+                group.create_task(runners[name](resources, stop), name=name)
+    finally:
+        await channel.close()
+        await pool.close()
     log.info("workers stopped")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument(
-        "--components", default=",".join(WORKERS), help=f"subset of: {', '.join(WORKERS)}"
+        "--components",
+        default=",".join(WORKER_NAMES),
+        help=f"comma-separated subset of: {', '.join(WORKER_NAMES)}",
     )
     parser.add_argument(
         "--create-topics", action="store_true", help="create the Kafka topics and exit"
@@ -70,7 +140,7 @@ def main() -> None:
         ensure_topics(settings.kafka_bootstrap)
         return
     names = [name.strip() for name in args.components.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(WORKERS))
+    unknown = sorted(set(names) - set(WORKER_NAMES))
     if unknown:
         parser.error(f"unknown workers: {', '.join(unknown)}")
     uvloop.run(run(settings, names))

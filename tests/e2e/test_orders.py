@@ -108,9 +108,11 @@ async def test_register_login_create_read_over_rest_and_grpc(
 
 
 def test_list_is_paginated_and_trailing_slash_works(http: httpx.Client, user: User) -> None:
+    created = []
     for _ in range(3):
         response = http.post("/api/v1/orders/", json=order_body(), headers=user.headers)
         assert response.status_code == 200, response.text
+        created.append(response.json()["order_id"])
     page = http.get("/api/v1/orders/?page=1&page_size=2", headers=user.headers)
     assert page.status_code == 200, page.text
     body = page.json()
@@ -119,12 +121,19 @@ def test_list_is_paginated_and_trailing_slash_works(http: httpx.Client, user: Us
     last = http.get("/api/v1/orders", params={"page": 2, "page_size": 2}, headers=user.headers)
     assert last.json()["has_next"] is False
     assert len(last.json()["orders"]) == 1
+    listed = {o["order_id"] for o in body["orders"] + last.json()["orders"]}
+    assert listed == set(created)
+
+    cancelled = http.delete(f"/api/v1/orders/{created[0]}", headers=user.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "ORDER_STATUS_CANCELLED"
     filtered = http.get(
         "/api/v1/orders",
-        params={"status": "pending", "user_id": user.user_id},
+        params={"status": "cancelled", "user_id": user.user_id},
         headers=user.headers,
     )
-    assert filtered.json()["total"] == 3
+    assert filtered.status_code == 200, filtered.text
+    assert [o["order_id"] for o in filtered.json()["orders"]] == [created[0]]
 
 
 def test_original_clients_prices_and_user_id_are_checked(http: httpx.Client, user: User) -> None:

@@ -16,7 +16,8 @@ from services.platform.settings import Settings
 
 
 def _ensure_running(component: ModuleType) -> bool:
-    if component.is_ready():
+    ready = component.ping if component is redis else component.is_ready
+    if ready():
         return False
     component.ensure_installed()
     component.start()

@@ -11,7 +11,7 @@ import yaml
 
 from services.__main__ import COMPONENTS
 from services.platform.settings import Settings
-from workers.__main__ import WORKERS
+from workers.__main__ import WORKER_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_every_component_and_worker_has_a_container(compose: dict[str, Any]) -> 
         command = _command(service)
         if "--components" in command:
             hosted.update(command[command.index("--components") + 1].split(","))
-    assert set(COMPONENTS) | set(WORKERS) <= hosted
+    assert set(COMPONENTS) | set(WORKER_NAMES) <= hosted
     for service in compose["services"].values():
         command = _command(service)
         if command[:3] == ["python", "-m", "services"] and "--components" in command:

@@ -1,0 +1,1 @@
+"""Postgres repositories, the signing-key store, argon2 hashing and JWT signing."""

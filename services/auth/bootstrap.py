@@ -1,0 +1,24 @@
+"""Builds the auth adapters from settings; shared by the gRPC component and the CLIs."""
+
+from datetime import timedelta
+
+from services.auth.adapters.encryption import SIGNING_KEYS_PURPOSE, fernet_for
+from services.auth.adapters.keys import PostgresSigningKeyStore
+from services.auth.domain.model import TokenPolicy
+from services.platform.db import Pool
+from services.platform.settings import Settings
+
+
+def token_policy(settings: Settings) -> TokenPolicy:
+    return TokenPolicy(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+
+
+def signing_key_store(settings: Settings, pool: Pool) -> PostgresSigningKeyStore:
+    return PostgresSigningKeyStore(
+        pool, fernet_for(settings.key_encryption_secret, SIGNING_KEYS_PURPOSE)
+    )

@@ -1,0 +1,1 @@
+"""Plain-Python model of accounts, tokens and signing keys: no I/O, no frameworks."""

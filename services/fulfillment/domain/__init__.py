@@ -1,0 +1,1 @@
+"""Plain-Python model and rules of shipments: no I/O, no frameworks."""

@@ -1,0 +1,59 @@
+"""PaymentService over gRPC: the read side of payments."""
+
+from typing import Any
+
+import grpc
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from services.payment import handlers
+from services.payment.adapters.repository import PooledPaymentReader
+from services.payment.domain.model import Payment, PaymentStatus
+from services.payment.domain.ports import PaymentReader
+from services.platform.convert import money_to_proto, timestamp
+from services.platform.interceptors import current_principal
+from services.platform.resources import Resources
+from services.platform.server import Component
+
+SERVICE = "ordermesh.payment.v1.PaymentService"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUSES = {
+    PaymentStatus.CAPTURED: payment_pb2.PAYMENT_STATUS_CAPTURED,
+    PaymentStatus.DECLINED: payment_pb2.PAYMENT_STATUS_DECLINED,
+    PaymentStatus.REFUNDED: payment_pb2.PAYMENT_STATUS_REFUNDED,
+}
+
+
+def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
+    return payment_pb2.Payment(
+        payment_id=payment.payment_id,
+        order_id=payment.order_id,
+        user_id=payment.user_id,
+        status=_STATUSES[payment.status],
+        amount=money_to_proto(payment.amount),
+        payment_method=payment.method,
+        provider_reference=payment.provider_reference or "",
+        decline_reason=payment.decline_reason or "",
+        created_at=timestamp(payment.created_at),
+        refunded_at=timestamp(payment.refunded_at),
+    )
+
+
+class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, payments: PaymentReader) -> None:
+        self._payments = payments
+
+    async def GetPayment(
+        self, request: payment_pb2.GetPaymentRequest, context: Context
+    ) -> payment_pb2.GetPaymentResponse:
+        payment = await handlers.get_payment(request.order_id, current_principal(), self._payments)
+        return payment_pb2.GetPaymentResponse(payment=payment_to_proto(payment))
+
+
+def component(resources: Resources) -> Component:
+    api = PaymentApi(PooledPaymentReader(resources.pool))
+    return Component(
+        service_name=SERVICE,
+        register=lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(api, server),
+    )

@@ -1,0 +1,1 @@
+"""Plain-Python model and rules of payments: no I/O, no frameworks."""

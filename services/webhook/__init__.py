@@ -1,0 +1,1 @@
+"""The webhook service: users register endpoints for order events; the secret is shown once."""

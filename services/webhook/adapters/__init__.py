@@ -1,0 +1,1 @@
+"""The Postgres repository, the DNS resolver and encryption of signing secrets."""

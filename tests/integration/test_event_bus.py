@@ -1,0 +1,492 @@
+"""Outbox → relay → Kafka → consumer with inbox, against real Postgres and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from devstack import kafka, postgres
+from tests.unit.test_codec import SAMPLES
+from workers.admin import delete_topics, ensure_topics
+from workers.codec import SCHEMA_DIR, EventCodec, EventEnvelope
+from workers.consumer import (
+    DeadLetter,
+    EventConsumer,
+    Handler,
+    RetryPolicy,
+    list_dead_letters,
+    replay_dead_letters,
+)
+from workers.outbox import OUTBOX_CHANNEL, add_to_outbox, inbox_ddl, outbox_ddl
+from workers.relay import OutboxRelay, advisory_lock_key
+from workers.topics import TopicSpec
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "/ordermesh/tests"
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+FAST_CONSUMER = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+@dataclass(frozen=True)
+class Bus:
+    bootstrap: str
+    schema: str
+    topic: str
+    dead_letter_topic: str
+    group: str
+    pool: AsyncConnectionPool[Any]
+    codec: EventCodec
+
+    def relay(self, **producer: str | int) -> OutboxRelay:
+        config = {"bootstrap.servers": self.bootstrap, **producer}
+        return OutboxRelay(self.pool, config, [self.schema], poll_interval=0.2)
+
+    def consumer(self, handlers: Mapping[str, Handler], group: str | None = None) -> EventConsumer:
+        return EventConsumer(
+            self.bootstrap,
+            group or self.group,
+            [self.topic],
+            handlers,
+            pool=self.pool,
+            codec=self.codec,
+            inbox_schema=self.schema,
+            dead_letter_topic=self.dead_letter_topic,
+            retry=FAST_RETRY,
+            poll_timeout=0.1,
+            consumer_config=FAST_CONSUMER,
+        )
+
+    async def emit(self, count: int, event_name: str = "OrderCreated") -> list[uuid.UUID]:
+        ids = []
+        async with self.pool.connection() as conn, conn.transaction():
+            for _ in range(count):
+                order_id = str(uuid.uuid4())
+                ids.append(
+                    await add_to_outbox(
+                        conn,
+                        self.schema,
+                        codec=self.codec,
+                        topic=self.topic,
+                        key=order_id,
+                        event_name=event_name,
+                        record=RECORDS[event_name](order_id),
+                        source=SOURCE,
+                    )
+                )
+        return ids
+
+    async def scalar(self, query: str, *params: Any) -> Any:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(query.format(schema=self.schema), params)
+            row = await cursor.fetchone()
+            return None if row is None else row[0]
+
+    async def dead_letters(self, replay_group: str) -> list[DeadLetter]:
+        return await asyncio.to_thread(
+            list_dead_letters,
+            self.bootstrap,
+            10,
+            topic=self.dead_letter_topic,
+            replay_group=replay_group,
+        )
+
+    def apply_handler(self) -> Handler:
+        async def apply(envelope: EventEnvelope, conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                f"INSERT INTO {self.schema}.applied (event_id, order_id) VALUES (%s, %s)",
+                (envelope.event_id, envelope.record["order_id"]),
+            )
+
+        return apply
+
+
+def order_created(order_id: str) -> dict[str, Any]:
+    return {**SAMPLES["OrderCreated"], "order_id": order_id}
+
+
+def order_cancelled(order_id: str) -> dict[str, Any]:
+    return {**SAMPLES["OrderCancelled"], "order_id": order_id}
+
+
+RECORDS: Mapping[str, Callable[[str], dict[str, Any]]] = {
+    "OrderCreated": order_created,
+    "OrderCancelled": order_cancelled,
+}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{check.__name__} not true within {within}s")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(*workers: OutboxRelay | EventConsumer) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+
+@pytest.fixture(scope="session")
+def bus_servers() -> Iterator[None]:
+    """Postgres and Kafka: reused when running, else started here and stopped at the end."""
+    started = []
+    for server in (postgres, kafka):
+        if not server.is_ready():
+            server.start()
+            started.append(server)
+    yield
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(bus_servers: None) -> str:
+    return kafka.bootstrap()
+
+
+@pytest.fixture(scope="session")
+def codec() -> EventCodec:
+    return EventCodec.from_directory(SCHEMA_DIR)
+
+
+@pytest.fixture(scope="session")
+async def bus_pool(bus_servers: None) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        postgres.dsn(), min_size=2, max_size=12, open=False
+    )
+    await pool.open(wait=True)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def bus(
+    bootstrap: str, bus_pool: AsyncConnectionPool[Any], codec: EventCodec
+) -> AsyncIterator[Bus]:
+    suffix = uuid.uuid4().hex[:12]
+    bus = Bus(
+        bootstrap=bootstrap,
+        schema=f"evbus_{suffix}",
+        topic=f"test.{suffix}.orders",
+        dead_letter_topic=f"test.{suffix}.deadletter",
+        group=f"test.{suffix}.group",
+        pool=bus_pool,
+        codec=codec,
+    )
+    async with bus_pool.connection() as conn:
+        await conn.execute(f"CREATE SCHEMA {bus.schema}")
+        await conn.execute(outbox_ddl(bus.schema))
+        await conn.execute(inbox_ddl(bus.schema))
+        await conn.execute(
+            f"CREATE TABLE {bus.schema}.applied (event_id uuid NOT NULL, order_id text NOT NULL)"
+        )
+    await asyncio.to_thread(
+        ensure_topics,
+        bootstrap,
+        [TopicSpec(bus.topic, partitions=3), TopicSpec(bus.dead_letter_topic, partitions=1)],
+    )
+    yield bus
+    await asyncio.to_thread(delete_topics, bootstrap, [bus.topic, bus.dead_letter_topic])
+    async with bus_pool.connection() as conn:
+        await conn.execute(f"DROP SCHEMA {bus.schema} CASCADE")
+
+
+@pytest.fixture
+def raw_producer(bootstrap: str) -> Iterator[Producer]:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    yield producer
+    producer.flush(10)
+
+
+def read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    try:
+        for _ in range(200):
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+            if len(messages) >= expected:
+                break
+    finally:
+        consumer.close()
+    return messages
+
+
+async def test_outbox_ddl_is_idempotent_and_inserts_notify_the_relay(bus: Bus) -> None:
+    async with await AsyncConnection.connect(postgres.dsn(), autocommit=True) as listener:
+        await listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        async with bus.pool.connection() as conn:
+            await conn.execute(outbox_ddl(bus.schema))
+            await conn.execute(inbox_ddl(bus.schema))
+        await bus.emit(2)
+        payloads = [n.payload async for n in listener.notifies(timeout=5, stop_after=1)]
+    assert payloads == [bus.schema]
+
+
+async def test_outbox_row_rolls_back_with_the_callers_transaction(bus: Bus) -> None:
+    with pytest.raises(RuntimeError, match="state change failed"):
+        async with bus.pool.connection() as conn, conn.transaction():
+            await add_to_outbox(
+                conn,
+                bus.schema,
+                codec=bus.codec,
+                topic=bus.topic,
+                key="order-rolled-back",
+                event_name="OrderCreated",
+                record=order_created("order-rolled-back"),
+                source=SOURCE,
+            )
+            raise RuntimeError("state change failed")
+    assert await bus.scalar("SELECT count(*) FROM {schema}.outbox") == 0
+
+
+@pytest.mark.parametrize("schema", ["Orders", "orders; DROP TABLE x", "", "1orders"])
+def test_schema_names_that_are_not_plain_identifiers_are_refused(schema: str) -> None:
+    with pytest.raises(ValueError, match="schema name"):
+        outbox_ddl(schema)
+
+
+async def test_every_event_is_applied_once_even_when_delivered_twice(
+    bus: Bus, raw_producer: Producer
+) -> None:
+    consumer = bus.consumer({"OrderCreated": bus.apply_handler()})
+    relay = bus.relay()
+    async with running(relay, consumer):
+        event_ids = await bus.emit(40)
+
+        async def all_applied() -> bool:
+            return bool(
+                await bus.scalar("SELECT count(DISTINCT event_id) = 40 FROM {schema}.applied")
+            )
+
+        await eventually(all_applied)
+        async with bus.pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT topic, message_key, payload, headers FROM {bus.schema}.outbox"
+                " ORDER BY id LIMIT 3"
+            )
+            for topic, key, payload, headers in await cursor.fetchall():
+                raw_producer.produce(
+                    topic, payload, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+                )
+        raw_producer.flush(10)
+
+        async def duplicates_seen() -> bool:
+            return consumer.stats.duplicates >= 3
+
+        await eventually(duplicates_seen)
+
+    assert await bus.scalar("SELECT count(*) FROM {schema}.applied") == len(event_ids)
+    assert await bus.scalar("SELECT count(DISTINCT event_id) FROM {schema}.applied") == 40
+    assert await bus.scalar("SELECT count(*) FROM {schema}.inbox") == 40
+    assert await bus.scalar("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
+    assert consumer.stats.applied == 40
+
+
+async def test_poison_and_failing_events_are_dead_lettered_and_replayed(
+    bus: Bus, raw_producer: Producer
+) -> None:
+    healthy = asyncio.Event()
+
+    async def cancel(envelope: EventEnvelope, conn: AsyncConnection[Any]) -> None:
+        if not healthy.is_set():
+            raise RuntimeError("payment service unreachable")
+        await bus.apply_handler()(envelope, conn)
+
+    handlers = {"OrderCreated": bus.apply_handler(), "OrderCancelled": cancel}
+    consumer = bus.consumer(handlers)
+    raw_producer.produce(bus.topic, b"\x00not avro at all", key=b"order-poison")
+    raw_producer.flush(10)
+    replay_group = f"{bus.group}.replayer"
+    async with running(bus.relay(), consumer):
+        cancelled = await bus.emit(1, "OrderCancelled")
+        created = await bus.emit(2)
+
+        async def processed() -> bool:
+            applied = await bus.scalar("SELECT count(*) FROM {schema}.applied")
+            return bool(applied == 2 and consumer.stats.dead_lettered == 2)
+
+        await eventually(processed)
+        letters = await bus.dead_letters(replay_group)
+        by_attempts = {letter.attempts: letter for letter in letters}
+        assert sorted(by_attempts) == [0, FAST_RETRY.max_attempts]
+        poison, failed = by_attempts[0], by_attempts[FAST_RETRY.max_attempts]
+        assert poison.value == b"\x00not avro at all"
+        assert poison.original_topic == bus.topic
+        assert "single-object" in poison.error
+        assert failed.event_id == str(cancelled[0])
+        assert "payment service unreachable" in failed.error
+        assert failed.consumer_group == bus.group
+        assert failed.headers["ce_type"] == "ordermesh.events.v1.OrderCancelled"
+
+        healthy.set()
+        replayed = await asyncio.to_thread(
+            replay_dead_letters,
+            bus.bootstrap,
+            topic=bus.dead_letter_topic,
+            replay_group=replay_group,
+        )
+        assert replayed == 2
+
+        async def cancel_applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(*) FROM {schema}.applied WHERE event_id = %s", cancelled[0]
+                )
+                == 1
+                and consumer.stats.dead_lettered == 3
+            )
+
+        await eventually(cancel_applied)
+
+    remaining = await bus.dead_letters(replay_group)
+    assert [letter.value for letter in remaining] == [b"\x00not avro at all"]
+    assert await bus.scalar("SELECT count(*) FROM {schema}.applied") == len(created) + 1
+
+
+async def test_rows_are_marked_published_only_after_kafka_acknowledges(bus: Bus) -> None:
+    missing_topic = f"{bus.topic}.created-later"
+    async with bus.pool.connection() as conn, conn.transaction():
+        event_id = await add_to_outbox(
+            conn,
+            bus.schema,
+            codec=bus.codec,
+            topic=missing_topic,
+            key="order-1",
+            event_name="OrderCreated",
+            record=order_created("order-1"),
+            source=SOURCE,
+        )
+    relay = bus.relay(**{"message.timeout.ms": 1500})
+    try:
+        async with running(relay):
+
+            async def delivery_failed() -> bool:
+                return relay.failed_deliveries > 0
+
+            await eventually(delivery_failed)
+            assert await bus.scalar(
+                "SELECT published_at IS NULL FROM {schema}.outbox WHERE event_id = %s", event_id
+            )
+            await asyncio.to_thread(ensure_topics, bus.bootstrap, [TopicSpec(missing_topic, 1)])
+
+            async def published() -> bool:
+                return bool(
+                    await bus.scalar(
+                        "SELECT published_at IS NOT NULL FROM {schema}.outbox WHERE event_id = %s",
+                        event_id,
+                    )
+                )
+
+            await eventually(published, within=60)
+        messages = await asyncio.to_thread(read_all, bus.bootstrap, missing_topic, 1)
+        assert [bus.codec.open_envelope(m.headers(), m.value()).event_id for m in messages] == [
+            event_id
+        ]
+    finally:
+        await asyncio.to_thread(delete_topics, bus.bootstrap, [missing_topic])
+
+
+async def test_one_relay_per_schema_and_a_standby_takes_over(bus: Bus) -> None:
+    first, second = bus.relay(), bus.relay()
+    async with running(first) as stop_first, running(second) as stop_second:
+
+        async def one_active() -> bool:
+            return len(first.owned_schemas) + len(second.owned_schemas) == 1
+
+        await eventually(one_active)
+        active, standby = (first, second) if first.owned_schemas else (second, first)
+        await bus.emit(5)
+
+        async def active_published() -> bool:
+            return active.published == 5
+
+        await eventually(active_published)
+        (stop_first if active is first else stop_second).set()
+
+        async def standby_took_over() -> bool:
+            return standby.owned_schemas == {bus.schema}
+
+        await eventually(standby_took_over)
+        await bus.emit(5)
+
+        async def standby_published() -> bool:
+            return standby.published == 5
+
+        await eventually(standby_published)
+    assert active.published == 5
+    assert await bus.scalar("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
+
+
+async def test_relay_reconnects_when_its_postgres_session_dies(bus: Bus) -> None:
+    relay = bus.relay()
+    key = advisory_lock_key(bus.schema) & (2**64 - 1)
+    async with running(relay):
+        await bus.emit(5)
+
+        async def first_published() -> bool:
+            return relay.published == 5
+
+        await eventually(first_published)
+        terminated = await bus.scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = %s AND objid = %s AND objsubid = 1 AND granted",
+            key >> 32,
+            key & 0xFFFFFFFF,
+        )
+        assert terminated
+        await bus.emit(5)
+
+        async def all_published() -> bool:
+            return relay.published == 10 and relay.owned_schemas == {bus.schema}
+
+        await eventually(all_published)
+    assert await bus.scalar("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
+
+
+async def test_replicas_in_one_group_share_partitions_and_apply_each_event_once(bus: Bus) -> None:
+    handlers = {"OrderCreated": bus.apply_handler()}
+    first, second = bus.consumer(handlers), bus.consumer(handlers)
+    async with running(bus.relay(), first):
+        await bus.emit(30)
+        async with running(second):
+
+            async def both_assigned() -> bool:
+                return bool(first.assigned) and bool(second.assigned)
+
+            await eventually(both_assigned, within=60)
+            await bus.emit(30)
+
+            async def all_applied() -> bool:
+                return bool(await bus.scalar("SELECT count(*) = 60 FROM {schema}.applied"))
+
+            await eventually(all_applied)
+    assert await bus.scalar("SELECT count(DISTINCT event_id) FROM {schema}.applied") == 60
+    assert await bus.scalar("SELECT count(*) FROM {schema}.applied") == 60
+    assert second.stats.applied > 0

@@ -1,0 +1,624 @@
+"""The consumer loop every worker runs: at-least-once delivery, effectively-once effects.
+
+For each polled batch the consumer inserts the events' ids into its inbox table and runs
+their handlers in one Postgres transaction; an id already in the inbox for this group is a
+duplicate and its handler is skipped. Only after the commit are the Kafka offsets stored
+(``enable.auto.offset.store=false``) and later auto-committed, so a crash replays at most
+uncommitted work, which the inbox then absorbs.
+
+If a batch fails, its events are re-run one transaction each, with bounded exponential
+backoff; an event whose handler keeps failing, or a message that cannot be decoded at all,
+is copied to the dead-letter topic with the error attached, and the loop moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import psycopg
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from psycopg import AsyncConnection, sql
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from workers.codec import (
+    CE_ID,
+    CE_TYPE,
+    DecodeError,
+    EventCodec,
+    EventEnvelope,
+    event_name_of,
+    header_map,
+)
+from workers.outbox import checked_schema
+from workers.relay import (
+    ConfigValue,
+    DeliveryTracker,
+    flush_until_reported,
+    producer_config_with_defaults,
+)
+from workers.topics import DEAD_LETTER, DLQ_REPLAYER_GROUP
+
+log = logging.getLogger(__name__)
+
+Handler: TypeAlias = Callable[[EventEnvelope, AsyncConnection[Any]], Awaitable[None]]
+BatchHandler: TypeAlias = Callable[[Sequence[EventEnvelope], AsyncConnection[Any]], Awaitable[None]]
+
+DLQ_ERROR = "dlq_error"
+DLQ_ORIGINAL_TOPIC = "dlq_original_topic"
+DLQ_ORIGINAL_PARTITION = "dlq_original_partition"
+DLQ_ORIGINAL_OFFSET = "dlq_original_offset"
+DLQ_CONSUMER_GROUP = "dlq_consumer_group"
+DLQ_ATTEMPTS = "dlq_attempts"
+DLQ_FAILED_AT = "dlq_failed_at"
+_DLQ_PREFIX = "dlq_"
+_ERROR_HEADER_LIMIT = 2000
+_ADMIN_TIMEOUT = 10.0
+
+
+class NonRetryableError(Exception):
+    """Raised by a handler for an event that can never succeed: dead-lettered at once."""
+
+
+class _Stopping(Exception):
+    """Shutdown was requested while the consumer waited for a dependency."""
+
+
+class _Unavailable(Exception):
+    """Postgres could not be reached; the attempt does not count against the event."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+
+    def backoff(self, failures: int) -> float:
+        """Delay before the next attempt after ``failures`` consecutive failures."""
+        return float(
+            min(self.max_backoff, self.initial_backoff * self.multiplier ** max(0, failures - 1))
+        )
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    message: Message
+    envelope: EventEnvelope
+    handler: BatchHandler
+
+
+@dataclass
+class _Batch:
+    jobs: list[_Job] = field(default_factory=list)
+    poison: list[tuple[Message, DecodeError]] = field(default_factory=list)
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class EventConsumer:
+    """Runs ``handlers`` (event name → async handler) for the events of ``topics``.
+
+    Handlers receive the envelope and a connection inside the transaction that also
+    holds the inbox row; they must not commit. A ``batch_handlers`` entry instead receives
+    every consecutive new event of its type in a polled batch at once (in offset order),
+    so it can write them with one statement. With ``pipeline=True`` a batch's statements
+    are sent in psycopg pipeline mode (one round trip per batch rather than per statement);
+    a handler's database errors then surface at the next result fetch or at the end of the
+    batch, so handlers that catch database errors themselves should leave it off.
+
+    Events with no handler are acknowledged and skipped. Several replicas may share
+    ``group_id``: Kafka spreads partitions over them, and a revoked partition's finished
+    work is committed before it moves.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        *,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
+        pool: AsyncConnectionPool[Any],
+        codec: EventCodec,
+        inbox_schema: str,
+        dead_letter_topic: str = DEAD_LETTER,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 500,
+        poll_timeout: float = 0.5,
+        pipeline: bool = False,
+        consumer_config: Mapping[str, ConfigValue] | None = None,
+        producer_config: Mapping[str, ConfigValue] | None = None,
+    ) -> None:
+        self._group_id = group_id
+        self._topics = list(topics)
+        batch_handlers = batch_handlers or {}
+        overlap = set(handlers) & set(batch_handlers)
+        if overlap:
+            raise ValueError(f"events with both a handler and a batch handler: {sorted(overlap)}")
+        self._handlers: dict[str, BatchHandler] = {
+            **{name: _one_at_a_time(handler) for name, handler in handlers.items()},
+            **batch_handlers,
+        }
+        self._pool = pool
+        self._codec = codec
+        self._dead_letter_topic = dead_letter_topic
+        self._retry = retry or RetryPolicy()
+        self._batch_size = batch_size
+        self._poll_timeout = poll_timeout
+        self._pipeline = pipeline
+        self._consumer_config: dict[str, ConfigValue] = {
+            "bootstrap.servers": bootstrap,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "auto.commit.interval.ms": 1000,
+            **(consumer_config or {}),
+            "group.id": group_id,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+        }
+        self._producer_config = producer_config_with_defaults(
+            {"bootstrap.servers": bootstrap, "linger.ms": 0, **(producer_config or {})}
+        )
+        self._claim_sql = sql.SQL(
+            "INSERT INTO {}.inbox (consumer_group, event_id)"
+            " SELECT %s, unnest(%b::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id"
+        ).format(sql.Identifier(checked_schema(inbox_schema)))
+        self.stats = ConsumerStats()
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Consume until ``stop_event`` is set, then commit stored offsets and leave the group."""
+        consumer = Consumer(self._consumer_config)
+        producer = Producer(self._producer_config)
+        polling: asyncio.Task[list[Message]] | None = None
+        try:
+            consumer.subscribe(
+                self._topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            while not stop_event.is_set():
+                polling = asyncio.create_task(asyncio.to_thread(self._poll_batch, consumer))
+                messages = await asyncio.shield(polling)
+                polling = None
+                if messages:
+                    await self._process(consumer, producer, messages, stop_event)
+        except _Stopping:
+            log.info("consumer %s stopping with unfinished work", self._group_id)
+        finally:
+            if polling is not None:
+                await asyncio.wait([polling])
+            await asyncio.to_thread(producer.flush, 10.0)
+            await asyncio.to_thread(consumer.close)
+
+    def _poll_batch(self, consumer: Consumer) -> list[Message]:
+        first = consumer.poll(self._poll_timeout)
+        if first is None:
+            return []
+        if self._batch_size == 1:
+            return [first]
+        return [first, *consumer.consume(self._batch_size - 1, 0)]
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("%s assigned %s", self._group_id, _describe(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("%s revoked %s", self._group_id, _describe(partitions))
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("%s could not commit on revoke: %s", self._group_id, exc)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        log.warning("%s lost %s", self._group_id, _describe(partitions))
+
+    async def _process(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        messages: Sequence[Message],
+        stop_event: asyncio.Event,
+    ) -> None:
+        batch = self._classify(messages)
+        self.stats.batches += 1
+        for message, error in batch.poison:
+            log.error("poison message at %s: %s", _where(message), error)
+            await self._dead_letter(producer, message, repr(error), 0, stop_event)
+        if len(batch.jobs) == 1:
+            await self._apply_one_by_one(consumer, producer, batch.jobs, stop_event)
+        elif batch.jobs:
+            try:
+                await self._apply(batch.jobs)
+            except Exception as exc:
+                log.warning("batch of %d failed (%r); retrying one by one", len(batch.jobs), exc)
+                await self._apply_one_by_one(consumer, producer, batch.jobs, stop_event)
+        _store(consumer, batch.last_offsets)
+
+    def _classify(self, messages: Sequence[Message]) -> _Batch:
+        batch = _Batch()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer %s: %s", self._group_id, error)
+                continue
+            topic, partition, offset = _position(message)
+            batch.last_offsets[(topic, partition)] = offset
+            try:
+                attributes = header_map(message.headers())
+                declared = attributes.get(CE_TYPE)
+                if declared is not None and event_name_of(declared) not in self._handlers:
+                    self.stats.skipped += 1
+                    continue
+                envelope = self._codec.envelope_from(attributes, message.value())
+            except DecodeError as exc:
+                batch.poison.append((message, exc))
+                continue
+            handler = self._handlers.get(envelope.name)
+            if handler is None:
+                self.stats.skipped += 1
+                continue
+            batch.jobs.append(_Job(message, envelope, handler))
+        return batch
+
+    async def _apply(self, jobs: Sequence[_Job]) -> None:
+        """Claim and handle ``jobs`` in one transaction; raises if any handler fails."""
+        conn = await self._connection()
+        try:
+            async with self._maybe_pipeline(conn, len(jobs)), conn.transaction():
+                fresh = await self._claim(conn, [job.envelope.event_id for job in jobs])
+                applied = len(fresh)
+                run: list[EventEnvelope] = []
+                handler: BatchHandler | None = None
+                for job in jobs:
+                    if job.envelope.event_id not in fresh:
+                        continue
+                    fresh.discard(job.envelope.event_id)
+                    if handler is not None and job.handler is not handler:
+                        await handler(run, conn)
+                        run = []
+                    handler = job.handler
+                    run.append(job.envelope)
+                if handler is not None:
+                    await handler(run, conn)
+        except Exception as exc:
+            if conn.broken:
+                raise _Unavailable from exc
+            raise
+        finally:
+            await self._pool.putconn(conn)
+        self.stats.applied += applied
+        self.stats.duplicates += len(jobs) - applied
+
+    def _maybe_pipeline(
+        self, conn: AsyncConnection[Any], size: int
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        if self._pipeline and size > 1:
+            return conn.pipeline()
+        return contextlib.nullcontext()
+
+    async def _apply_one_by_one(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        jobs: Sequence[_Job],
+        stop_event: asyncio.Event,
+    ) -> None:
+        for job in jobs:
+            failures = 0
+            while True:
+                try:
+                    await self._apply([job])
+                    break
+                except _Unavailable as exc:
+                    log.warning("Postgres unavailable (%s); retrying", exc.__cause__)
+                    await _pause(stop_event, self._retry.max_backoff)
+                    continue
+                except Exception as exc:
+                    failures += 1
+                    if isinstance(exc, NonRetryableError) or failures >= self._retry.max_attempts:
+                        log.error(
+                            "%s %s failed %d times, dead-lettering: %r",
+                            job.envelope.name,
+                            job.envelope.event_id,
+                            failures,
+                            exc,
+                        )
+                        await self._dead_letter(
+                            producer, job.message, repr(exc), failures, stop_event
+                        )
+                        break
+                    await _pause(stop_event, self._retry.backoff(failures))
+            topic, partition, offset = _position(job.message)
+            _store(consumer, {(topic, partition): offset})
+
+    async def _connection(self) -> AsyncConnection[Any]:
+        try:
+            conn: AsyncConnection[Any] = await self._pool.getconn()
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise _Unavailable from exc
+        return conn
+
+    async def _claim(
+        self, conn: AsyncConnection[Any], event_ids: list[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(self._claim_sql, (self._group_id, event_ids))
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def _dead_letter(
+        self,
+        producer: Producer,
+        message: Message,
+        error: str,
+        attempts: int,
+        stop_event: asyncio.Event,
+    ) -> None:
+        """Copy ``message`` to the dead-letter topic; returns once Kafka acknowledged it."""
+        headers = _without_dlq_headers(message)
+        headers += [
+            (DLQ_ERROR, error[:_ERROR_HEADER_LIMIT].encode()),
+            (DLQ_ORIGINAL_TOPIC, str(message.topic()).encode()),
+            (DLQ_ORIGINAL_PARTITION, str(message.partition()).encode()),
+            (DLQ_ORIGINAL_OFFSET, str(message.offset()).encode()),
+            (DLQ_CONSUMER_GROUP, self._group_id.encode()),
+            (DLQ_ATTEMPTS, str(attempts).encode()),
+            (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+        ]
+        failures = 0
+        while True:
+            tracker = DeliveryTracker(1)
+            producer.produce(
+                self._dead_letter_topic,
+                message.value(),
+                key=message.key(),
+                headers=headers,
+                on_delivery=tracker.callback(0),
+            )
+            await flush_until_reported(producer, tracker, 1, 60.0)
+            if tracker.acknowledged[0]:
+                self.stats.dead_lettered += 1
+                return
+            failures += 1
+            log.error("dead-lettering %s failed: %s", _where(message), tracker.errors.get(0))
+            await _pause(stop_event, self._retry.backoff(failures))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record of the dead-letter topic, with its error headers parsed."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, str]
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    consumer_group: str
+    error: str
+    attempts: int
+    failed_at: str
+    event_id: str | None
+    event_type: str | None
+
+
+def list_dead_letters(
+    bootstrap: str,
+    limit: int = 100,
+    *,
+    topic: str = DEAD_LETTER,
+    replay_group: str = DLQ_REPLAYER_GROUP,
+) -> list[DeadLetter]:
+    """The dead letters not yet replayed, oldest first (at most ``limit``)."""
+    consumer = _dlq_consumer(bootstrap, replay_group)
+    try:
+        return [_dead_letter(message) for message in _pending(consumer, topic, limit)]
+    finally:
+        consumer.close()
+
+
+def replay_dead_letters(
+    bootstrap: str,
+    *,
+    limit: int | None = None,
+    topic: str = DEAD_LETTER,
+    replay_group: str = DLQ_REPLAYER_GROUP,
+    producer_config: Mapping[str, ConfigValue] | None = None,
+) -> int:
+    """Move pending dead letters back to their original topics; returns how many.
+
+    A replayed record keeps its key, value and CloudEvents headers (the ``dlq_*``
+    headers are dropped); consumer groups that already applied it skip it via their inbox.
+    Progress is the replay group's committed offset, so a replay can be resumed.
+    """
+    consumer = _dlq_consumer(bootstrap, replay_group)
+    producer = Producer(
+        producer_config_with_defaults({"bootstrap.servers": bootstrap, **(producer_config or {})})
+    )
+    try:
+        messages = _pending(consumer, topic, limit)
+        tracker = DeliveryTracker(len(messages))
+        for index, message in enumerate(messages):
+            letter = _dead_letter(message)
+            producer.produce(
+                letter.original_topic,
+                message.value(),
+                key=message.key(),
+                headers=_without_dlq_headers(message),
+                on_delivery=tracker.callback(index),
+            )
+        producer.flush(60.0)
+        next_offsets: dict[int, int] = {}
+        for message, acknowledged in zip(messages, tracker.acknowledged, strict=True):
+            if not acknowledged:
+                break
+            next_offsets[_int(message.partition())] = _int(message.offset()) + 1
+        if next_offsets:
+            consumer.commit(
+                offsets=[TopicPartition(topic, p, o) for p, o in next_offsets.items()],
+                asynchronous=False,
+            )
+        failed = len(tracker.errors)
+        if failed:
+            raise KafkaException(f"{failed} dead letters could not be replayed; rerun the replay")
+        return sum(1 for acknowledged in tracker.acknowledged if acknowledged)
+    finally:
+        consumer.close()
+
+
+def _dlq_consumer(bootstrap: str, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def _pending(consumer: Consumer, topic: str, limit: int | None) -> list[Message]:
+    metadata = consumer.list_topics(topic, timeout=_ADMIN_TIMEOUT)
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None:
+        raise KafkaException(f"dead-letter topic {topic} is not available")
+    partitions = [TopicPartition(topic, p) for p in sorted(described.partitions)]
+    ends: dict[int, int] = {}
+    assignment: list[TopicPartition] = []
+    for committed in consumer.committed(partitions, timeout=_ADMIN_TIMEOUT):
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, committed.partition), timeout=_ADMIN_TIMEOUT
+        )
+        start = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
+        if max(committed.offset, low) < high:
+            assignment.append(TopicPartition(topic, committed.partition, start))
+            ends[committed.partition] = high
+    consumer.assign(assignment)
+    messages: list[Message] = []
+    while ends and (limit is None or len(messages) < limit):
+        message = consumer.poll(_ADMIN_TIMEOUT)
+        if message is None:
+            raise KafkaException(f"timed out reading {topic}")
+        partition, offset = _int(message.partition()), _int(message.offset())
+        error = message.error()
+        if error is not None and error.code() != KafkaError._PARTITION_EOF:
+            raise KafkaException(error)
+        if error is None and offset < ends.get(partition, -1):
+            messages.append(message)
+        if partition in ends and (error is not None or offset + 1 >= ends[partition]):
+            del ends[partition]
+    return messages
+
+
+def _dead_letter(message: Message) -> DeadLetter:
+    headers = header_map(message.headers())
+    return DeadLetter(
+        partition=_int(message.partition()),
+        offset=_int(message.offset()),
+        key=_as_bytes(message.key()),
+        value=_as_bytes(message.value()),
+        headers=headers,
+        original_topic=headers.get(DLQ_ORIGINAL_TOPIC, ""),
+        original_partition=int(headers.get(DLQ_ORIGINAL_PARTITION, "-1")),
+        original_offset=int(headers.get(DLQ_ORIGINAL_OFFSET, "-1")),
+        consumer_group=headers.get(DLQ_CONSUMER_GROUP, ""),
+        error=headers.get(DLQ_ERROR, ""),
+        attempts=int(headers.get(DLQ_ATTEMPTS, "0")),
+        failed_at=headers.get(DLQ_FAILED_AT, ""),
+        event_id=headers.get(CE_ID),
+        event_type=headers.get(CE_TYPE),
+    )
+
+
+def _store(consumer: Consumer, last_offsets: Mapping[tuple[str, int], int]) -> None:
+    if not last_offsets:
+        return
+    offsets = [
+        TopicPartition(topic, partition, offset + 1)
+        for (topic, partition), offset in last_offsets.items()
+    ]
+    try:
+        consumer.store_offsets(offsets=offsets)
+    except KafkaException as exc:
+        log.info("offsets not stored (partition moved to another replica?): %s", exc)
+
+
+async def _pause(stop_event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop_event.wait(), seconds)
+    if stop_event.is_set():
+        raise _Stopping
+
+
+def _one_at_a_time(handler: Handler) -> BatchHandler:
+    async def handle(envelopes: Sequence[EventEnvelope], conn: AsyncConnection[Any]) -> None:
+        for envelope in envelopes:
+            await handler(envelope, conn)
+
+    return handle
+
+
+def _without_dlq_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
+    headers = message.headers() or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(name, value) for name, value in pairs if not name.startswith(_DLQ_PREFIX)]
+
+
+def _position(message: Message) -> tuple[str, int, int]:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("message has no topic, partition or offset")
+    return topic, partition, offset
+
+
+def _int(value: int | None) -> int:
+    if value is None:
+        raise ValueError("message has no partition or offset")
+    return value
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _where(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+
+def _describe(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
