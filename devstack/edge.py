@@ -421,7 +421,7 @@ def _strip_response_bodies(descriptor: Path) -> tuple[list[str], bytes]:
     non-HttpBody fields"); the Lua guard unwraps the field from the JSON response instead.
     Returns the methods changed and the (deterministically) serialised stripped set.
     """
-    from google.api import annotations_pb2  # type: ignore[import-untyped]
+    from google.api import annotations_pb2
     from google.protobuf import descriptor_pb2
 
     fds = descriptor_pb2.FileDescriptorSet()

@@ -81,9 +81,11 @@ def _python_step(what: str, *args: str, env: dict[str, str]) -> None:
 
 def up(ports: Ports) -> None:
     ensure_run_dirs()
-    _timed("postgres", lambda: (postgres.ensure_installed(), postgres.start()))
-    _timed("redis", lambda: (redis.ensure_installed(), redis.start()))
-    _timed("kafka", lambda: (kafka.ensure_installed(), kafka.start()))
+    for server in (postgres, redis, kafka):
+        started = time.monotonic()
+        server.ensure_installed()
+        server.start()
+        _say(f"{server.NAME} ready ({time.monotonic() - started:.1f}s)")
     env = app_env(ports)
     _python_step("database migrations", "-m", "services", "--migrate", env=env)
     _python_step("demo catalog", "-m", "services.inventory.seed", env=env)

@@ -89,8 +89,6 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
 
 
 async def migrate(settings: Settings) -> None:
-    import psycopg
-
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:

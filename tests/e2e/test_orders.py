@@ -14,7 +14,7 @@ from devstack import kafka
 from services.platform.settings import DEFAULT_SCHEMAS_DIR
 from tests.e2e.conftest import User, order_body
 from workers import topics
-from workers.codec import EventCodec
+from workers.codec import EventCodec, header_map
 
 pytestmark = pytest.mark.e2e
 
@@ -65,8 +65,8 @@ class _OrderTopic:
                 if message is None or message.error():
                     continue
                 if message.key() == order_id.encode():
-                    headers = {k: v.decode() for k, v in message.headers() or []}
-                    return headers, message.value()
+                    headers = header_map(message.headers())
+                    return headers, message.value() or b""
         finally:
             self._consumer.close()
         raise AssertionError(f"no event for order {order_id} on {topics.ORDERS} in {timeout}s")

@@ -16,7 +16,7 @@ def _differences(left: Path, right: Path) -> list[str]:
     found += [f"missing from gen/: {name}" for name in comparison.right_only]
     found += [f"stale: {name}" for name in comparison.diff_files]
     for name, sub in comparison.subdirs.items():
-        found += [f"{name}/{entry}" for entry in _differences(sub.left, sub.right)]
+        found += [f"{name}/{entry}" for entry in _differences(Path(sub.left), Path(sub.right))]
     return found
 
 
