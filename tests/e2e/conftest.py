@@ -2,6 +2,8 @@
 by default), as REST, gRPC and browser clients would. `make test` brings the stack up first."""
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from devstack.ports import Ports
+from devstack.stack import app_env
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +103,31 @@ def order_body(**overrides: object) -> dict[str, object]:
     }
     body.update(overrides)
     return body
+
+
+@pytest.fixture(scope="session")
+def admin(http: httpx.Client) -> User:
+    """An administrator, created the way operators do (there is no public way)."""
+    email = f"e2e-admin-{uuid.uuid4().hex[:12]}@example.com"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.auth.create_admin",
+            "--email",
+            email,
+            "--full-name",
+            "E2E Admin",
+        ],
+        input=f"{PASSWORD}\n",
+        text=True,
+        check=True,
+        env=app_env(Ports.from_env()),
+        capture_output=True,
+    )
+    login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    tokens = login.json()
+    me = http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.json()["role"] == "ROLE_ADMIN", me.text
+    return User(me.json()["user_id"], email, tokens["access_token"], tokens["refresh_token"])

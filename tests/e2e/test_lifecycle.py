@@ -1,0 +1,189 @@
+"""Issue 4's journeys through the public port: an order flows through the whole event
+chain (validation, payment, stock, shipping) and the compensations add up."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from tests.e2e.conftest import User, order_body
+
+pytestmark = pytest.mark.e2e
+
+TERMINAL = {
+    "ORDER_STATUS_SHIPPED",
+    "ORDER_STATUS_DELIVERED",
+    "ORDER_STATUS_FAILED",
+    "ORDER_STATUS_CANCELLED",
+}
+
+
+def wait_for(
+    http: httpx.Client,
+    user: User,
+    order_id: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    order: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = http.get(f"/api/v1/orders/{order_id}", headers=user.headers)
+        assert response.status_code == 200, response.text
+        order = response.json()
+        if done(order):
+            return order
+        time.sleep(0.05)
+    raise AssertionError(f"order {order_id} stuck at {order.get('status')}")
+
+
+def settled(order: dict[str, Any]) -> bool:
+    return order["status"] in TERMINAL
+
+
+def stock_of(http: httpx.Client, product_id: str) -> int:
+    response = http.get(f"/api/v1/products/{product_id}")
+    assert response.status_code == 200
+    return int(response.json()["stock"])
+
+
+def create(http: httpx.Client, user: User, **overrides: object) -> dict[str, Any]:
+    response = http.post("/api/v1/orders", json=order_body(**overrides), headers=user.headers)
+    assert response.status_code == 200, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_paid_order_ships_with_tracking_number(
+    http: httpx.Client, user: User, channel: grpc.aio.Channel
+) -> None:
+    order = create(http, user, payment_method="tok_visa")
+    shipped = wait_for(http, user, order["order_id"], settled)
+    assert shipped["status"] == "ORDER_STATUS_SHIPPED", shipped
+    assert shipped["tracking_number"] and shipped["carrier"]
+    assert shipped["version"] == 5  # PENDING, VALIDATED, PAID, FULFILLED, SHIPPED
+
+    shipment = http.get(f"/api/v1/orders/{order['order_id']}/shipment", headers=user.headers)
+    assert shipment.status_code == 200, shipment.text
+    assert shipment.json()["tracking_number"] == shipped["tracking_number"]
+    payment = http.get(f"/api/v1/orders/{order['order_id']}/payment", headers=user.headers)
+    assert payment.json()["status"] == "PAYMENT_STATUS_CAPTURED"
+    assert payment.json()["amount"]["amount_minor"] == order["total_amount"]["amount_minor"]
+
+    reply = await order_pb2_grpc.OrderServiceStub(channel).GetOrder(
+        order_pb2.GetOrderRequest(order_id=order["order_id"]), metadata=user.grpc_metadata
+    )
+    assert reply.order.status == order_pb2.ORDER_STATUS_SHIPPED
+    assert reply.order.tracking_number == shipped["tracking_number"]
+
+
+def test_declined_card_fails_the_order(http: httpx.Client, user: User) -> None:
+    order = create(http, user, payment_method="tok_chargeDeclined")
+    failed = wait_for(http, user, order["order_id"], settled)
+    assert failed["status"] == "ORDER_STATUS_FAILED"
+    assert "declined" in failed["status_reason"]
+    payment = http.get(f"/api/v1/orders/{order['order_id']}/payment", headers=user.headers)
+    assert payment.json()["status"] == "PAYMENT_STATUS_DECLINED"
+
+
+def test_unknown_payment_method_fails_the_order(http: httpx.Client, user: User) -> None:
+    order = create(http, user, payment_method="tok_unheard_of")
+    failed = wait_for(http, user, order["order_id"], settled)
+    assert failed["status"] == "ORDER_STATUS_FAILED"
+    assert "payment method" in failed["status_reason"]
+
+
+async def test_more_than_the_stock_is_cancelled_and_refunded(
+    http: httpx.Client, user: User, channel: grpc.aio.Channel
+) -> None:
+    stock_before = stock_of(http, "monitor-27-04")
+    assert stock_before < 100
+    order = create(http, user, items=[{"product_id": "monitor-27-04", "quantity": 100}])
+    cancelled = wait_for(http, user, order["order_id"], settled)
+    assert cancelled["status"] == "ORDER_STATUS_CANCELLED"
+    assert "out of stock" in cancelled["status_reason"]
+    reply = await payment_pb2_grpc.PaymentServiceStub(channel).GetPayment(
+        payment_pb2.GetPaymentRequest(order_id=order["order_id"]), metadata=user.grpc_metadata
+    )
+    assert reply.payment.status == payment_pb2.PAYMENT_STATUS_REFUNDED
+    assert stock_of(http, "monitor-27-04") == stock_before
+
+
+def test_cancelling_a_paid_order_refunds_it_and_restores_stock(
+    http: httpx.Client, user: User
+) -> None:
+    """The pipeline runs on its own, so the test races it: it cancels as soon as it sees the
+    order paid, and tries again (bounded) whenever the order shipped first."""
+    product = "cable-usb-05"
+    for _ in range(20):
+        stock_before = stock_of(http, product)
+        order = create(http, user, items=[{"product_id": product, "quantity": 3}])
+        seen = wait_for(
+            http,
+            user,
+            order["order_id"],
+            lambda o: o["status"] in TERMINAL | {"ORDER_STATUS_PAID", "ORDER_STATUS_FULFILLED"},
+        )
+        if seen["status"] in TERMINAL:
+            continue
+        cancel = http.delete(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
+        if cancel.status_code == 400:
+            continue
+        assert cancel.status_code == 200, cancel.text
+        assert cancel.json()["status"] == "ORDER_STATUS_CANCELLED"
+        payment_url = f"/api/v1/orders/{order['order_id']}/payment"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            payment = http.get(payment_url, headers=user.headers).json()
+            if payment["status"] == "PAYMENT_STATUS_REFUNDED" and stock_of(http, product) == (
+                stock_before
+            ):
+                break
+            time.sleep(0.05)
+        assert payment["status"] == "PAYMENT_STATUS_REFUNDED"
+        assert stock_of(http, product) == stock_before
+        return
+    pytest.fail("every attempt shipped before it could be cancelled")
+
+
+def test_cancelling_a_shipped_order_is_refused(http: httpx.Client, user: User) -> None:
+    order = create(http, user)
+    wait_for(http, user, order["order_id"], settled)
+    response = http.delete(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
+    assert response.status_code == 400
+    assert "can no longer be cancelled" in response.json()["message"]
+
+
+def test_only_admins_mark_a_shipped_order_delivered(
+    http: httpx.Client, user: User, admin: User
+) -> None:
+    failed = create(http, user, payment_method="tok_chargeDeclined")
+    wait_for(http, user, failed["order_id"], settled)
+    illegal = http.patch(
+        f"/api/v1/orders/{failed['order_id']}", json={"status": "delivered"}, headers=admin.headers
+    )
+    assert illegal.status_code == 400
+    assert "cannot become DELIVERED" in illegal.json()["message"]
+
+    order = create(http, user)
+    url = f"/api/v1/orders/{order['order_id']}"
+    shipped = wait_for(http, user, order["order_id"], settled)
+    assert shipped["status"] == "ORDER_STATUS_SHIPPED"
+    by_owner = http.patch(url, json={"status": "delivered"}, headers=user.headers)
+    assert by_owner.status_code == 403
+    delivered = http.patch(
+        url,
+        json={"status": "DELIVERED", "metadata": {"signed_by": "front desk"}},
+        headers=admin.headers,
+    )
+    assert delivered.status_code == 200, delivered.text
+    assert delivered.json()["status"] == "ORDER_STATUS_DELIVERED"
+    assert delivered.json()["metadata"]["signed_by"] == "front desk"
+    assert delivered.json()["version"] == shipped["version"] + 1
+    again = http.patch(url, json={"status": "shipped"}, headers=admin.headers)
+    assert again.status_code == 400
