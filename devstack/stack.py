@@ -40,7 +40,8 @@ class AppProcess:
 
 APP_PROCESSES = (
     AppProcess("api", "services", port=lambda ports: ports.grpc),
-    AppProcess("workers", "workers"),
+    AppProcess("relay", "workers", ("--components", "relay")),
+    AppProcess("workers", "workers", ("--components", "consumers")),
 )
 
 

@@ -18,6 +18,8 @@ import uvloop
 
 from services.order.adapters.catalog import InventoryCatalog
 from services.order.consumers import OrderStatusProjector, OrderValidator
+from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
+from services.payment.consumers import PaymentProcessor
 from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
 from services.platform.settings import Settings
@@ -30,7 +32,7 @@ from workers.relay import OutboxRelay
 log = logging.getLogger("ordermesh.workers")
 
 # Every schema whose service writes events through an outbox.
-OUTBOX_SCHEMAS = ("orders",)
+OUTBOX_SCHEMAS = ("orders", "payment")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,12 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         "orders",
         lambda r: OrderStatusProjector().handlers(),
     ),
+    "payment_processor": ConsumerSpec(
+        topics.PAYMENT_PROCESSOR_GROUP,
+        (topics.ORDERS, topics.INVENTORY),
+        "payment",
+        lambda r: PaymentProcessor(r.codec, SimulatedPaymentProvider()).handlers(),
+    ),
 }
 
 WORKER_NAMES = ("relay", *CONSUMERS)
@@ -92,6 +100,9 @@ def consumer_runner(spec: ConsumerSpec) -> Runner:
             pool=resources.pool,
             codec=resources.codec,
             inbox_schema=spec.inbox_schema,
+            # A replica that died (kill -9, lost host) hands its partitions over after 10 s
+            # instead of librdkafka's default 45 s.
+            consumer_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
         )
         await consumer.run(stop)
 
@@ -128,7 +139,8 @@ def main() -> None:
     parser.add_argument(
         "--components",
         default=",".join(WORKER_NAMES),
-        help=f"comma-separated subset of: {', '.join(WORKER_NAMES)}",
+        help=f"comma-separated subset of: {', '.join(WORKER_NAMES)}; 'consumers' means every "
+        "consumer",
     )
     parser.add_argument(
         "--create-topics", action="store_true", help="create the Kafka topics and exit"
@@ -140,6 +152,8 @@ def main() -> None:
         ensure_topics(settings.kafka_bootstrap)
         return
     names = [name.strip() for name in args.components.split(",") if name.strip()]
+    if "consumers" in names:
+        names = [n for n in names if n != "consumers"] + [n for n in CONSUMERS if n not in names]
     unknown = sorted(set(names) - set(WORKER_NAMES))
     if unknown:
         parser.error(f"unknown workers: {', '.join(unknown)}")
