@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import uvloop
 
+from services.fulfillment.consumers import FulfillmentWorker
+from services.inventory.consumers import InventoryManager
 from services.order.adapters.catalog import InventoryCatalog
 from services.order.consumers import OrderStatusProjector, OrderValidator
 from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
@@ -32,7 +34,7 @@ from workers.relay import OutboxRelay
 log = logging.getLogger("ordermesh.workers")
 
 # Every schema whose service writes events through an outbox.
-OUTBOX_SCHEMAS = ("orders", "payment")
+OUTBOX_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,18 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         (topics.ORDERS, topics.INVENTORY),
         "payment",
         lambda r: PaymentProcessor(r.codec, SimulatedPaymentProvider()).handlers(),
+    ),
+    "inventory_manager": ConsumerSpec(
+        topics.INVENTORY_MANAGER_GROUP,
+        (topics.PAYMENTS, topics.ORDERS),
+        "inventory",
+        lambda r: InventoryManager(r.codec).handlers(),
+    ),
+    "fulfillment": ConsumerSpec(
+        topics.FULFILLMENT_GROUP,
+        (topics.INVENTORY, topics.ORDERS),
+        "fulfillment",
+        lambda r: FulfillmentWorker(r.codec).handlers(),
     ),
 }
 

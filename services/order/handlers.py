@@ -2,11 +2,11 @@
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import Conflict, InvalidArgument, NotFound
 from services.common.identity import Principal
 from services.common.paging import Page
 from services.order.domain import pricing
@@ -19,6 +19,7 @@ from services.order.domain.ports import Catalog, OrderStore
 Clock = Callable[[], datetime]
 
 MAX_METADATA_BYTES = 4096
+CONFLICT_RETRIES = 5
 
 
 def new_order_id() -> str:
@@ -78,6 +79,10 @@ async def list_orders(
 
 
 async def cancel_order(command: CancelOrder, store: OrderStore, clock: Clock) -> Order:
+    return await _retrying_conflicts(lambda: _cancel_once(command, store, clock))
+
+
+async def _cancel_once(command: CancelOrder, store: OrderStore, clock: Clock) -> Order:
     order = await get_order(command.principal, command.order_id, store)
     if order.status is OrderStatus.CANCELLED:
         return order
@@ -88,6 +93,10 @@ async def cancel_order(command: CancelOrder, store: OrderStore, clock: Clock) ->
 
 
 async def update_order(command: UpdateOrder, store: OrderStore, clock: Clock) -> Order:
+    return await _retrying_conflicts(lambda: _update_once(command, store, clock))
+
+
+async def _update_once(command: UpdateOrder, store: OrderStore, clock: Clock) -> Order:
     order = await get_order(command.principal, command.order_id, store)
     _check_metadata(command.metadata)
     now = clock()
@@ -115,6 +124,17 @@ async def update_order(command: UpdateOrder, store: OrderStore, clock: Clock) ->
     updated = _single_version_step(order, updated)
     await store.update(updated, order.version, events)
     return updated
+
+
+async def _retrying_conflicts(attempt: Callable[[], Awaitable[Order]]) -> Order:
+    """Re-reads and re-applies a change that lost a race with another writer of the order
+    (typically the status projector); the guards are checked again on the fresh state."""
+    for _ in range(CONFLICT_RETRIES - 1):
+        try:
+            return await attempt()
+        except Conflict:
+            continue
+    return await attempt()
 
 
 def _single_version_step(before: Order, after: Order) -> Order:

@@ -1,6 +1,7 @@
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from services.common.paging import Page
 from services.order import handlers
 from services.order.domain.commands import CancelOrder, CreateOrder, RequestedLine, UpdateOrder
 from services.order.domain.events import OrderCancelled, OrderCreated, OrderStatusChanged
-from services.order.domain.model import Address, OrderStatus
+from services.order.domain.model import Address, Order, OrderStatus
 from services.order.domain.pricing import CatalogEntry
 from tests.unit.fakes import FakeCatalog, FakeOrderStore
 
@@ -211,3 +212,24 @@ async def test_owner_may_patch_metadata_only(catalog: FakeCatalog) -> None:
     assert patched.status is OrderStatus.PENDING
     with pytest.raises(InvalidArgument, match="use CancelOrder"):
         await handlers.update_order(UpdateOrder(ADMIN, order.order_id, "cancelled"), store, clock)
+
+
+async def test_cancel_retries_when_the_projector_wins_a_race(catalog: FakeCatalog) -> None:
+    store = FakeOrderStore()
+    order = await handlers.create_order(command(), store, catalog, clock)
+    original_update = store.update
+    raced: list[bool] = []
+
+    async def update_after_projector(order: Order, expected_version: int, events: Any) -> None:
+        if not raced:
+            raced.append(True)
+            current = store.orders[order.order_id]
+            store.orders[order.order_id] = current.transition(
+                OrderStatus.VALIDATED, reason="", at=NOW
+            )
+        await original_update(order, expected_version, events)
+
+    store.update = update_after_projector  # type: ignore[method-assign]
+    cancelled = await handlers.cancel_order(CancelOrder(ALICE, order.order_id), store, clock)
+    assert cancelled.status is OrderStatus.CANCELLED
+    assert cancelled.version == 3

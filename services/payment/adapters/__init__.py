@@ -1,1 +1,2 @@
-"""The Postgres repository of payments."""
+"""The payment service's adapters: the Postgres repository, the outbox writer and the
+payment provider."""

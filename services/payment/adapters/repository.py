@@ -39,9 +39,12 @@ class PaymentRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def by_order(self, order_id: str) -> Payment | None:
+    async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+        """The order's payment; with ``for_update`` its row stays locked until the
+        transaction ends, so a concurrent refund of the same payment waits for this one."""
+        lock = " FOR UPDATE" if for_update else ""
         cursor = await self._conn.execute(
-            f"SELECT {_COLUMNS} FROM payment.payments WHERE order_id = %s", (order_id,)
+            f"SELECT {_COLUMNS} FROM payment.payments WHERE order_id = %s{lock}", (order_id,)
         )
         row = await cursor.fetchone()
         return None if row is None else _payment(row)

@@ -37,3 +37,41 @@ class Payment:
     refund_reference: str | None
     created_at: datetime
     refunded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeApproved:
+    """The provider took the money; ``provider_reference`` names the charge for refunds."""
+
+    provider_reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeDeclined:
+    """The provider refused the charge (insufficient funds, fraud rules, …)."""
+
+    reason: str
+    code: str = "CARD_DECLINED"
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidPaymentMethod:
+    """The payment method names nothing the provider can charge."""
+
+    method: str
+
+    @property
+    def reason(self) -> str:
+        return f"invalid payment method {self.method!r}"
+
+    @property
+    def code(self) -> str:
+        return "INVALID_PAYMENT_METHOD"
+
+
+ChargeResult = ChargeApproved | ChargeDeclined | InvalidPaymentMethod
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    refund_reference: str

@@ -21,3 +21,9 @@ def ensure_same_outcome(existing: Payment, status: PaymentStatus, amount: Money)
 def ensure_refundable(payment: Payment) -> None:
     if payment.status is PaymentStatus.DECLINED:
         raise FailedPrecondition(f"the payment of order {payment.order_id} was declined")
+
+
+def owes_refund(payment: Payment) -> bool:
+    """Whether a payment still holds the customer's money: captured and not yet refunded.
+    A declined payment took nothing; a refunded one gave it back already."""
+    return payment.status is PaymentStatus.CAPTURED

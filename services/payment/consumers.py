@@ -1,0 +1,80 @@
+"""The payment processor: charges validated orders and refunds the ones that cannot go on.
+
+Each handler runs inside the consumer's transaction (with its inbox row): the payment row
+and the outbox event it writes commit together or not at all, and it never commits itself.
+A redelivered event finds the payment already recorded and writes nothing.
+"""
+
+import logging
+from collections.abc import Mapping
+
+from services.common.money import Money
+from services.payment import handlers
+from services.payment.adapters.outbox import PaymentOutbox
+from services.payment.adapters.repository import PaymentRepository
+from services.payment.domain.commands import ChargeOrder, RefundOrder
+from services.payment.domain.events import Event
+from services.payment.domain.ports import PaymentProvider
+from services.platform.db import Connection
+from workers.codec import EventCodec, EventEnvelope
+from workers.consumer import Handler
+
+log = logging.getLogger(__name__)
+
+OUT_OF_STOCK = "out of stock"
+
+
+class PaymentProcessor:
+    """OrderValidated → PaymentProcessed or PaymentFailed; OrderCancelled and OutOfStock →
+    PaymentRefunded when the order's payment was captured and not yet refunded."""
+
+    def __init__(self, codec: EventCodec, provider: PaymentProvider) -> None:
+        self._outbox = PaymentOutbox(codec)
+        self._provider = provider
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "OrderValidated": self.on_order_validated,
+            "OrderCancelled": self.on_order_cancelled,
+            "OutOfStock": self.on_out_of_stock,
+        }
+
+    async def on_order_validated(self, envelope: EventEnvelope, conn: Connection) -> None:
+        order = envelope.record
+        command = ChargeOrder(
+            order_id=str(order["order_id"]),
+            user_id=str(order["user_id"]),
+            amount=Money(int(order["total_minor"]), str(order["currency"])),
+            method=str(order["payment_method"]),
+        )
+        event = await handlers.charge_order(command, PaymentRepository(conn), self._provider)
+        await self._publish(conn, event, envelope)
+
+    async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
+        order = envelope.record
+        command = RefundOrder(str(order["order_id"]), str(order["reason"]) or "order cancelled")
+        event = await handlers.refund_order(command, PaymentRepository(conn), self._provider)
+        await self._publish(conn, event, envelope)
+
+    async def on_out_of_stock(self, envelope: EventEnvelope, conn: Connection) -> None:
+        shortage = envelope.record
+        command = RefundOrder(str(shortage["order_id"]), OUT_OF_STOCK)
+        event = await handlers.refund_order(command, PaymentRepository(conn), self._provider)
+        if event is not None and event.payment.payment_id != shortage["payment_id"]:
+            log.warning(
+                "OutOfStock names another payment than the order's; refunded the order's",
+                extra={"order_id": command.order_id, "payment_id": shortage["payment_id"]},
+            )
+        await self._publish(conn, event, envelope)
+
+    async def _publish(self, conn: Connection, event: Event | None, cause: EventEnvelope) -> None:
+        order_id = str(cause.record["order_id"])
+        if event is None:
+            log.info("nothing to do", extra={"order_id": order_id, "event": cause.name})
+            return
+        await self._outbox.write(conn, event, cause.record)
+        log.info(
+            "payment %s",
+            event.payment.status,
+            extra={"order_id": order_id, "payment_id": event.payment.payment_id},
+        )

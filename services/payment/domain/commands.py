@@ -1,0 +1,23 @@
+"""What the payment worker is asked to do, translated from the order and inventory events."""
+
+from dataclasses import dataclass
+
+from services.common.money import Money
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOrder:
+    """Charge a validated order its total, once."""
+
+    order_id: str
+    user_id: str
+    amount: Money
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOrder:
+    """Give back an order's captured payment, if it has one that is not refunded yet."""
+
+    order_id: str
+    reason: str

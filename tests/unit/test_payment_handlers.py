@@ -1,0 +1,239 @@
+"""The payment worker's decisions, against an in-memory ledger and a recording provider."""
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import pytest
+
+from services.common.errors import NotFound
+from services.common.money import Money
+from services.payment import handlers
+from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
+from services.payment.domain.commands import ChargeOrder, RefundOrder
+from services.payment.domain.events import PaymentFailed, PaymentProcessed, PaymentRefunded
+from services.payment.domain.model import (
+    ChargeResult,
+    NewPayment,
+    Payment,
+    PaymentStatus,
+    RefundResult,
+)
+from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+AMOUNT = Money(8999, "USD")
+
+
+@dataclass
+class FakeLedger:
+    """Holds payments as the repository does: one outcome per order, one refund each."""
+
+    payments: dict[str, Payment] = field(default_factory=dict)
+    locked: list[str] = field(default_factory=list)
+
+    async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+        if for_update:
+            self.locked.append(order_id)
+        return self.payments.get(order_id)
+
+    async def capture(self, payment: NewPayment, provider_reference: str) -> Payment:
+        return self._record(payment, PaymentStatus.CAPTURED, provider_reference, None)
+
+    async def decline(self, payment: NewPayment, reason: str) -> Payment:
+        return self._record(payment, PaymentStatus.DECLINED, None, reason)
+
+    async def refund(self, order_id: str, refund_reference: str) -> Payment:
+        existing = self.payments.get(order_id)
+        if existing is None:
+            raise NotFound(f"order {order_id} has no payment")
+        ensure_refundable(existing)
+        if existing.status is PaymentStatus.CAPTURED:
+            existing = replace(
+                existing,
+                status=PaymentStatus.REFUNDED,
+                refund_reference=refund_reference,
+                refunded_at=NOW,
+            )
+            self.payments[order_id] = existing
+        return existing
+
+    def _record(
+        self,
+        new: NewPayment,
+        status: PaymentStatus,
+        provider_reference: str | None,
+        decline_reason: str | None,
+    ) -> Payment:
+        existing = self.payments.get(new.order_id)
+        if existing is not None:
+            ensure_same_outcome(existing, status, new.amount)
+            return existing
+        payment = Payment(
+            new.payment_id,
+            new.order_id,
+            new.user_id,
+            status,
+            new.amount,
+            new.method,
+            provider_reference,
+            decline_reason,
+            None,
+            NOW,
+            None,
+        )
+        self.payments[new.order_id] = payment
+        return payment
+
+
+@dataclass
+class RecordingProvider:
+    """The simulated provider, with a log of every call made to it."""
+
+    charges: list[tuple[str, Money, str, str]] = field(default_factory=list)
+    refunds: list[tuple[str, Money, str]] = field(default_factory=list)
+    inner: SimulatedPaymentProvider = field(default_factory=SimulatedPaymentProvider)
+
+    async def charge(
+        self, order_id: str, amount: Money, payment_method: str, idempotency_key: str
+    ) -> ChargeResult:
+        self.charges.append((order_id, amount, payment_method, idempotency_key))
+        return await self.inner.charge(order_id, amount, payment_method, idempotency_key)
+
+    async def refund(
+        self, provider_reference: str, amount: Money, idempotency_key: str
+    ) -> RefundResult:
+        self.refunds.append((provider_reference, amount, idempotency_key))
+        return await self.inner.refund(provider_reference, amount, idempotency_key)
+
+
+@pytest.fixture
+def ledger() -> FakeLedger:
+    return FakeLedger()
+
+
+@pytest.fixture
+def provider() -> RecordingProvider:
+    return RecordingProvider()
+
+
+def charge(method: str = "tok_visa", order_id: str | None = None) -> ChargeOrder:
+    return ChargeOrder(order_id or str(uuid.uuid4()), "user-1", AMOUNT, method)
+
+
+async def test_an_approved_charge_is_captured_and_processed(
+    ledger: FakeLedger, provider: RecordingProvider
+) -> None:
+    command = charge()
+    event = await handlers.charge_order(command, ledger, provider)
+    assert isinstance(event, PaymentProcessed)
+    payment = event.payment
+    assert (payment.order_id, payment.user_id, payment.amount, payment.method) == (
+        command.order_id,
+        "user-1",
+        AMOUNT,
+        "tok_visa",
+    )
+    assert payment.status is PaymentStatus.CAPTURED
+    assert payment.provider_reference and payment.provider_reference.startswith("ch_")
+    assert ledger.payments[command.order_id] == payment
+    assert provider.charges == [(command.order_id, AMOUNT, "tok_visa", command.order_id)]
+
+
+@pytest.mark.parametrize(
+    ("method", "reason", "code"),
+    [
+        ("tok_chargeDeclined", "card declined", "CARD_DECLINED"),
+        ("tok_mastercard", "invalid payment method 'tok_mastercard'", "INVALID_PAYMENT_METHOD"),
+        ("", "invalid payment method ''", "INVALID_PAYMENT_METHOD"),
+    ],
+)
+async def test_a_refused_charge_is_recorded_as_declined_and_fails(
+    ledger: FakeLedger, provider: RecordingProvider, method: str, reason: str, code: str
+) -> None:
+    command = charge(method)
+    event = await handlers.charge_order(command, ledger, provider)
+    assert isinstance(event, PaymentFailed)
+    assert (event.reason, event.reason_code) == (reason, code)
+    assert event.payment.status is PaymentStatus.DECLINED
+    assert (event.payment.decline_reason, event.payment.provider_reference) == (reason, None)
+    assert ledger.payments[command.order_id] == event.payment
+
+
+@pytest.mark.parametrize("method", ["tok_visa", "tok_chargeDeclined", "cash"])
+async def test_a_redelivered_order_is_not_charged_again(
+    ledger: FakeLedger, provider: RecordingProvider, method: str
+) -> None:
+    command = charge(method)
+    first = await handlers.charge_order(command, ledger, provider)
+    assert first is not None
+    assert await handlers.charge_order(command, ledger, provider) is None
+    assert len(provider.charges) == 1
+    assert ledger.payments[command.order_id] == first.payment
+
+
+async def test_a_charge_retried_after_a_crash_gets_the_first_charge_back(
+    provider: RecordingProvider,
+) -> None:
+    command = charge()
+    lost = await handlers.charge_order(command, FakeLedger(), provider)
+    retried = await handlers.charge_order(command, FakeLedger(), provider)
+    assert isinstance(lost, PaymentProcessed) and isinstance(retried, PaymentProcessed)
+    assert retried.payment.provider_reference == lost.payment.provider_reference
+    assert {key for *_, key in provider.charges} == {command.order_id}
+
+
+async def test_a_capture_recorded_concurrently_first_is_not_published_twice(
+    provider: RecordingProvider,
+) -> None:
+    command = charge()
+    ledger = FakeLedger()
+    winner = await handlers.charge_order(command, ledger, provider)
+    assert winner is not None
+
+    class RacingLedger(FakeLedger):
+        async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+            return None
+
+    racing = RacingLedger(payments=dict(ledger.payments))
+    assert await handlers.charge_order(command, racing, provider) is None
+    assert racing.payments[command.order_id] == winner.payment
+
+
+async def test_a_captured_payment_is_refunded_once(
+    ledger: FakeLedger, provider: RecordingProvider
+) -> None:
+    captured = await handlers.charge_order(charge(), ledger, provider)
+    assert captured is not None
+    order_id = captured.payment.order_id
+    event = await handlers.refund_order(RefundOrder(order_id, "changed my mind"), ledger, provider)
+    assert isinstance(event, PaymentRefunded)
+    assert event.reason == "changed my mind"
+    refunded = event.payment
+    assert (refunded.payment_id, refunded.status, refunded.amount) == (
+        captured.payment.payment_id,
+        PaymentStatus.REFUNDED,
+        AMOUNT,
+    )
+    assert refunded.refund_reference and refunded.refund_reference.startswith("re_")
+    assert provider.refunds == [
+        (captured.payment.provider_reference, AMOUNT, captured.payment.payment_id)
+    ]
+    assert ledger.locked == [order_id]
+
+    again = await handlers.refund_order(RefundOrder(order_id, "out of stock"), ledger, provider)
+    assert again is None
+    assert len(provider.refunds) == 1
+
+
+async def test_nothing_is_refunded_without_a_capture(
+    ledger: FakeLedger, provider: RecordingProvider
+) -> None:
+    never_charged = RefundOrder(str(uuid.uuid4()), "cancelled by the customer")
+    assert await handlers.refund_order(never_charged, ledger, provider) is None
+    declined = await handlers.charge_order(charge("tok_chargeDeclined"), ledger, provider)
+    assert declined is not None
+    cancel = RefundOrder(declined.payment.order_id, "cancelled by the customer")
+    assert await handlers.refund_order(cancel, ledger, provider) is None
+    assert provider.refunds == []
+    assert ledger.payments[cancel.order_id].status is PaymentStatus.DECLINED
