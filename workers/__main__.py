@@ -67,7 +67,7 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         topics.ORDER_STATUS_PROJECTOR_GROUP,
         (topics.ORDERS, topics.PAYMENTS, topics.INVENTORY, topics.FULFILLMENT),
         "orders",
-        lambda r: OrderStatusProjector().handlers(),
+        lambda r: OrderStatusProjector(r.codec).handlers(),
     ),
     "payment_processor": ConsumerSpec(
         topics.PAYMENT_PROCESSOR_GROUP,
@@ -83,7 +83,7 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
     ),
     "fulfillment": ConsumerSpec(
         topics.FULFILLMENT_GROUP,
-        (topics.INVENTORY, topics.ORDERS),
+        (topics.ORDERS,),
         "fulfillment",
         lambda r: FulfillmentWorker(r.codec).handlers(),
     ),

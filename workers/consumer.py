@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -451,53 +451,191 @@ def list_dead_letters(
         consumer.close()
 
 
+class UnknownDeadLetterError(LookupError):
+    """Some requested event ids have no pending dead letter; nothing was moved."""
+
+    def __init__(self, event_ids: Collection[str]) -> None:
+        self.event_ids = tuple(sorted(event_ids))
+        super().__init__("no pending dead letter for event id " + ", ".join(self.event_ids))
+
+
 def replay_dead_letters(
     bootstrap: str,
     *,
     limit: int | None = None,
+    event_ids: Collection[str] | None = None,
     topic: str = DEAD_LETTER,
     replay_group: str = DLQ_REPLAYER_GROUP,
     producer_config: Mapping[str, ConfigValue] | None = None,
 ) -> int:
-    """Move pending dead letters back to their original topics; returns how many.
+    """Move pending dead letters back to their original topics; returns how many records
+    were produced.
 
     A replayed record keeps its key, value and CloudEvents headers (the ``dlq_*``
     headers are dropped); consumer groups that already applied it skip it via their inbox.
-    Progress is the replay group's committed offset, so a replay can be resumed.
+    A record that several groups dead-lettered is replayed once (every group reads it
+    again). Progress is the replay group's committed offset, so a replay can be resumed.
+
+    With ``event_ids`` only those events' dead letters are replayed, and all of them must
+    be pending (else ``UnknownDeadLetterError`` and nothing moves). The committed offset
+    is one position per partition, so pending letters that precede a replayed one are
+    re-appended to the dead-letter topic, keeping their headers, and stay pending. Run one
+    replay at a time.
     """
+    return _settle(
+        bootstrap,
+        replay=True,
+        limit=limit,
+        event_ids=event_ids,
+        topic=topic,
+        replay_group=replay_group,
+        producer_config=producer_config,
+    )
+
+
+def discard_dead_letters(
+    bootstrap: str,
+    event_ids: Collection[str],
+    *,
+    topic: str = DEAD_LETTER,
+    replay_group: str = DLQ_REPLAYER_GROUP,
+    producer_config: Mapping[str, ConfigValue] | None = None,
+) -> int:
+    """Drop the pending dead letters of ``event_ids`` without replaying them; returns how
+    many. The dead-letter topic keeps them until retention, behind the replay offset."""
+    return _settle(
+        bootstrap,
+        replay=False,
+        limit=None,
+        event_ids=event_ids,
+        topic=topic,
+        replay_group=replay_group,
+        producer_config=producer_config,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """How one pending dead letter is settled: produced to ``destination`` (back to its
+    original topic when ``replayed``, else re-appended to the dead-letter topic), or with no
+    destination settled at once or by the delivery of the record at index ``same_as``."""
+
+    destination: str | None = None
+    replayed: bool = False
+    same_as: int | None = None
+
+
+def _settle(
+    bootstrap: str,
+    *,
+    replay: bool,
+    limit: int | None,
+    event_ids: Collection[str] | None,
+    topic: str,
+    replay_group: str,
+    producer_config: Mapping[str, ConfigValue] | None,
+) -> int:
+    """Replay (or drop) the chosen pending letters, re-append the unchosen letters before
+    them, then commit the replay group's offset past every letter that was settled."""
     consumer = _dlq_consumer(bootstrap, replay_group)
     producer = Producer(
         producer_config_with_defaults({"bootstrap.servers": bootstrap, **(producer_config or {})})
     )
     try:
-        messages = _pending(consumer, topic, limit)
+        messages = _pending(consumer, topic, limit if event_ids is None else None)
+        letters = [_dead_letter(message) for message in messages]
+        moves = _plan(letters, event_ids, replay=replay, topic=topic)
         tracker = DeliveryTracker(len(messages))
-        for index, message in enumerate(messages):
-            letter = _dead_letter(message)
+        for index, move in moves.items():
+            if move.destination is None:
+                tracker.acknowledged[index] = move.same_as is None
+                continue
+            message = messages[index]
             producer.produce(
-                letter.original_topic,
+                move.destination,
                 message.value(),
                 key=message.key(),
-                headers=_without_dlq_headers(message),
+                headers=_without_dlq_headers(message) if move.replayed else _headers(message),
                 on_delivery=tracker.callback(index),
             )
-        producer.flush(60.0)
-        next_offsets: dict[int, int] = {}
-        for message, acknowledged in zip(messages, tracker.acknowledged, strict=True):
-            if not acknowledged:
-                break
-            next_offsets[_int(message.partition())] = _int(message.offset()) + 1
-        if next_offsets:
-            consumer.commit(
-                offsets=[TopicPartition(topic, p, o) for p, o in next_offsets.items()],
-                asynchronous=False,
-            )
-        failed = len(tracker.errors)
+        sent = [index for index, move in moves.items() if move.destination is not None]
+        if sent:
+            producer.flush(60.0)
+        _commit_settled(consumer, topic, letters, moves, tracker.acknowledged)
+        failed = sum(1 for index in sent if not tracker.acknowledged[index])
         if failed:
-            raise KafkaException(f"{failed} dead letters could not be replayed; rerun the replay")
-        return sum(1 for acknowledged in tracker.acknowledged if acknowledged)
+            raise KafkaException(f"{failed} dead letters could not be moved; rerun the command")
+        if replay:
+            return sum(1 for move in moves.values() if move.replayed)
+        return sum(1 for move in moves.values() if move.destination is None)
     finally:
         consumer.close()
+
+
+def _plan(
+    letters: Sequence[DeadLetter], event_ids: Collection[str] | None, *, replay: bool, topic: str
+) -> dict[int, _Move]:
+    """The move of every letter up to the last chosen one in its partition (by index)."""
+    wanted = None if event_ids is None else set(event_ids)
+    if wanted is not None:
+        missing = wanted - {letter.event_id for letter in letters}
+        if missing:
+            raise UnknownDeadLetterError(missing)
+    chosen = [wanted is None or letter.event_id in wanted for letter in letters]
+    orphans = [
+        letter.offset
+        for letter, pick in zip(letters, chosen, strict=True)
+        if replay and pick and not letter.original_topic
+    ]
+    if orphans:
+        raise ValueError(f"dead letters at {topic} offsets {orphans} name no original topic")
+    cutoff: dict[int, int] = {}
+    for letter, pick in zip(letters, chosen, strict=True):
+        if pick:
+            cutoff[letter.partition] = max(letter.offset, cutoff.get(letter.partition, -1))
+    moves: dict[int, _Move] = {}
+    first_replay: dict[tuple[str, int, int], int] = {}
+    for index, (letter, pick) in enumerate(zip(letters, chosen, strict=True)):
+        if letter.offset > cutoff.get(letter.partition, -1):
+            continue
+        if not pick:
+            moves[index] = _Move(destination=topic)
+        elif not replay:
+            moves[index] = _Move()
+        else:
+            origin = (letter.original_topic, letter.original_partition, letter.original_offset)
+            if letter.original_offset >= 0 and origin in first_replay:
+                moves[index] = _Move(same_as=first_replay[origin])
+            else:
+                first_replay[origin] = index
+                moves[index] = _Move(destination=letter.original_topic, replayed=True)
+    return moves
+
+
+def _commit_settled(
+    consumer: Consumer,
+    topic: str,
+    letters: Sequence[DeadLetter],
+    moves: Mapping[int, _Move],
+    acknowledged: Sequence[bool],
+) -> None:
+    """Commit, per partition, past the longest run of settled letters."""
+    next_offsets: dict[int, int] = {}
+    stuck: set[int] = set()
+    for index, letter in enumerate(letters):
+        move = moves.get(index)
+        if move is None or letter.partition in stuck:
+            continue
+        settling = index if move.same_as is None else move.same_as
+        if not acknowledged[settling]:
+            stuck.add(letter.partition)
+            continue
+        next_offsets[letter.partition] = letter.offset + 1
+    if next_offsets:
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in next_offsets.items()],
+            asynchronous=False,
+        )
 
 
 def _dlq_consumer(bootstrap: str, group: str) -> Consumer:
@@ -593,10 +731,13 @@ def _one_at_a_time(handler: Handler) -> BatchHandler:
     return handle
 
 
-def _without_dlq_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
+def _headers(message: Message) -> list[tuple[str, str | bytes | None]]:
     headers = message.headers() or ()
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return [(name, value) for name, value in pairs if not name.startswith(_DLQ_PREFIX)]
+    return list(headers.items() if isinstance(headers, dict) else headers)
+
+
+def _without_dlq_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
+    return [(name, value) for name, value in _headers(message) if not name.startswith(_DLQ_PREFIX)]
 
 
 def _position(message: Message) -> tuple[str, int, int]:

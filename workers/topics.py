@@ -41,6 +41,7 @@ TOPIC_BY_EVENT: Mapping[str, str] = MappingProxyType(
         "OrderDelivered": ORDERS,
         "OrderCancelled": ORDERS,
         "OrderStatusChanged": ORDERS,
+        "OrderReadyToShip": ORDERS,
         "PaymentProcessed": PAYMENTS,
         "PaymentFailed": PAYMENTS,
         "PaymentRefunded": PAYMENTS,

@@ -114,9 +114,16 @@ def status_fact(event_name: str, record: Mapping[str, Any]) -> StatusFact | None
 
 
 class OrderStatusProjector:
-    """Applies the other services' facts to orders through the guarded status machine."""
+    """Applies the other services' facts to orders through the guarded status machine.
+
+    Reaching FULFILLED also releases the order to the warehouse (OrderReadyToShip) in the
+    same transaction: fulfillment ships only released orders, and a released order can no
+    longer be cancelled, so a shipment and a cancellation never both happen."""
 
     EVENTS = tuple(STATUS_BY_EVENT)
+
+    def __init__(self, codec: EventCodec) -> None:
+        self._codec = codec
 
     def handlers(self) -> Mapping[str, Handler]:
         return dict.fromkeys(self.EVENTS, self.on_event)
@@ -138,3 +145,21 @@ class OrderStatusProjector:
             )
             return
         await save_order(conn, moved, order.version)
+        if moved.status is OrderStatus.FULFILLED:
+            await add_to_outbox(
+                conn,
+                SCHEMA,
+                codec=self._codec,
+                topic=topics.ORDERS,
+                key=moved.order_id,
+                event_name="OrderReadyToShip",
+                record={
+                    "order_id": moved.order_id,
+                    "user_id": moved.user_id,
+                    "items": _lines(moved),
+                    "shipping_address": asdict(moved.shipping_address),
+                    "released_at": moved.updated_at,
+                    "version": moved.version,
+                },
+                source=SOURCE,
+            )

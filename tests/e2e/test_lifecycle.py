@@ -1,8 +1,10 @@
 """Issue 4's journeys through the public port: an order flows through the whole event
 chain (validation, payment, stock, shipping) and the compensations add up."""
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -11,10 +13,16 @@ import pytest
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 
+from devstack import procs
+from devstack.paths import REPO_ROOT
+from devstack.ports import Ports
+from devstack.stack import app_env
 from tests.e2e.conftest import User, order_body
+from workers.__main__ import CONSUMERS
 
 pytestmark = pytest.mark.e2e
 
+PARTIAL = "e2e-workers-without-projector"
 TERMINAL = {
     "ORDER_STATUS_SHIPPED",
     "ORDER_STATUS_DELIVERED",
@@ -114,41 +122,63 @@ async def test_more_than_the_stock_is_cancelled_and_refunded(
     assert stock_of(http, "monitor-27-04") == stock_before
 
 
-def test_cancelling_a_paid_order_refunds_it_and_restores_stock(
-    http: httpx.Client, user: User
-) -> None:
-    """The pipeline runs on its own, so the test races it: it cancels as soon as it sees the
-    order paid, and tries again (bounded) whenever the order shipped first."""
-    product = "cable-usb-05"
-    for _ in range(20):
-        stock_before = stock_of(http, product)
-        order = create(http, user, items=[{"product_id": product, "quantity": 3}])
-        seen = wait_for(
-            http,
-            user,
-            order["order_id"],
-            lambda o: o["status"] in TERMINAL | {"ORDER_STATUS_PAID", "ORDER_STATUS_FULFILLED"},
+@pytest.fixture
+def projector_paused() -> Iterator[None]:
+    """Runs every consumer except the order status projector, so the order service keeps
+    seeing PENDING while payment and stock move on: a cancellation then lands after the
+    payment and the reservation, deterministically. The normal workers come back after."""
+    procs.stop("workers")
+    others = [name for name in CONSUMERS if name != "order_status_projector"]
+    procs.start_daemon(
+        PARTIAL,
+        [sys.executable, "-m", "workers", "--components", ",".join(others)],
+        env=app_env(Ports.from_env()),
+        cwd=REPO_ROOT,
+    )
+    try:
+        yield
+    finally:
+        procs.stop(PARTIAL)
+        subprocess.run(
+            [str(REPO_ROOT / ".venv" / "bin" / "ordermesh"), "up"],
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
-        if seen["status"] in TERMINAL:
-            continue
-        cancel = http.delete(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
-        if cancel.status_code == 400:
-            continue
-        assert cancel.status_code == 200, cancel.text
-        assert cancel.json()["status"] == "ORDER_STATUS_CANCELLED"
-        payment_url = f"/api/v1/orders/{order['order_id']}/payment"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            payment = http.get(payment_url, headers=user.headers).json()
-            if payment["status"] == "PAYMENT_STATUS_REFUNDED" and stock_of(http, product) == (
-                stock_before
-            ):
-                break
-            time.sleep(0.05)
-        assert payment["status"] == "PAYMENT_STATUS_REFUNDED"
-        assert stock_of(http, product) == stock_before
-        return
-    pytest.fail("every attempt shipped before it could be cancelled")
+
+
+def poll(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cancelling_a_paid_order_refunds_it_and_restores_stock(
+    http: httpx.Client, user: User, projector_paused: None
+) -> None:
+    product = "cable-usb-05"
+    stock_before = stock_of(http, product)
+    order = create(http, user, items=[{"product_id": product, "quantity": 3}])
+    payment_url = f"/api/v1/orders/{order['order_id']}/payment"
+
+    def payment_status() -> str | None:
+        response = http.get(payment_url, headers=user.headers)
+        return str(response.json()["status"]) if response.status_code == 200 else None
+
+    poll(lambda: payment_status() == "PAYMENT_STATUS_CAPTURED", "the payment")
+    poll(lambda: stock_of(http, product) == stock_before - 3, "the stock reservation")
+
+    cancel = http.delete(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "ORDER_STATUS_CANCELLED"
+
+    poll(lambda: payment_status() == "PAYMENT_STATUS_REFUNDED", "the refund")
+    poll(lambda: stock_of(http, product) == stock_before, "the stock release")
+    shipment = http.get(f"/api/v1/orders/{order['order_id']}/shipment", headers=user.headers)
+    assert shipment.status_code == 404
 
 
 def test_cancelling_a_shipped_order_is_refused(http: httpx.Client, user: User) -> None:
@@ -157,6 +187,8 @@ def test_cancelling_a_shipped_order_is_refused(http: httpx.Client, user: User) -
     response = http.delete(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
     assert response.status_code == 400
     assert "can no longer be cancelled" in response.json()["message"]
+    still = http.get(f"/api/v1/orders/{order['order_id']}", headers=user.headers).json()
+    assert still["status"] == "ORDER_STATUS_SHIPPED"
 
 
 def test_only_admins_mark_a_shipped_order_delivered(

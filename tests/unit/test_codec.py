@@ -67,6 +67,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "validated_at": AT,
         "version": 2,
     },
+    "OrderReadyToShip": {
+        **OWNER,
+        "items": LINES,
+        "shipping_address": ADDRESS,
+        "released_at": AT,
+        "version": 4,
+    },
     "OrderRejected": {
         **OWNER,
         "reason": "unit price of sku-mouse does not match the catalog",

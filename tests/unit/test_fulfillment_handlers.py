@@ -168,11 +168,11 @@ def test_the_shipment_becomes_an_order_shipped_record() -> None:
 
 
 def test_consumed_events_become_commands() -> None:
-    fulfilled = SAMPLES["OrderFulfilled"]
+    fulfilled = SAMPLES["OrderReadyToShip"]
     assert ship_command(fulfilled) == ShipOrder(fulfilled["order_id"], fulfilled["user_id"])
     cancelled = SAMPLES["OrderCancelled"]
     assert hold_command(cancelled) == HoldShipment(
         cancelled["order_id"], cancelled["reason"], cancelled["cancelled_at"]
     )
     handled = FulfillmentWorker(EventCodec.from_directory()).handlers()
-    assert set(handled) == {"OrderFulfilled", "OrderCancelled"}
+    assert set(handled) == {"OrderReadyToShip", "OrderCancelled"}

@@ -233,3 +233,13 @@ async def test_cancel_retries_when_the_projector_wins_a_race(catalog: FakeCatalo
     cancelled = await handlers.cancel_order(CancelOrder(ALICE, order.order_id), store, clock)
     assert cancelled.status is OrderStatus.CANCELLED
     assert cancelled.version == 3
+
+
+async def test_an_order_released_to_the_warehouse_cannot_be_cancelled(
+    catalog: FakeCatalog,
+) -> None:
+    store = FakeOrderStore()
+    order = await handlers.create_order(command(), store, catalog, clock)
+    store.orders[order.order_id] = replace(order, status=OrderStatus.FULFILLED)
+    with pytest.raises(FailedPrecondition, match="handed to the warehouse"):
+        await handlers.cancel_order(CancelOrder(ALICE, order.order_id), store, clock)

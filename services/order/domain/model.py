@@ -55,9 +55,9 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.CANCELLED: frozenset(),
 }
 
-CANCELLABLE = frozenset(
-    {OrderStatus.PENDING, OrderStatus.VALIDATED, OrderStatus.PAID, OrderStatus.FULFILLED}
-)
+# Once FULFILLED the order has been released to the warehouse (OrderReadyToShip): from then
+# on shipping wins, so a cancellation can never race a shipment.
+CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.VALIDATED, OrderStatus.PAID})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,11 @@ class Order:
         if self.status not in CANCELLABLE:
             raise FailedPrecondition(
                 f"order {self.order_id} is {self.status.value} and can no longer be cancelled"
+                + (
+                    ": it has been handed to the warehouse"
+                    if self.status is OrderStatus.FULFILLED
+                    else ""
+                )
             )
         return self.transition(OrderStatus.CANCELLED, reason=reason, at=at)
 

@@ -1,0 +1,147 @@
+"""Stock, reservations and cancellations in the `inventory` schema, on the caller's
+connection: the inventory manager changes stock, records its decision, its inbox entry and
+its outbox event in one transaction."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from services.inventory.domain.reservations import (
+    Reservation,
+    ReservationStatus,
+    Shortage,
+    StockLine,
+)
+from services.platform.db import Connection
+
+_RESERVATION_COLUMNS = (
+    "reservation_id::text, order_id, user_id, status, lines, shortages, created_at, updated_at"
+)
+
+
+class StockInvariantError(RuntimeError):
+    """Stock changed under a lock this transaction holds: a bug, never a business outcome."""
+
+
+def _reservation(row: Mapping[str, Any]) -> Reservation:
+    return Reservation(
+        reservation_id=row["reservation_id"],
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        status=ReservationStatus(row["status"]),
+        lines=tuple(
+            StockLine(line["product_id"], int(line["quantity"]), int(line["unit_price_minor"]))
+            for line in row["lines"]
+        ),
+        shortages=tuple(
+            Shortage(s["product_id"], int(s["requested"]), int(s["available"]))
+            for s in row["shortages"]
+        ),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class PostgresStockLedger:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def lock_order(self, order_id: str) -> None:
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"ordermesh.inventory.order:{order_id}",),
+        )
+
+    async def is_cancelled(self, order_id: str) -> bool:
+        cursor = await self._conn.execute(
+            "SELECT 1 FROM inventory.cancelled_orders WHERE order_id = %s", (order_id,)
+        )
+        return await cursor.fetchone() is not None
+
+    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
+        await self._conn.execute(
+            "INSERT INTO inventory.cancelled_orders (order_id, reason, cancelled_at)"
+            " VALUES (%s, %s, %s) ON CONFLICT (order_id) DO NOTHING",
+            (order_id, reason, at),
+        )
+
+    async def reservation(self, order_id: str) -> Reservation | None:
+        cursor = await self._conn.execute(
+            f"SELECT {_RESERVATION_COLUMNS} FROM inventory.reservations WHERE order_id = %s",
+            (order_id,),
+        )
+        row = await cursor.fetchone()
+        return None if row is None else _reservation(row)
+
+    async def lock_stock(self, product_ids: Sequence[str]) -> Mapping[str, int]:
+        # The sort below the row locks makes Postgres take them in product_id order.
+        cursor = await self._conn.execute(
+            "SELECT product_id, stock, active FROM inventory.products"
+            " WHERE product_id = ANY(%s) ORDER BY product_id FOR UPDATE",
+            (list(product_ids),),
+        )
+        return {
+            row["product_id"]: int(row["stock"]) for row in await cursor.fetchall() if row["active"]
+        }
+
+    async def take_stock(self, quantities: Mapping[str, int]) -> None:
+        cursor = await self._conn.execute(
+            "UPDATE inventory.products AS p SET stock = p.stock - r.quantity, updated_at = now()"
+            " FROM unnest(%s::text[], %s::bigint[]) AS r (product_id, quantity)"
+            " WHERE p.product_id = r.product_id AND p.stock >= r.quantity",
+            (list(quantities), list(quantities.values())),
+        )
+        if cursor.rowcount != len(quantities):
+            raise StockInvariantError(
+                f"took stock of {cursor.rowcount} of {len(quantities)} locked products"
+            )
+
+    async def return_stock(self, quantities: Mapping[str, int]) -> None:
+        await self._conn.execute(
+            "UPDATE inventory.products AS p SET stock = p.stock + r.quantity, updated_at = now()"
+            " FROM unnest(%s::text[], %s::bigint[]) AS r (product_id, quantity)"
+            " WHERE p.product_id = r.product_id",
+            (list(quantities), list(quantities.values())),
+        )
+
+    async def add_reservation(self, reservation: Reservation) -> None:
+        await self._conn.execute(
+            "INSERT INTO inventory.reservations (reservation_id, order_id, user_id, status,"
+            " lines, shortages, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                reservation.reservation_id,
+                reservation.order_id,
+                reservation.user_id,
+                reservation.status.value,
+                Jsonb([_line(line) for line in reservation.lines]),
+                Jsonb([_shortage(s) for s in reservation.shortages]),
+                reservation.created_at,
+                reservation.updated_at,
+            ),
+        )
+
+    async def mark_released(self, order_id: str, at: datetime) -> None:
+        await self._conn.execute(
+            "UPDATE inventory.reservations SET status = 'released', released_at = %s,"
+            " updated_at = %s WHERE order_id = %s AND status = 'reserved'",
+            (at, at, order_id),
+        )
+
+
+def _line(line: StockLine) -> dict[str, Any]:
+    return {
+        "product_id": line.product_id,
+        "quantity": line.quantity,
+        "unit_price_minor": line.unit_price_minor,
+    }
+
+
+def _shortage(shortage: Shortage) -> dict[str, Any]:
+    return {
+        "product_id": shortage.product_id,
+        "requested": shortage.requested,
+        "available": shortage.available,
+    }

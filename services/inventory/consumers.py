@@ -1,0 +1,90 @@
+"""The inventory manager: reserves stock for paid orders and gives it back on cancellation.
+
+Each handler runs inside the consumer's transaction (with its inbox row), takes the order's
+lock first so a payment and a cancellation of one order never interleave, and never
+commits itself.
+"""
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from services.common.errors import InvalidArgument
+from services.inventory import handlers
+from services.inventory.adapters.outbox import InventoryOutbox
+from services.inventory.adapters.stock import PostgresStockLedger
+from services.inventory.domain.commands import ReleaseStock, ReserveStock
+from services.inventory.domain.reservations import StockLine
+from services.platform.db import Connection
+from workers.codec import EventCodec, EventEnvelope
+from workers.consumer import Handler, NonRetryableError
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def reserve_command(record: Mapping[str, Any]) -> ReserveStock:
+    """A PaymentProcessed record as the command it implies."""
+    return ReserveStock(
+        order_id=str(record["order_id"]),
+        user_id=str(record["user_id"]),
+        payment_id=str(record["payment_id"]),
+        amount_minor=int(record["amount_minor"]),
+        currency=str(record["currency"]),
+        lines=tuple(
+            StockLine(str(item["product_id"]), int(item["quantity"]), int(item["unit_price_minor"]))
+            for item in record["items"]
+        ),
+        shipping_address={k: str(v) for k, v in record["shipping_address"].items()},
+    )
+
+
+def release_command(record: Mapping[str, Any]) -> ReleaseStock:
+    """An OrderCancelled record as the command it implies."""
+    return ReleaseStock(
+        order_id=str(record["order_id"]),
+        user_id=str(record["user_id"]),
+        reason=str(record["reason"]),
+        cancelled_at=record["cancelled_at"],
+    )
+
+
+class InventoryManager:
+    """PaymentProcessed → OrderFulfilled or OutOfStock; OrderCancelled → StockReleased."""
+
+    def __init__(self, codec: EventCodec) -> None:
+        self._outbox = InventoryOutbox(codec)
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "PaymentProcessed": self.on_payment_processed,
+            "OrderCancelled": self.on_order_cancelled,
+        }
+
+    async def on_payment_processed(self, envelope: EventEnvelope, conn: Connection) -> None:
+        command = reserve_command(envelope.record)
+        try:
+            event = await handlers.reserve_stock(
+                command, PostgresStockLedger(conn), now=_now(), new_id=_new_id
+            )
+        except InvalidArgument as exc:
+            raise NonRetryableError(f"order {command.order_id}: {exc}") from exc
+        if event is None:
+            log.info("payment needs no reservation", extra={"order_id": command.order_id})
+            return
+        await self._outbox.write(conn, event)
+
+    async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
+        command = release_command(envelope.record)
+        event = await handlers.release_stock(command, PostgresStockLedger(conn), now=_now())
+        if event is not None:
+            await self._outbox.write(conn, event)

@@ -1,0 +1,35 @@
+"""What the inventory manager's handlers need from the outside world."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from services.inventory.domain.reservations import Reservation
+
+
+class StockLedger(Protocol):
+    """Stock, reservations and cancellations, all inside the caller's transaction."""
+
+    async def lock_order(self, order_id: str) -> None:
+        """Serialises every handler of this order until the transaction ends (a payment and
+        a cancellation of one order arrive on different topics, possibly at once)."""
+
+    async def is_cancelled(self, order_id: str) -> bool: ...
+
+    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
+        """Remembers the order as cancelled; recording it again changes nothing."""
+
+    async def reservation(self, order_id: str) -> Reservation | None: ...
+
+    async def lock_stock(self, product_ids: Sequence[str]) -> Mapping[str, int]:
+        """Locks the products' stock rows in the order given until the transaction ends and
+        returns the units each can give (unknown and withdrawn products are absent)."""
+
+    async def take_stock(self, quantities: Mapping[str, int]) -> None:
+        """Removes units from locked rows that have them; never lets stock go negative."""
+
+    async def return_stock(self, quantities: Mapping[str, int]) -> None: ...
+
+    async def add_reservation(self, reservation: Reservation) -> None: ...
+
+    async def mark_released(self, order_id: str, at: datetime) -> None: ...

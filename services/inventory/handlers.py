@@ -1,0 +1,80 @@
+"""One function per inventory-manager command. Each runs inside the caller's transaction and
+returns the event to publish (None: nothing to say, e.g. a repeated or overtaken command)."""
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
+from services.inventory.domain.commands import ReleaseStock, ReserveStock
+from services.inventory.domain.events import OrderFulfilled, OutOfStock, StockReleased
+from services.inventory.domain.ports import StockLedger
+from services.inventory.domain.reservations import (
+    Reservation,
+    ReservationStatus,
+    find_shortages,
+    quantities_by_product,
+)
+
+
+async def reserve_stock(
+    command: ReserveStock,
+    ledger: StockLedger,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+) -> OrderFulfilled | OutOfStock | None:
+    """Reserves every line of a paid order, or none of them.
+
+    An order that was cancelled first is left alone (the payment service refunds it on the
+    cancellation), and an order that already has a decision keeps it: one per order.
+    """
+    await ledger.lock_order(command.order_id)
+    if await ledger.is_cancelled(command.order_id):
+        return None
+    if await ledger.reservation(command.order_id) is not None:
+        return None
+    requested = quantities_by_product(command.lines)
+    available = await ledger.lock_stock(list(requested))
+    shortages = find_shortages(requested, available)
+    reservation = Reservation(
+        reservation_id=new_id(),
+        order_id=command.order_id,
+        user_id=command.user_id,
+        status=ReservationStatus.OUT_OF_STOCK if shortages else ReservationStatus.RESERVED,
+        lines=command.lines,
+        shortages=shortages,
+        created_at=now,
+        updated_at=now,
+    )
+    if not shortages:
+        await ledger.take_stock(requested)
+    await ledger.add_reservation(reservation)
+    if shortages:
+        return OutOfStock(
+            order_id=command.order_id,
+            user_id=command.user_id,
+            payment_id=command.payment_id,
+            amount_minor=command.amount_minor,
+            currency=command.currency,
+            shortages=shortages,
+            occurred_at=now,
+        )
+    return OrderFulfilled(reservation, command.shipping_address)
+
+
+async def release_stock(
+    command: ReleaseStock, ledger: StockLedger, *, now: datetime
+) -> StockReleased | None:
+    """Gives a cancelled order's reserved stock back, once. Without a reservation yet, the
+    recorded cancellation stops a payment that arrives later from reserving."""
+    await ledger.lock_order(command.order_id)
+    await ledger.record_cancellation(command.order_id, command.reason, command.cancelled_at)
+    reservation = await ledger.reservation(command.order_id)
+    if reservation is None or not reservation.holds_stock:
+        return None
+    quantities = quantities_by_product(reservation.lines)
+    await ledger.lock_stock(list(quantities))
+    await ledger.return_stock(quantities)
+    await ledger.mark_released(command.order_id, now)
+    released = replace(reservation, status=ReservationStatus.RELEASED, updated_at=now)
+    return StockReleased(released, command.reason, now)

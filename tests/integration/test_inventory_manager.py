@@ -1,0 +1,361 @@
+"""The inventory manager's handlers against real Postgres, each event applied as the
+consumer applies it: inbox row and handler in one transaction, on its own connection."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from services.inventory.consumers import InventoryManager
+from services.platform import migrations
+from services.platform.db import Pool, open_pool
+from services.platform.settings import Settings
+from tests.unit.test_codec import SAMPLES
+from workers.codec import EventCodec, EventEnvelope, cloudevent_headers
+from workers.consumer import Handler
+from workers.topics import INVENTORY_MANAGER_GROUP, topic_for
+
+pytestmark = pytest.mark.integration
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+CONCURRENT_ORDERS = 20
+
+
+async def open_migrated_pool(settings: Settings, *components: str) -> Pool:
+    """A pool wide enough for the concurrency tests, after applying only the migrations of
+    ``components`` (other services' migrations are theirs to apply)."""
+    found = [m for c in components for m in migrations.discover(c, SERVICES / c / "migrations")]
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        await migrations.apply(conn, found)
+    return await open_pool(
+        replace(settings, database_pool_min=2, database_pool_max=CONCURRENT_ORDERS + 4),
+        name="tests-inventory",
+    )
+
+
+@pytest.fixture(scope="module")
+async def db(settings: Settings) -> AsyncIterator[Pool]:
+    pool = await open_migrated_pool(settings, "inventory")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+def codec() -> EventCodec:
+    return EventCodec.from_directory()
+
+
+@pytest.fixture(scope="module")
+def manager(codec: EventCodec) -> InventoryManager:
+    return InventoryManager(codec)
+
+
+def envelope(codec: EventCodec, name: str, record: dict[str, Any]) -> EventEnvelope:
+    """``record`` as a consumer receives it: encoded, wrapped in CloudEvents headers, opened."""
+    headers = cloudevent_headers(
+        event_id=uuid.uuid4(),
+        event_name=name,
+        source="/ordermesh/tests",
+        time=datetime.now(UTC),
+        subject=str(record["order_id"]),
+    )
+    return codec.envelope_from(headers, codec.encode(name, record))
+
+
+async def apply(
+    pool: Pool, schema: str, group: str, handler: Handler, event: EventEnvelope
+) -> bool:
+    """Claims the event in the inbox and runs its handler in one transaction, as the
+    consumer does; False if the inbox already had it.
+
+    The outbox rows it writes are marked published in the same transaction, so the relay of
+    a running stack never sends these synthetic orders' events to the live topics.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        cursor = await conn.execute(
+            f"INSERT INTO {schema}.inbox (consumer_group, event_id) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
+            (group, event.event_id),
+        )
+        if await cursor.fetchone() is None:
+            return False
+        await handler(event, conn)
+        await conn.execute(
+            f"UPDATE {schema}.outbox SET published_at = now()"
+            " WHERE message_key = %s AND published_at IS NULL",
+            (str(event.record["order_id"]),),
+        )
+        return True
+
+
+async def outbox(
+    pool: Pool, schema: str, codec: EventCodec, order_id: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events written for ``order_id``, oldest first, decoded."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            f"SELECT topic, payload FROM {schema}.outbox WHERE message_key = %s ORDER BY id",
+            (order_id,),
+        )
+        rows = await cursor.fetchall()
+    decoded = []
+    for row in rows:
+        event = codec.decode(row["payload"])
+        assert row["topic"] == topic_for(event.name)
+        decoded.append((event.name, event.record))
+    return decoded
+
+
+async def new_product(pool: Pool, stock: int, *, active: bool = True) -> str:
+    product_id = f"itest-{uuid.uuid4().hex[:20]}"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO inventory.products (product_id, name, unit_price_minor, currency, stock,"
+            " active) VALUES (%s, 'Integration test product', 1000, 'USD', %s, %s)",
+            (product_id, stock, active),
+        )
+    return product_id
+
+
+async def stock_of(pool: Pool, *product_ids: str) -> list[int]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT product_id, stock FROM inventory.products WHERE product_id = ANY(%s)",
+            (list(product_ids),),
+        )
+        found = {row["product_id"]: int(row["stock"]) for row in await cursor.fetchall()}
+    return [found[pid] for pid in product_ids]
+
+
+async def reservation_of(pool: Pool, order_id: str) -> dict[str, Any] | None:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT reservation_id::text, status, lines, shortages, released_at"
+            " FROM inventory.reservations WHERE order_id = %s",
+            (order_id,),
+        )
+        return await cursor.fetchone()
+
+
+def new_order_id() -> str:
+    return str(uuid.uuid4())
+
+
+def payment_processed(order_id: str, lines: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    return {
+        **SAMPLES["PaymentProcessed"],
+        "order_id": order_id,
+        "user_id": "user-itest",
+        "payment_id": f"pay-{order_id}",
+        "amount_minor": 1000 * sum(q for _, q in lines),
+        "currency": "USD",
+        "items": [
+            {"product_id": pid, "quantity": quantity, "unit_price_minor": 1000}
+            for pid, quantity in lines
+        ],
+    }
+
+
+def order_cancelled(order_id: str) -> dict[str, Any]:
+    return {
+        **SAMPLES["OrderCancelled"],
+        "order_id": order_id,
+        "user_id": "user-itest",
+        "reason": "changed my mind",
+    }
+
+
+class Inventory:
+    """The manager's handlers applied through the inbox, and what they left behind."""
+
+    def __init__(self, pool: Pool, codec: EventCodec, manager: InventoryManager) -> None:
+        self.pool = pool
+        self.codec = codec
+        self.handlers = manager.handlers()
+
+    def event(self, name: str, record: dict[str, Any]) -> EventEnvelope:
+        return envelope(self.codec, name, record)
+
+    async def deliver(self, event: EventEnvelope) -> bool:
+        return await apply(
+            self.pool, "inventory", INVENTORY_MANAGER_GROUP, self.handlers[event.name], event
+        )
+
+    async def pay(self, order_id: str, *lines: tuple[str, int]) -> EventEnvelope:
+        event = self.event("PaymentProcessed", payment_processed(order_id, lines))
+        assert await self.deliver(event)
+        return event
+
+    async def cancel(self, order_id: str) -> EventEnvelope:
+        event = self.event("OrderCancelled", order_cancelled(order_id))
+        assert await self.deliver(event)
+        return event
+
+    async def published(self, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return await outbox(self.pool, "inventory", self.codec, order_id)
+
+
+@pytest.fixture
+def inventory(db: Pool, codec: EventCodec, manager: InventoryManager) -> Inventory:
+    return Inventory(db, codec, manager)
+
+
+async def test_a_paid_order_reserves_its_stock_and_is_fulfilled(inventory: Inventory) -> None:
+    keyboard = await new_product(inventory.pool, 5)
+    mouse = await new_product(inventory.pool, 3)
+    order_id = new_order_id()
+    await inventory.pay(order_id, (keyboard, 2), (mouse, 1))
+    assert await stock_of(inventory.pool, keyboard, mouse) == [3, 2]
+    reservation = await reservation_of(inventory.pool, order_id)
+    assert reservation is not None
+    assert (reservation["status"], reservation["shortages"]) == ("reserved", [])
+    [(name, record)] = await inventory.published(order_id)
+    assert name == "OrderFulfilled"
+    assert record["reservation_id"] == reservation["reservation_id"]
+    assert (
+        record["items"]
+        == reservation["lines"]
+        == payment_processed(order_id, [(keyboard, 2), (mouse, 1)])["items"]
+    )
+    assert record["shipping_address"] == SAMPLES["PaymentProcessed"]["shipping_address"]
+
+
+async def test_one_short_line_reserves_nothing_and_asks_for_a_refund(inventory: Inventory) -> None:
+    keyboard = await new_product(inventory.pool, 5)
+    mouse = await new_product(inventory.pool, 1)
+    order_id = new_order_id()
+    await inventory.pay(order_id, (keyboard, 2), (mouse, 2))
+    assert await stock_of(inventory.pool, keyboard, mouse) == [5, 1]
+    reservation = await reservation_of(inventory.pool, order_id)
+    assert reservation is not None
+    assert reservation["status"] == "out_of_stock"
+    [(name, record)] = await inventory.published(order_id)
+    assert name == "OutOfStock"
+    assert (record["payment_id"], record["amount_minor"], record["currency"]) == (
+        f"pay-{order_id}",
+        4000,
+        "USD",
+    )
+    assert record["shortages"] == [{"product_id": mouse, "requested": 2, "available": 1}]
+
+
+async def test_a_withdrawn_or_unknown_product_is_out_of_stock(inventory: Inventory) -> None:
+    retired = await new_product(inventory.pool, 10, active=False)
+    order_id = new_order_id()
+    await inventory.pay(order_id, (retired, 1), ("itest-no-such-product", 1))
+    assert await stock_of(inventory.pool, retired) == [10]
+    [(name, record)] = await inventory.published(order_id)
+    assert name == "OutOfStock"
+    assert sorted(s["product_id"] for s in record["shortages"]) == sorted(
+        [retired, "itest-no-such-product"]
+    )
+
+
+async def test_concurrent_orders_for_the_last_units_never_oversell(inventory: Inventory) -> None:
+    product = await new_product(inventory.pool, 5)
+    orders = [new_order_id() for _ in range(CONCURRENT_ORDERS)]
+    events = [
+        inventory.event("PaymentProcessed", payment_processed(o, [(product, 1)])) for o in orders
+    ]
+    applied = await asyncio.gather(*(inventory.deliver(event) for event in events))
+    assert all(applied)
+    assert await stock_of(inventory.pool, product) == [0]
+    outcomes = [name for o in orders for name, _ in await inventory.published(o)]
+    assert sorted(outcomes) == ["OrderFulfilled"] * 5 + ["OutOfStock"] * 15
+    statuses = [(await reservation_of(inventory.pool, o) or {}).get("status") for o in orders]
+    assert statuses.count("reserved") == 5
+    assert statuses.count("out_of_stock") == 15
+
+
+async def test_orders_listing_the_same_products_crosswise_do_not_deadlock(
+    inventory: Inventory,
+) -> None:
+    first = await new_product(inventory.pool, 100)
+    second = await new_product(inventory.pool, 100)
+    orders = [new_order_id() for _ in range(CONCURRENT_ORDERS)]
+    events = [
+        inventory.event(
+            "PaymentProcessed",
+            payment_processed(o, [(first, 1), (second, 2)] if n % 2 else [(second, 2), (first, 1)]),
+        )
+        for n, o in enumerate(orders)
+    ]
+    await asyncio.gather(*(inventory.deliver(event) for event in events))
+    assert await stock_of(inventory.pool, first, second) == [80, 60]
+
+
+async def test_a_second_payment_event_of_one_order_reserves_nothing_more(
+    inventory: Inventory,
+) -> None:
+    product = await new_product(inventory.pool, 5)
+    order_id = new_order_id()
+    first = await inventory.pay(order_id, (product, 2))
+    assert not await inventory.deliver(first), "the inbox absorbs an exact redelivery"
+    await inventory.pay(order_id, (product, 2))
+    assert await stock_of(inventory.pool, product) == [3]
+    assert [name for name, _ in await inventory.published(order_id)] == ["OrderFulfilled"]
+
+
+async def test_cancelling_a_reserved_order_gives_its_stock_back_once(
+    inventory: Inventory,
+) -> None:
+    keyboard = await new_product(inventory.pool, 5)
+    mouse = await new_product(inventory.pool, 5)
+    order_id = new_order_id()
+    await inventory.pay(order_id, (keyboard, 2), (mouse, 3))
+    assert await stock_of(inventory.pool, keyboard, mouse) == [3, 2]
+    cancelled = await inventory.cancel(order_id)
+    assert await stock_of(inventory.pool, keyboard, mouse) == [5, 5]
+    assert not await inventory.deliver(cancelled)
+    await inventory.cancel(order_id)
+    assert await stock_of(inventory.pool, keyboard, mouse) == [5, 5]
+    reservation = await reservation_of(inventory.pool, order_id)
+    assert reservation is not None
+    assert reservation["status"] == "released"
+    assert reservation["released_at"] is not None
+    published = await inventory.published(order_id)
+    assert [name for name, _ in published] == ["OrderFulfilled", "StockReleased"]
+    released = published[1][1]
+    assert released["reservation_id"] == reservation["reservation_id"]
+    assert released["reason"] == "changed my mind"
+    assert released["items"] == reservation["lines"]
+
+
+async def test_a_cancellation_before_the_payment_stops_the_reservation(
+    inventory: Inventory,
+) -> None:
+    product = await new_product(inventory.pool, 5)
+    order_id = new_order_id()
+    await inventory.cancel(order_id)
+    await inventory.pay(order_id, (product, 1))
+    assert await stock_of(inventory.pool, product) == [5]
+    assert await reservation_of(inventory.pool, order_id) is None
+    assert await inventory.published(order_id) == []
+
+
+async def test_a_payment_racing_its_cancellation_never_leaks_stock(inventory: Inventory) -> None:
+    product = await new_product(inventory.pool, 1000)
+    orders = [new_order_id() for _ in range(CONCURRENT_ORDERS // 2)]
+    races = []
+    for order_id in orders:
+        races.append(
+            inventory.deliver(inventory.event("OrderCancelled", order_cancelled(order_id)))
+        )
+        races.append(
+            inventory.deliver(
+                inventory.event("PaymentProcessed", payment_processed(order_id, [(product, 3)]))
+            )
+        )
+    await asyncio.gather(*races)
+    assert await stock_of(inventory.pool, product) == [1000]
+    for order_id in orders:
+        names = [name for name, _ in await inventory.published(order_id)]
+        assert names in ([], ["OrderFulfilled", "StockReleased"]), names
