@@ -1,9 +1,13 @@
 """`ordermesh`: the operator's command for the local stack.
 
-ordermesh up        start everything (idempotent) and print the URLs
-ordermesh down      stop exactly what `up` started
-ordermesh status    what runs, and whether the edge reports healthy
-ordermesh logs      tail a component's log (`-f` to follow)
+ordermesh up [--replicas W=N]   start everything (idempotent) and print the URLs; W=N runs
+                                worker W as N replicas (also ORDERMESH_WORKER_REPLICAS)
+ordermesh down                  stop exactly what `up` started, replicas included
+ordermesh status                what runs, consumer-group lag and outbox backlog
+ordermesh logs [name] [-f]      tail a component's log (`-f` to follow)
+ordermesh dlq list [--limit N]  the pending dead letters, oldest first
+ordermesh dlq replay (--all | --event-id ID ...)   move dead letters back to their topics
+ordermesh dlq discard --event-id ID ...            drop dead letters that cannot succeed
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import argparse
 import os
 import sys
 
-from devstack import stack
+from devstack import kafka, procs, stack
 from devstack.ports import Ports
 from devstack.procs import NotReadyError
 
+DEFAULT_DLQ_LIMIT = 50
+
 
 def _logs(name: str | None, follow: bool, lines: int) -> int:
-    names = [name] if name else list(stack.COMPONENT_NAMES)
+    names = [name] if name else stack.log_names()
     files = [stack.log_file(n) for n in names if stack.log_file(n).exists()]
     if not files:
         print(f"no logs yet for {', '.join(names)}", file=sys.stderr)
@@ -27,28 +33,107 @@ def _logs(name: str | None, follow: bool, lines: int) -> int:
     os.execvp("tail", argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _status(ports: Ports) -> None:
+    rows = stack.status(ports)
+    width = max(12, *(len(name) for name, _ in rows))
+    for name, state in rows:
+        print(f"{name:<{width}} {state}")
+    print()
+    print("\n".join(stack.pipeline_lines()))
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from workers import consumer, inspect
+
+    if not procs.is_running(kafka.NAME):
+        print("ordermesh: kafka is not running (ordermesh up)", file=sys.stderr)
+        return 1
+    bootstrap = kafka.bootstrap()
+    try:
+        if args.dlq_command == "list":
+            letters = consumer.list_dead_letters(bootstrap, args.limit + 1)
+            for letter in letters[: args.limit]:
+                print(inspect.dead_letter_line(letter))
+            if len(letters) > args.limit:
+                print(f"(more pending; show them with --limit {args.limit * 2})")
+            elif not letters:
+                print("no pending dead letters")
+        elif args.dlq_command == "replay":
+            ids = None if args.all else args.event_ids
+            replayed = consumer.replay_dead_letters(bootstrap, event_ids=ids)
+            print(f"replayed {replayed} dead letter(s) to their original topics")
+        else:
+            discarded = consumer.discard_dead_letters(bootstrap, args.event_ids)
+            print(f"discarded {discarded} dead letter(s)")
+    except (KafkaException, consumer.UnknownDeadLetterError, ValueError) as error:
+        print(f"ordermesh: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ordermesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start the whole stack in the background")
+    up = commands.add_parser("up", help="start the whole stack in the background")
+    up.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="WORKER=N[,...]",
+        help=f"run WORKER as N replicas in all (overrides {stack.REPLICAS_ENV})",
+    )
     commands.add_parser("down", help="stop everything `up` started")
-    commands.add_parser("status", help="show what is running")
+    commands.add_parser("status", help="show what runs, consumer lag and outbox backlog")
     logs = commands.add_parser("logs", help="show component logs")
-    logs.add_argument("name", nargs="?", choices=stack.COMPONENT_NAMES)
+    logs.add_argument("name", nargs="?", choices=stack.log_names())
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--lines", type=int, default=50)
+    dlq = commands.add_parser("dlq", help="inspect and replay the dead-letter topic")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_commands.add_parser("list", help="show pending dead letters, oldest first")
+    listing.add_argument("--limit", type=_positive, default=DEFAULT_DLQ_LIMIT)
+    replay = dlq_commands.add_parser("replay", help="move dead letters back to their topics")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every pending dead letter")
+    which.add_argument("--event-id", dest="event_ids", action="extend", nargs="+", metavar="ID")
+    discard = dlq_commands.add_parser("discard", help="drop dead letters without replaying")
+    discard.add_argument(
+        "--event-id", dest="event_ids", action="extend", nargs="+", metavar="ID", required=True
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     ports = Ports.from_env()
     try:
         if args.command == "up":
-            stack.up(ports)
+            try:
+                replicas = stack.requested_replicas(args.replicas)
+            except stack.ReplicaSpecError as error:
+                parser.error(str(error))
+            stack.up(ports, replicas)
         elif args.command == "down":
             stack.down()
         elif args.command == "status":
-            for name, state in stack.status(ports):
-                print(f"{name:<12} {state}")
+            _status(ports)
+        elif args.command == "dlq":
+            return _dlq(args)
         else:
             return _logs(args.name, args.follow, args.lines)
     except NotReadyError as error:

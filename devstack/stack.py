@@ -2,27 +2,38 @@
 
 `up` is idempotent: a component already running is left alone. `down` stops, in reverse
 order, exactly the processes whose pid files `up` wrote.
+
+Extra replicas of a worker (``ORDERMESH_WORKER_REPLICAS="inventory_manager=2"`` or
+``ordermesh up --replicas inventory_manager=2``) run as processes of their own named
+``worker-<worker>-<n>`` (n = 2, 3, ...), next to the ``relay`` and ``workers`` processes
+that host the first replica of each worker. A count given for a worker is reconciled:
+extra replicas above it are stopped. ``down`` and ``status`` find replicas through their
+pid files.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import edge, envoy, kafka, postgres, procs, redis
-from devstack.paths import REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
+from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
 
 DESCRIPTOR = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
 ENVOY_CONFIG = RUN_DIR / "envoy" / "envoy.yaml"
 SERVICE_NAMES = ("auth", "order", "inventory", "payment", "fulfillment", "webhook")
+REPLICAS_ENV = "ORDERMESH_WORKER_REPLICAS"
+MAX_REPLICAS = 8
+_REPLICA_NAME = re.compile(r"worker-(?P<worker>[a-z][a-z0-9_]*)-(?P<index>[1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,54 @@ APP_PROCESSES = (
     AppProcess("relay", "workers", ("--components", "relay")),
     AppProcess("workers", "workers", ("--components", "consumers")),
 )
+
+
+class ReplicaSpecError(ValueError):
+    """A replica request is malformed or names an unknown worker."""
+
+
+def requested_replicas(
+    flags: Sequence[str], environ: Mapping[str, str] | None = None
+) -> dict[str, int]:
+    """Worker → total replica count from ``ORDERMESH_WORKER_REPLICAS``, then ``--replicas``
+    values (each ``worker=count[,worker=count...]``; a flag overrides the environment)."""
+    from workers.__main__ import WORKER_NAMES
+
+    env = os.environ if environ is None else environ
+    sources = [(REPLICAS_ENV, env.get(REPLICAS_ENV, ""))] + [("--replicas", f) for f in flags]
+    counts: dict[str, int] = {}
+    for source, text in sources:
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            worker, sep, count = (piece.strip() for piece in item.partition("="))
+            problem = None
+            if not sep or not worker:
+                problem = "expected worker=count"
+            elif worker not in WORKER_NAMES:
+                problem = f"unknown worker {worker!r}; known: {', '.join(WORKER_NAMES)}"
+            elif not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+                problem = f"the count must be a whole number from 1 to {MAX_REPLICAS}"
+            if problem is not None:
+                raise ReplicaSpecError(f"{source} {item!r}: {problem}")
+            counts[worker] = int(count)
+    return counts
+
+
+def replica_name(worker: str, index: int) -> str:
+    return f"worker-{worker}-{index}"
+
+
+def _replica_process(worker: str, index: int) -> AppProcess:
+    return AppProcess(replica_name(worker, index), "workers", ("--components", worker))
+
+
+def replica_names(directory: Path = PID_DIR, suffix: str = ".pid") -> list[str]:
+    """Names of the extra worker replicas with a file in ``directory``, in a stable order."""
+    found = []
+    for path in directory.glob(f"worker-*{suffix}"):
+        match = _REPLICA_NAME.fullmatch(path.name.removesuffix(suffix))
+        if match is not None:
+            found.append((match["worker"], int(match["index"]), match.group(0)))
+    return [name for _, _, name in sorted(found)]
 
 
 def app_env(ports: Ports) -> dict[str, str]:
@@ -80,7 +139,8 @@ def _python_step(what: str, *args: str, env: dict[str, str]) -> None:
         raise procs.NotReadyError(f"{what} failed (exit {result.returncode})")
 
 
-def up(ports: Ports) -> None:
+def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
+    """Start everything; ``replicas`` maps a worker to its total replica count."""
     ensure_run_dirs()
     for server in (postgres, redis, kafka):
         started = time.monotonic()
@@ -94,6 +154,7 @@ def up(ports: Ports) -> None:
     _say("migrations applied, catalog seeded, topics created")
     for process in APP_PROCESSES:
         _start_app(process, ports, env)
+    _scale_workers(replicas or {}, ports, env)
     ENVOY_CONFIG.parent.mkdir(parents=True, exist_ok=True)
     edge.render(
         listen_port=ports.envoy,
@@ -128,6 +189,19 @@ def _start_app(process: AppProcess, ports: Ports, env: dict[str, str]) -> None:
                 f"{process.name} exited while starting; see {log_path(process.name)}"
             )
     _say(f"{process.name} started")
+
+
+def _scale_workers(replicas: Mapping[str, int], ports: Ports, env: dict[str, str]) -> None:
+    for name in replica_names():
+        match = _REPLICA_NAME.fullmatch(name)
+        if match is None or match["worker"] not in replicas:
+            continue
+        if int(match["index"]) > replicas[match["worker"]]:
+            procs.stop(name)
+            _say(f"{name} stopped")
+    for worker, count in replicas.items():
+        for index in range(2, count + 1):
+            _start_app(_replica_process(worker, index), ports, env)
 
 
 def health_status(ports: Ports) -> int | None:
@@ -167,6 +241,9 @@ def down() -> None:
     stopped = []
     envoy.stop()
     stopped.append(envoy.NAME)
+    for name in reversed(replica_names()):
+        if procs.stop(name):
+            stopped.append(name)
     for process in reversed(APP_PROCESSES):
         procs.stop(process.name)
         stopped.append(process.name)
@@ -185,15 +262,37 @@ COMPONENT_NAMES = (
 )
 
 
+def _with_replicas(names: Sequence[str], replicas: Sequence[str]) -> list[str]:
+    """``names`` with the replica names right after the ``workers`` process."""
+    at = names.index("workers") + 1 if "workers" in names else len(names)
+    return [*names[:at], *replicas, *names[at:]]
+
+
+def log_names() -> list[str]:
+    """Every name ``ordermesh logs`` knows: the components and any replica with a log."""
+    return _with_replicas(COMPONENT_NAMES, replica_names(LOG_DIR, ".log"))
+
+
 def status(ports: Ports) -> list[tuple[str, str]]:
     rows = []
-    for name in COMPONENT_NAMES:
+    for name in _with_replicas(COMPONENT_NAMES, replica_names()):
         running = procs.is_running(name)
         pid = procs.read_pid(name) if running else None
         rows.append((name, f"running (pid {pid})" if running else "stopped"))
     code = health_status(ports)
     rows.append(("GET /health", "no answer" if code is None else str(code)))
     return rows
+
+
+def pipeline_lines() -> list[str]:
+    """Consumer-group lag and outbox backlog, for ``status`` (see ``workers.inspect``)."""
+    from workers import inspect
+
+    report = inspect.pipeline_report(
+        kafka.bootstrap() if procs.is_running(kafka.NAME) else None,
+        postgres.dsn() if procs.is_running(postgres.NAME) else None,
+    )
+    return inspect.report_lines(report)
 
 
 def log_file(name: str) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,8 +69,8 @@ class PipelineReport:
     outboxes: Sequence[OutboxBacklog] = ()
     kafka_error: str | None = None
     postgres_error: str | None = None
-    group_names: Sequence[str] = field(default_factory=tuple)
-    outbox_schemas: Sequence[str] = field(default_factory=tuple)
+    group_names: Sequence[str] = ()
+    outbox_schemas: Sequence[str] = ()
 
 
 def registered_groups() -> dict[str, tuple[str, ...]]:
@@ -96,6 +96,8 @@ def consumer_lag(
     bootstrap: str, groups: Mapping[str, Sequence[str]], *, timeout: float = DEFAULT_TIMEOUT
 ) -> list[GroupLag]:
     """Lag of each group in ``groups`` (group → topics); raises ``KafkaException``."""
+    if not groups:
+        return []
     config: dict[str, str | int | float | bool] = {
         "bootstrap.servers": bootstrap,
         "socket.connection.setup.timeout.ms": int(timeout * 1000),
@@ -216,7 +218,7 @@ def report_lines(report: PipelineReport) -> list[str]:
     width = max([len("outbox schema"), *(len(s) for s in report.outbox_schemas)])
     lines += ["", f"{'outbox schema':<{width}}  {'unpublished':>11}  oldest unpublished"]
     if report.postgres_error is not None:
-        lines.append(f"{'(all)':<{width}}  unknown: postgres unreachable ({report.postgres_error})")
+        lines.append(f"{'(all)':<{width}}  unknown: postgres {report.postgres_error}")
     for backlog in report.outboxes:
         if not backlog.table_exists:
             lines.append(f"{backlog.schema:<{width}}  {'-':>11}  no outbox table (migrations?)")

@@ -72,15 +72,15 @@ def broker() -> Broker:
     )
 
 
-def _poison(codec: EventCodec, case: str) -> tuple[bytes, str, str]:
-    """(value, declared event name, what the dead letter's error must name)."""
+def _poison(codec: EventCodec, case: str) -> tuple[bytes, str]:
+    """An ``OrderCreated`` body that is poison, and what the dead letter's error must name."""
     if case == "undecodable-bytes":
-        return b"\x00\xffthis is not avro", "OrderCreated", "single-object"
+        return b"\x00\xffthis is not avro", "single-object"
     if case == "truncated-avro-body":
         body = SINGLE_OBJECT_MAGIC + codec.fingerprint("OrderCreated") + b"\x02"
-        return body, "OrderCreated", "OrderCreated body does not decode"
+        return body, "OrderCreated body does not decode"
     cancelled = codec.encode("OrderCancelled", SAMPLES["OrderCancelled"])
-    return cancelled, "OrderCreated", "but payload is OrderCancelled"
+    return cancelled, "but payload is OrderCancelled"
 
 
 def _produce(
@@ -221,11 +221,11 @@ def _order_leaves_pending(http: httpx.Client, user: User) -> dict[str, Any]:
 def test_poison_is_dead_lettered_and_the_workers_keep_going(
     http: httpx.Client, user: User, broker: Broker, case: str
 ) -> None:
-    value, declared, problem = _poison(broker.codec, case)
+    value, problem = _poison(broker.codec, case)
     key, event_id = str(uuid.uuid4()), uuid.uuid4()
     try:
         with _dead_letter_reader(broker.bootstrap) as reader:
-            partition, offset = _produce(broker.bootstrap, key, value, event_id, declared)
+            partition, offset = _produce(broker.bootstrap, key, value, event_id, "OrderCreated")
             headers = _poll(_next_with_key(reader, key), f"dead letter keyed {key}")
 
         assert problem in headers[DLQ_ERROR], headers[DLQ_ERROR]

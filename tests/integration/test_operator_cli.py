@@ -5,8 +5,11 @@ point back to a throwaway topic, so no worker ever sees them."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from devstack import cli, stack
+from devstack.paths import REPO_ROOT
 from services.platform.settings import Settings
 from workers import inspect, topics
 from workers.admin import delete_topics, ensure_topics
@@ -324,6 +328,44 @@ def test_replica_requests_merge_environment_and_flags() -> None:
         "relay": 2,
     }
     assert stack.requested_replicas([], {}) == {}
+
+
+REPLICA_DRIVER = """
+from devstack import procs, stack
+from devstack.ports import Ports
+
+name = stack.replica_name("order_validator", 2)
+procs.start_daemon(name, ["sleep", "120"])
+print(dict(stack.status(Ports.from_env()))[name].startswith("running"))
+print(name in stack.log_names())
+stack.down()
+print(procs.is_running(name))
+"""
+
+
+def test_down_stops_the_replicas_status_lists(tmp_path: Path) -> None:
+    """In a child interpreter with its own run dir, so the running stack is untouched."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "ORDERMESH_RUN_DIR": str(tmp_path / "run"),
+        "ORDERMESH_ENVOY_PORT": str(closed_port),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", REPLICA_DRIVER],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    running, has_log, stopped, still_running = result.stdout.splitlines()
+    assert (running, has_log, still_running) == ("True", "True", "False"), result.stdout
+    assert "worker-order_validator-2" in stopped
 
 
 def test_replica_names_come_from_pid_files(tmp_path: Path) -> None:
