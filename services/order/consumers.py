@@ -137,29 +137,35 @@ class OrderStatusProjector:
         if order is None:
             log.warning("event for an unknown order", extra={"order_id": order_id})
             return
-        moved = apply_fact(order, fact, at=_now())
-        if moved is None:
+        states = apply_fact(order, fact, at=_now())
+        if not states:
             log.info(
                 "event does not apply",
                 extra={"order_id": order_id, "event": envelope.name, "status": order.status},
             )
             return
-        await save_order(conn, moved, order.version)
-        if moved.status is OrderStatus.FULFILLED:
-            await add_to_outbox(
-                conn,
-                SCHEMA,
-                codec=self._codec,
-                topic=topics.ORDERS,
-                key=moved.order_id,
-                event_name="OrderReadyToShip",
-                record={
-                    "order_id": moved.order_id,
-                    "user_id": moved.user_id,
-                    "items": _lines(moved),
-                    "shipping_address": asdict(moved.shipping_address),
-                    "released_at": moved.updated_at,
-                    "version": moved.version,
-                },
-                source=SOURCE,
-            )
+        previous = order
+        for state in states:
+            await save_order(conn, state, previous.version)
+            if state.status is OrderStatus.FULFILLED:
+                await self._release_to_warehouse(conn, state)
+            previous = state
+
+    async def _release_to_warehouse(self, conn: Connection, order: Order) -> None:
+        await add_to_outbox(
+            conn,
+            SCHEMA,
+            codec=self._codec,
+            topic=topics.ORDERS,
+            key=order.order_id,
+            event_name="OrderReadyToShip",
+            record={
+                "order_id": order.order_id,
+                "user_id": order.user_id,
+                "items": _lines(order),
+                "shipping_address": asdict(order.shipping_address),
+                "released_at": order.updated_at,
+                "version": order.version,
+            },
+            source=SOURCE,
+        )

@@ -32,16 +32,45 @@ STATUS_BY_EVENT: Mapping[str, OrderStatus] = {
 }
 
 
-def apply_fact(order: Order, fact: StatusFact, *, at: datetime) -> Order | None:
-    """The order after the fact, or None when the fact no longer applies: a redelivered
-    event, or one that lost a race (a payment that lands after the user cancelled). The
-    other services compensate for those; the order's state never moves backwards."""
-    if fact.target not in TRANSITIONS[order.status]:
-        return None
-    moved = order.transition(fact.target, reason=fact.reason, at=at)
-    if fact.carrier or fact.tracking_number:
-        moved = replace(moved, carrier=fact.carrier, tracking_number=fact.tracking_number)
-    return moved
+HAPPY_PATH = (
+    OrderStatus.PENDING,
+    OrderStatus.VALIDATED,
+    OrderStatus.PAID,
+    OrderStatus.FULFILLED,
+    OrderStatus.SHIPPED,
+    OrderStatus.DELIVERED,
+)
+
+
+def apply_fact(order: Order, fact: StatusFact, *, at: datetime) -> list[Order]:
+    """The successive states the fact moves the order through; empty when it no longer
+    applies (a redelivered event, or one that lost a race, such as a payment landing after
+    the user cancelled: the other services compensate for those).
+
+    Facts come from several topics, so they may arrive out of order: a payment can be seen
+    before the validation it followed. Each step of the happy path implies the ones before
+    it, so a fact further along moves the order through the skipped steps (each recorded
+    with its own version), and the late fact of a skipped step then changes nothing."""
+    if order.status in HAPPY_PATH and fact.target in HAPPY_PATH:
+        here, there = HAPPY_PATH.index(order.status), HAPPY_PATH.index(fact.target)
+        steps = HAPPY_PATH[here + 1 : there + 1]
+    elif fact.target in TRANSITIONS[order.status]:
+        steps = (fact.target,)
+    else:
+        steps = ()
+    states: list[Order] = []
+    current = order
+    for step in steps:
+        if step is fact.target:
+            current = current.transition(step, reason=fact.reason, at=at)
+            if fact.carrier or fact.tracking_number:
+                current = replace(
+                    current, carrier=fact.carrier, tracking_number=fact.tracking_number
+                )
+        else:
+            current = current.transition(step, reason="implied by a later event", at=at)
+        states.append(current)
+    return states
 
 
 @dataclass(frozen=True, slots=True)
