@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devstack import kafka, postgres, procs
+from services.platform import migrations
 from workers.admin import delete_topics, ensure_topics
 from workers.codec import SCHEMA_DIR, EventCodec, EventEnvelope
 from workers.consumer import BatchHandler, EventConsumer
@@ -267,6 +268,8 @@ class Bench:
 
     async def create_schema(self) -> None:
         async with self.pool.connection() as conn:
+            platform = migrations.discover("platform", migrations.PLATFORM_FOLDER)
+            await migrations.apply(conn, platform)
             await conn.execute(f"CREATE SCHEMA {self.schema}")
             await conn.execute(outbox_ddl(self.schema))
             await conn.execute(inbox_ddl(self.schema))

@@ -46,7 +46,8 @@ SERVICES_ROOT = Path(__file__).parent
 
 
 def all_migrations() -> list[migrations.Migration]:
-    found: list[migrations.Migration] = []
+    """The platform's shared definitions first, then each component's own schema."""
+    found = migrations.discover("platform", migrations.PLATFORM_FOLDER)
     for name in COMPONENTS:
         folder = SERVICES_ROOT / name / "migrations"
         if folder.is_dir():

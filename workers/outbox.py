@@ -23,41 +23,6 @@ from workers.codec import EventCodec, cloudevent_headers
 
 OUTBOX_CHANNEL = "ordermesh_outbox"
 
-OUTBOX_DDL_TEMPLATE = """\
-CREATE TABLE IF NOT EXISTS {schema}.outbox (
-    id bigserial PRIMARY KEY,
-    event_id uuid NOT NULL UNIQUE,
-    topic text NOT NULL,
-    message_key text NOT NULL,
-    event_type text NOT NULL,
-    payload bytea NOT NULL,
-    headers jsonb NOT NULL DEFAULT '{{}}',
-    occurred_at timestamptz NOT NULL DEFAULT now(),
-    published_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS outbox_unpublished_idx
-    ON {schema}.outbox (id) WHERE published_at IS NULL;
-CREATE OR REPLACE FUNCTION {schema}.outbox_notify() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('ordermesh_outbox', '{schema}');
-    RETURN NULL;
-END
-$$;
-CREATE OR REPLACE TRIGGER outbox_notify
-    AFTER INSERT ON {schema}.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.outbox_notify();
-"""
-
-INBOX_DDL_TEMPLATE = """\
-CREATE TABLE IF NOT EXISTS {schema}.inbox (
-    consumer_group text NOT NULL,
-    event_id uuid NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer_group, event_id)
-);
-"""
-
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _COPY_COLUMNS = (
     "event_id",
@@ -78,11 +43,14 @@ def checked_schema(schema: str) -> str:
 
 
 def outbox_ddl(schema: str) -> str:
-    return OUTBOX_DDL_TEMPLATE.format(schema=checked_schema(schema))
+    """SQL creating ``schema``.outbox with the function every service's migration uses
+    (defined once in services/platform/migrations)."""
+    return f"SELECT public.ordermesh_create_outbox('{checked_schema(schema)}')"
 
 
 def inbox_ddl(schema: str) -> str:
-    return INBOX_DDL_TEMPLATE.format(schema=checked_schema(schema))
+    """SQL creating ``schema``.inbox, like :func:`outbox_ddl`."""
+    return f"SELECT public.ordermesh_create_inbox('{checked_schema(schema)}')"
 
 
 @dataclass(frozen=True, slots=True)

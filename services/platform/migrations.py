@@ -11,10 +11,14 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 
 log = logging.getLogger(__name__)
+
+PLATFORM_FOLDER = Path(__file__).parent / "migrations"
 
 _FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x6F6D_6967  # "omig"
@@ -51,7 +55,7 @@ def discover(component: str, folder: Path) -> list[Migration]:
     return migrations
 
 
-async def apply(connection: AsyncConnection, migrations: list[Migration]) -> list[Migration]:
+async def apply(connection: AsyncConnection[Any], migrations: list[Migration]) -> list[Migration]:
     """Applies what is missing, each file in its own transaction. Returns what it applied."""
     applied_now: list[Migration] = []
     await connection.execute(
@@ -62,9 +66,8 @@ async def apply(connection: AsyncConnection, migrations: list[Migration]) -> lis
     )
     await connection.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
-        cursor = await connection.execute(
-            "SELECT component, version, checksum FROM public.ordermesh_migrations"
-        )
+        cursor = connection.cursor(row_factory=tuple_row)
+        await cursor.execute("SELECT component, version, checksum FROM public.ordermesh_migrations")
         done = {(row[0], row[1]): row[2] for row in await cursor.fetchall()}
         for migration in migrations:
             recorded = done.get((migration.component, migration.version))

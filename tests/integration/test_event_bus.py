@@ -178,7 +178,7 @@ async def bus_pool(bus_servers: None) -> AsyncIterator[AsyncConnectionPool[Any]]
 
 @pytest.fixture
 async def bus(
-    bootstrap: str, bus_pool: AsyncConnectionPool[Any], codec: EventCodec
+    bootstrap: str, bus_pool: AsyncConnectionPool[Any], codec: EventCodec, migrated: None
 ) -> AsyncIterator[Bus]:
     suffix = uuid.uuid4().hex[:12]
     bus = Bus(

@@ -111,7 +111,9 @@ def test_lag_counts_from_the_low_watermark_until_the_group_commits(
     assert after.lag == 1 + 2
 
 
-def test_backlog_counts_unpublished_rows_and_ages_the_oldest(settings: Settings) -> None:
+def test_backlog_counts_unpublished_rows_and_ages_the_oldest(
+    settings: Settings, migrated: None
+) -> None:
     schema = f"opcli_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")

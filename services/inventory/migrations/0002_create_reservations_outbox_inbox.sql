@@ -27,34 +27,7 @@ CREATE TABLE inventory.cancelled_orders (
     recorded_at  timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TABLE inventory.outbox (
-    id           bigserial PRIMARY KEY,
-    event_id     uuid NOT NULL UNIQUE,
-    topic        text NOT NULL,
-    message_key  text NOT NULL,
-    event_type   text NOT NULL,
-    payload      bytea NOT NULL,
-    headers      jsonb NOT NULL DEFAULT '{}',
-    occurred_at  timestamptz NOT NULL DEFAULT now(),
-    published_at timestamptz
-);
-
-CREATE INDEX outbox_unpublished ON inventory.outbox (id) WHERE published_at IS NULL;
-
-CREATE FUNCTION inventory.notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('ordermesh_outbox', 'inventory');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER outbox_notify AFTER INSERT ON inventory.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION inventory.notify_outbox();
+SELECT public.ordermesh_create_outbox('inventory');
 
 -- Event ids the inventory manager has applied (effectively-once).
-CREATE TABLE inventory.inbox (
-    consumer_group text NOT NULL,
-    event_id       uuid NOT NULL,
-    processed_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer_group, event_id)
-);
+SELECT public.ordermesh_create_inbox('inventory');

@@ -51,26 +51,4 @@ CREATE TABLE orders.idempotency_keys (
     PRIMARY KEY (user_id, key)
 );
 
-CREATE TABLE orders.outbox (
-    id           bigserial PRIMARY KEY,
-    event_id     uuid NOT NULL UNIQUE,
-    topic        text NOT NULL,
-    message_key  text NOT NULL,
-    event_type   text NOT NULL,
-    payload      bytea NOT NULL,
-    headers      jsonb NOT NULL DEFAULT '{}',
-    occurred_at  timestamptz NOT NULL DEFAULT now(),
-    published_at timestamptz
-);
-
-CREATE INDEX outbox_unpublished ON orders.outbox (id) WHERE published_at IS NULL;
-
-CREATE FUNCTION orders.notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('ordermesh_outbox', 'orders');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER outbox_notify AFTER INSERT ON orders.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION orders.notify_outbox();
+SELECT public.ordermesh_create_outbox('orders');
