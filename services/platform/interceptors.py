@@ -8,6 +8,7 @@ function itself; everything below runs inside the RPC's task.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -26,6 +27,8 @@ from services.platform.tokens import TokenVerifier
 
 log = logging.getLogger("ordermesh.rpc")
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
 principal_var: ContextVar[Principal | None] = ContextVar("principal", default=None)
 
 
@@ -36,7 +39,7 @@ def current_principal() -> Principal:
     return principal
 
 
-def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+def metadata_value(context: Context, key: str) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == key:
             return value.decode() if isinstance(value, bytes) else value
@@ -75,62 +78,49 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _wrap_unary(self, method: str, needs_token: bool, behaviour: Any) -> Any:
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = self._begin(context)
-            code = grpc.StatusCode.OK
-            try:
-                await self._authenticate(context, needs_token)
+        async def unary(request: Any, context: Context) -> Any:
+            async with self._call(method, needs_token, context):
                 return await behaviour(request, context)
-            except DomainError as error:
-                code = status_code_for(error)
-                await context.abort_with_status(rpc_status.to_status(rich_status(error)))
-            except Exception as error:
-                code = _code_of(error, context)
-                if code is grpc.StatusCode.UNKNOWN:
-                    code = grpc.StatusCode.INTERNAL
-                    log.exception("unhandled error", extra={"method": method})
-                    await context.abort(code, f"internal error (request id {request_id_var.get()})")
-                raise
-            finally:
-                self._finish(method, started, code)
 
         return unary
 
     def _wrap_stream(self, method: str, needs_token: bool, behaviour: Any) -> Any:
-        async def stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            started = self._begin(context)
-            code = grpc.StatusCode.OK
-            try:
-                await self._authenticate(context, needs_token)
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with self._call(method, needs_token, context):
                 async for message in behaviour(request, context):
                     yield message
-            except DomainError as error:
-                code = status_code_for(error)
-                await context.abort_with_status(rpc_status.to_status(rich_status(error)))
-            except Exception as error:
-                code = _code_of(error, context)
-                if code is grpc.StatusCode.UNKNOWN:
-                    code = grpc.StatusCode.INTERNAL
-                    log.exception("unhandled error", extra={"method": method})
-                    await context.abort(code, f"internal error (request id {request_id_var.get()})")
-                raise
-            finally:
-                self._finish(method, started, code)
 
         return stream
 
-    def _begin(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+    @contextlib.asynccontextmanager
+    async def _call(self, method: str, needs_token: bool, context: Context) -> AsyncIterator[None]:
+        """One RPC: request id, authentication, error mapping, one access-log line."""
+        started = self._begin(context)
+        code = grpc.StatusCode.OK
+        try:
+            await self._authenticate(context, needs_token)
+            yield
+        except DomainError as error:
+            code = status_code_for(error)
+            await context.abort_with_status(rpc_status.to_status(rich_status(error)))
+        except Exception as error:
+            code = _code_of(error, context)
+            if code is grpc.StatusCode.UNKNOWN:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"method": method})
+                await context.abort(code, f"internal error (request id {request_id_var.get()})")
+            raise
+        finally:
+            self._finish(method, started, code)
+
+    def _begin(self, context: Context) -> float:
         request_id = metadata_value(context, "x-request-id") or uuid.uuid4().hex
         request_id_var.set(request_id)
         principal_var.set(None)
         context.set_trailing_metadata((("x-request-id", request_id),))
         return time.perf_counter()
 
-    async def _authenticate(
-        self, context: grpc.aio.ServicerContext[Any, Any], needs_token: bool
-    ) -> None:
+    async def _authenticate(self, context: Context, needs_token: bool) -> None:
         authorization = metadata_value(context, "authorization")
         if authorization is None and not needs_token:
             return
@@ -150,7 +140,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _code_of(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+def _code_of(error: Exception, context: Context) -> grpc.StatusCode:
     if isinstance(error, grpc.aio.AbortError):
         code = context.code()
         return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN

@@ -2,12 +2,12 @@
 caller's connection, so the worker records a shipment, its inbox entry and its outbox event
 in one transaction."""
 
-from datetime import datetime
 from typing import Any
 
 from services.fulfillment.domain.model import NewShipment, Shipment
 from services.fulfillment.domain.rules import validate_shipment
 from services.platform.db import Connection, Pool
+from services.platform.order_guard import OrderGuard
 
 _COLUMNS = (
     "shipment_id::text, order_id, user_id, carrier, tracking_number, shipped_at,"
@@ -28,28 +28,9 @@ def _shipment(row: dict[str, Any]) -> Shipment:
     )
 
 
-class ShipmentRepository:
+class ShipmentRepository(OrderGuard):
     def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    async def lock_order(self, order_id: str) -> None:
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"ordermesh.fulfillment.order:{order_id}",),
-        )
-
-    async def is_cancelled(self, order_id: str) -> bool:
-        cursor = await self._conn.execute(
-            "SELECT 1 FROM fulfillment.cancelled_orders WHERE order_id = %s", (order_id,)
-        )
-        return await cursor.fetchone() is not None
-
-    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
-        await self._conn.execute(
-            "INSERT INTO fulfillment.cancelled_orders (order_id, reason, cancelled_at)"
-            " VALUES (%s, %s, %s) ON CONFLICT (order_id) DO NOTHING",
-            (order_id, reason, at),
-        )
+        super().__init__(conn, "fulfillment")
 
     async def by_order(self, order_id: str) -> Shipment | None:
         cursor = await self._conn.execute(

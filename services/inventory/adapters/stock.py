@@ -15,6 +15,7 @@ from services.inventory.domain.reservations import (
     StockLine,
 )
 from services.platform.db import Connection
+from services.platform.order_guard import OrderGuard
 
 _RESERVATION_COLUMNS = (
     "reservation_id::text, order_id, user_id, status, lines, shortages, created_at, updated_at"
@@ -44,28 +45,9 @@ def _reservation(row: Mapping[str, Any]) -> Reservation:
     )
 
 
-class PostgresStockLedger:
+class PostgresStockLedger(OrderGuard):
     def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    async def lock_order(self, order_id: str) -> None:
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"ordermesh.inventory.order:{order_id}",),
-        )
-
-    async def is_cancelled(self, order_id: str) -> bool:
-        cursor = await self._conn.execute(
-            "SELECT 1 FROM inventory.cancelled_orders WHERE order_id = %s", (order_id,)
-        )
-        return await cursor.fetchone() is not None
-
-    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
-        await self._conn.execute(
-            "INSERT INTO inventory.cancelled_orders (order_id, reason, cancelled_at)"
-            " VALUES (%s, %s, %s) ON CONFLICT (order_id) DO NOTHING",
-            (order_id, reason, at),
-        )
+        super().__init__(conn, "inventory")
 
     async def reservation(self, order_id: str) -> Reservation | None:
         cursor = await self._conn.execute(
