@@ -3,14 +3,18 @@ order over REST and gRPC, and its OrderCreated event on Kafka."""
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
 from devstack import kafka
+from services.platform.server import PUBLIC_SERVICE_NAMES
 from services.platform.settings import DEFAULT_SCHEMAS_DIR
 from tests.e2e.conftest import User, order_body
 from workers import topics
@@ -180,3 +184,23 @@ def test_idempotency_key_header_returns_the_first_order(http: httpx.Client, user
     )
     assert changed.status_code == 409
     assert "different request" in changed.json()["message"]
+
+
+async def test_reflection_through_envoy_lists_every_service(channel: grpc.aio.Channel) -> None:
+    """What `grpcurl -plaintext localhost:8000 list` asks."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    names: set[str] = set()
+    async for reply in stub.ServerReflectionInfo(ask()):
+        names.update(s.name for s in reply.list_services_response.service)
+    assert set(PUBLIC_SERVICE_NAMES) | {"grpc.health.v1.Health"} <= names
+
+
+async def test_grpc_health_through_envoy(channel: grpc.aio.Channel) -> None:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="ordermesh.order.v1.OrderService")
+    )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
