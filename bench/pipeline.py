@@ -1,0 +1,1293 @@
+"""Order pipeline bench: REST orders driven to SHIPPED, beside the raw Kafka round trip.
+
+    python bench/pipeline.py [--orders N] [--rate R] [--concurrency C]
+
+Talks to the running dev stack only (start it with `make up`): orders enter through Envoy
+on 127.0.0.1, Postgres and Kafka are read directly.
+
+Phases (choose with --phases):
+
+- throughput: closed loop. C connections create orders as fast as the edge answers, with at
+  most --backlog orders created but not yet SHIPPED, so creation cannot run away from the
+  pipeline and the figure is a sustained one.
+- latency: open loop. Orders are sent on a fixed schedule at --rate per second (at most C
+  requests in flight; a send that waits over 10 ms for a free connection is counted late).
+- kafka: the same Avro events (single-object encoding + CloudEvents headers) produced to a
+  bench topic and consumed back in this process, with the relay's producer settings.
+
+"Readable" means: visible in orders.orders to a bulk poll (one query per 50 ms over the
+pending set), timestamped on this process's clock when the poll that first sees it starts.
+CPU comes from /proc: each stack process (pid files in .run/pids), Postgres summed over
+its backends and grouped by application_name, and the machine's /proc/stat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvloop
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devstack import kafka, postgres, procs
+from devstack.paths import pid_path
+from devstack.ports import HOST, Ports
+from workers.admin import delete_topics, ensure_topics
+from workers.codec import SCHEMA_DIR, EventCodec, cloudevent_headers, header_map, kafka_headers
+from workers.relay import producer_config_with_defaults
+from workers.topics import TopicSpec
+
+GOAL_ORDERS_PER_SECOND = 500.0
+GOAL_P99_SECONDS = 0.5
+GOAL_P99_RATE = 200.0
+
+WATCH_INTERVAL = 0.05
+TERMINAL = ("SHIPPED", "DELIVERED", "FAILED", "CANCELLED")
+SHIPPED = ("SHIPPED", "DELIVERED")
+SERVICE_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")
+STATUS_HOPS = ("PENDING", "VALIDATED", "PAID", "FULFILLED", "SHIPPED")
+
+PRODUCT_PREFIX = "bench-pipeline-"
+PRODUCT_COUNT = 16
+PRODUCT_STOCK = 1_000_000_000
+PRODUCT_PRICE_MINOR = 1000
+PASSWORD = "bench pipeline password"
+SHIPPING_ADDRESS = {
+    "street": "1 Main St",
+    "city": "Springfield",
+    "state": "IL",
+    "zip": "62701",
+    "country": "US",
+}
+KAFKA_PARTITIONS = 3
+EVENTS_PER_ORDER_GUESS = 6
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """The stack is not in a state the bench can measure."""
+
+
+# ---------------------------------------------------------------- figures
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence."""
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def latency_line(seconds: Iterable[float]) -> str:
+    ordered = sorted(seconds)
+    if not ordered:
+        return "no samples"
+    p50, p95, p99 = (percentile(ordered, q) * 1000 for q in (50, 95, 99))
+    return (
+        f"p50 {p50:7.1f}  p95 {p95:7.1f}  p99 {p99:7.1f}  max {ordered[-1] * 1000:7.1f} ms"
+        f"  (n={len(ordered)})"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "MET " if ok else "MISS"
+
+
+# ---------------------------------------------------------------- CPU from /proc
+
+
+def _stat_fields(path: Path) -> list[str] | None:
+    try:
+        raw = path.read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _cpu_seconds(fields: Sequence[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _thread_group(pid: int, tid: int, comm: str) -> str:
+    if tid == pid:
+        return "main thread (event loop: Python)"
+    if comm.startswith("rdk:"):
+        return "librdkafka threads"
+    if comm in ("event_engine", "grpc_global_tim", "lifeguard") or comm.startswith("grpc"):
+        return "gRPC core threads"
+    return "to_thread pool (Kafka poll/flush)"
+
+
+def is_python(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("python")
+    except OSError:
+        return False
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies summed over all cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    at: float
+    machine: tuple[int, int]
+    processes: dict[str, tuple[int, float]]
+    threads: dict[str, dict[int, tuple[str, float]]]
+    postgres_backends: dict[int, tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class CpuUsage:
+    seconds: float
+    machine_busy: float
+    processes: dict[str, float]
+    threads: dict[str, dict[str, float]]
+    postgres_groups: dict[str, float]
+    restarted: frozenset[str]
+
+
+class CpuSampler:
+    """Samples the stack's processes; Postgres backends are labelled by application_name."""
+
+    def __init__(self, conn: AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def stack_pids() -> dict[str, int]:
+        pids: dict[str, int] = {}
+        for entry in sorted(pid_path("x").parent.glob("*.pid")):
+            pid = procs.read_pid(entry.stem)
+            if pid is not None:
+                pids[entry.stem] = pid
+        return pids
+
+    async def _backend_labels(self) -> dict[int, str]:
+        cursor = self._conn.cursor(row_factory=tuple_row)
+        await cursor.execute(
+            "SELECT pid, coalesce(nullif(application_name, ''), backend_type, 'other')"
+            " FROM pg_stat_activity"
+        )
+        return {int(pid): str(label) for pid, label in await cursor.fetchall()}
+
+    async def snapshot(self) -> CpuSnapshot:
+        labels = await self._backend_labels()
+        pids = self.stack_pids()
+        processes: dict[str, tuple[int, float]] = {}
+        threads: dict[str, dict[int, tuple[str, float]]] = {}
+        for name, pid in pids.items():
+            fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+            if fields is None:
+                continue
+            processes[name] = (pid, _cpu_seconds(fields))
+            if is_python(pid):
+                threads[name] = _threads(pid)
+        threads["bench"] = _threads(os.getpid())
+        processes["bench"] = (os.getpid(), sum(os.times()[:2]))
+        backends: dict[int, tuple[str, float]] = {}
+        postmaster = pids.get(postgres.NAME)
+        if postmaster is not None:
+            for pid, seconds in _children_cpu(postmaster).items():
+                backends[pid] = (labels.get(pid, "background (no session)"), seconds)
+        return CpuSnapshot(time.perf_counter(), _machine_jiffies(), processes, threads, backends)
+
+    @staticmethod
+    def usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
+        busy = (after.machine[0] - before.machine[0]) / CLOCK_TICKS
+        processes: dict[str, float] = {}
+        restarted: set[str] = set()
+        for name, (pid, seconds) in after.processes.items():
+            earlier_pid, earlier_seconds = before.processes.get(name, (pid, 0.0))
+            if earlier_pid != pid:
+                restarted.add(name)
+            processes[name] = seconds - (earlier_seconds if earlier_pid == pid else 0.0)
+        threads: dict[str, dict[str, float]] = {}
+        for name, now in after.threads.items():
+            earlier_threads = before.threads.get(name, {})
+            groups: dict[str, float] = defaultdict(float)
+            for tid, (group, seconds) in now.items():
+                groups[group] += seconds - earlier_threads.get(tid, (group, 0.0))[1]
+            threads[name] = dict(groups)
+        postgres_groups: dict[str, float] = defaultdict(float)
+        for pid, (label, seconds) in after.postgres_backends.items():
+            postgres_groups[label] += seconds - before.postgres_backends.get(pid, (label, 0.0))[1]
+        if postgres.NAME in processes:
+            processes[postgres.NAME] += sum(postgres_groups.values())
+        return CpuUsage(
+            after.at - before.at,
+            busy,
+            processes,
+            threads,
+            dict(postgres_groups),
+            frozenset(restarted),
+        )
+
+
+def _children_cpu(parent: int) -> dict[int, float]:
+    """CPU seconds of each live child of ``parent``."""
+    children: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        fields = _stat_fields(entry / "stat") if entry.name.isdigit() else None
+        if fields is not None and int(fields[1]) == parent:
+            children[int(entry.name)] = _cpu_seconds(fields)
+    return children
+
+
+def _threads(pid: int) -> dict[int, tuple[str, float]]:
+    found: dict[int, tuple[str, float]] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            fields = _stat_fields(task / "stat")
+            try:
+                comm = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            if fields is not None:
+                tid = int(task.name)
+                found[tid] = (_thread_group(pid, tid, comm), _cpu_seconds(fields))
+    return found
+
+
+def print_cpu(usage: CpuUsage, orders: int) -> None:
+    cores = os.cpu_count() or 1
+    capacity = usage.seconds * cores
+    print(
+        f"  CPU over {usage.seconds:.1f} s on {cores} cores: machine busy "
+        f"{usage.machine_busy / capacity:5.1%} ({usage.machine_busy:.1f} of {capacity:.1f}"
+        " core-s)"
+    )
+    print(f"    {'process':<40} {'core-s':>7} {'cores':>6} {'of busy':>8} {'ms/order':>9}")
+    per_order = max(orders, 1)
+    ordered = sorted(usage.processes.items(), key=lambda item: -item[1])
+    for name, seconds in ordered:
+        label = "bench (this load generator)" if name == "bench" else name
+        print(
+            f"    {label:<40} {seconds:7.2f} {seconds / usage.seconds:6.2f}"
+            f" {seconds / max(usage.machine_busy, 1e-9):8.1%}"
+            f" {seconds * 1000 / per_order:9.2f}"
+        )
+        details = usage.postgres_groups if name == postgres.NAME else usage.threads.get(name, {})
+        for part, part_seconds in sorted(details.items(), key=lambda item: -item[1]):
+            if part_seconds >= 0.005 * usage.seconds:
+                print(
+                    f"      {part:<38} {part_seconds:7.2f} {part_seconds / usage.seconds:6.2f}"
+                    f" {'':8} {part_seconds * 1000 / per_order:9.2f}"
+                )
+    listed = sum(usage.processes.values())
+    if usage.restarted:
+        restarted = ", ".join(sorted(usage.restarted))
+        print(f"    RESTARTED during the window, figures disturbed: {restarted}")
+    print(
+        f"    {'(rest of the machine)':<40} {max(0.0, usage.machine_busy - listed):7.2f}"
+        f" {max(0.0, usage.machine_busy - listed) / usage.seconds:6.2f}"
+    )
+
+
+# ---------------------------------------------------------------- optional py-spy profile
+
+
+class Profiler:
+    """py-spy sampling of the stack's Python processes (only with --profile-workers)."""
+
+    def __init__(self, executable: str, pids: Mapping[str, int], directory: Path) -> None:
+        self._executable = executable
+        self._pids = pids
+        self._directory = directory
+        self._running: dict[str, asyncio.subprocess.Process] = {}
+
+    async def start(self) -> None:
+        for name, pid in self._pids.items():
+            self._running[name] = await asyncio.create_subprocess_exec(
+                self._executable,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "200",
+                "--gil",
+                "--function",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--duration",
+                "600",
+                "--output",
+                str(self._directory / f"{name}.txt"),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+
+    async def stop(self) -> dict[str, Counter[tuple[tuple[str, str], ...]]]:
+        stacks: dict[str, Counter[tuple[tuple[str, str], ...]]] = {}
+        for name, process in self._running.items():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            stacks[name] = _read_collapsed(self._directory / f"{name}.txt")
+        return stacks
+
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_ENTRY_POINTS = ("services/__main__.py", "workers/__main__.py")
+EVENT_LOOP = "event loop itself (native code below it: uvloop, grpc.aio Cython)"
+
+
+def _read_collapsed(path: Path) -> Counter[tuple[tuple[str, str], ...]]:
+    """py-spy's raw format: ``function (file:line);...;function (file:line) count``."""
+    stacks: Counter[tuple[tuple[str, str], ...]] = Counter()
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            frames, _, count = line.rpartition(" ")
+            if frames and count.isdigit():
+                stacks[tuple(_frame_parts(f) for f in frames.split(";"))] += int(count)
+    return stacks
+
+
+def _frame_parts(frame: str) -> tuple[str, str]:
+    match = _FRAME.match(frame)
+    return (match["function"], match["file"]) if match else (frame, "")
+
+
+def _library(file: str) -> str:
+    top = file.split("/", 1)[0].removesuffix(".py")
+    if top in ("services", "workers"):
+        return f"ordermesh {top}/"
+    if top in sys.stdlib_module_names or top.startswith("<frozen"):
+        return f"stdlib {top}"
+    return top or "native"
+
+
+def _stage(frames: Sequence[tuple[str, str]]) -> str:
+    """The outermost service frame below the platform plumbing (the handler or RPC), else
+    the innermost plumbing frame (services/platform, workers/), else the innermost library."""
+    for function, file in frames:
+        if file.startswith("services/") and not file.startswith(
+            ("services/platform/", *_ENTRY_POINTS)
+        ):
+            return f"{file.removesuffix('.py')}:{function}"
+    for function, file in reversed(frames):
+        if file.startswith(("services/", "workers/")) and file not in _ENTRY_POINTS:
+            return f"{file.removesuffix('.py')}:{function}"
+    for _, file in reversed(frames):
+        if not file.startswith(("asyncio/", "uvloop/", "<frozen", *_ENTRY_POINTS)):
+            return f"no ordermesh frame (a task of its own), in {_library(file)}"
+    return EVENT_LOOP
+
+
+def print_profile(
+    stacks: Mapping[str, Counter[tuple[tuple[str, str], ...]]], top: int = 10
+) -> None:
+    for name, samples in stacks.items():
+        total = sum(samples.values())
+        print(f"\n  py-spy --gil, {name}: {total} samples of the thread holding the GIL")
+        if not total:
+            continue
+        views: dict[str, Callable[[tuple[tuple[str, str], ...]], str]] = {
+            "by stage (handler or RPC, else plumbing)": _stage,
+            "by package of the running function": lambda frames: _library(frames[-1][1]),
+        }
+        for title, key in views.items():
+            grouped: Counter[str] = Counter()
+            for frames, count in samples.items():
+                grouped[key(frames)] += count
+            print(f"    {title}:")
+            for label, count in grouped.most_common(top):
+                print(f"      {count / total:6.1%}  {label}")
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class Watcher:
+    """Bulk poll of orders.orders for the pending orders that reached a terminal status."""
+
+    conn: AsyncConnection[Any]
+    pending: dict[str, float] = field(default_factory=dict)
+    done: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    queries: int = 0
+    query_seconds: float = 0.0
+    last_change: float = field(default_factory=time.perf_counter)
+
+    def reset(self) -> None:
+        self.pending.clear()
+        self.done.clear()
+        self.queries = 0
+        self.query_seconds = 0.0
+        self.last_change = time.perf_counter()
+
+    def add(self, order_id: str, created_at: float) -> None:
+        self.pending[order_id] = created_at
+        self.last_change = time.perf_counter()
+
+    async def poll(self) -> None:
+        if not self.pending:
+            return
+        started = time.perf_counter()
+        cursor = self.conn.cursor(row_factory=tuple_row)
+        await cursor.execute(
+            "SELECT order_id::text, status FROM orders.orders"
+            " WHERE order_id = ANY(string_to_array(%s, ',')::uuid[]) AND status = ANY(%s)",
+            (",".join(self.pending), list(TERMINAL)),
+        )
+        rows = await cursor.fetchall()
+        self.queries += 1
+        self.query_seconds += time.perf_counter() - started
+        for order_id, status in rows:
+            created_at = self.pending.pop(order_id, None)
+            if created_at is not None:
+                self.done[order_id] = (status, created_at, started)
+        if rows:
+            self.last_change = time.perf_counter()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_poll = time.perf_counter()
+        while not stop.is_set():
+            await self.poll()
+            next_poll = max(next_poll + WATCH_INTERVAL, time.perf_counter())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), next_poll - time.perf_counter())
+
+    def stalled(self, limit: float) -> bool:
+        return bool(self.pending) and time.perf_counter() - self.last_change > limit
+
+
+@dataclass
+class Run:
+    name: str
+    sent: int = 0
+    late: int = 0
+    create_seconds: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    first_error: str = ""
+    first_send: float = math.inf
+    last_response: float = 0.0
+    stalled: bool = False
+    order_ids: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Creates orders over ``clients``, each one keep-alive HTTP/1.1 connection.
+
+    One client per connection rather than one pool of many: httpcore's pool checks every
+    idle connection of the pool for expiry on each request, a cost that grows with the pool.
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[httpx.AsyncClient],
+        token: str,
+        watcher: Watcher,
+        products: Sequence[str],
+        stall_timeout: float,
+    ) -> None:
+        self._clients = clients
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._watcher = watcher
+        self._stall_timeout = stall_timeout
+        self._bodies = [
+            json.dumps(
+                {
+                    "items": [
+                        {"product_id": products[i], "quantity": 1},
+                        {"product_id": products[(i + 5) % len(products)], "quantity": 2},
+                    ],
+                    "shipping_address": SHIPPING_ADDRESS,
+                    "payment_method": "tok_visa",
+                }
+            ).encode()
+            for i in range(len(products))
+        ]
+
+    async def create(self, client: httpx.AsyncClient, run: Run, index: int) -> None:
+        headers = {**self._headers, "Idempotency-Key": str(uuid.uuid4())}
+        started = time.perf_counter()
+        run.first_send = min(run.first_send, started)
+        run.sent += 1
+        try:
+            response = await client.post(
+                "/api/v1/orders", content=self._bodies[index % len(self._bodies)], headers=headers
+            )
+        except httpx.HTTPError as exc:
+            run.errors[type(exc).__name__] += 1
+            run.first_error = run.first_error or repr(exc)
+            return
+        answered = time.perf_counter()
+        if response.status_code != 200:
+            run.errors[f"HTTP {response.status_code}"] += 1
+            run.first_error = run.first_error or response.text[:300]
+            return
+        order_id = str(response.json()["order_id"])
+        run.create_seconds.append(answered - started)
+        run.last_response = max(run.last_response, answered)
+        run.order_ids.append(order_id)
+        self._watcher.add(order_id, answered)
+
+    async def closed_loop(self, run: Run, orders: int, backlog: int) -> None:
+        indices = iter(range(orders))
+
+        async def connection(client: httpx.AsyncClient) -> None:
+            for index in indices:
+                while backlog and len(self._watcher.pending) >= backlog:
+                    if self._watcher.stalled(self._stall_timeout):
+                        run.stalled = True
+                        return
+                    await asyncio.sleep(0.002)
+                await self.create(client, run, index)
+
+        await asyncio.gather(*(connection(c) for c in self._clients[:orders]))
+
+    async def open_loop(self, run: Run, orders: int, rate: float) -> None:
+        idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in self._clients:
+            idle.put_nowait(client)
+
+        async def send(client: httpx.AsyncClient, index: int) -> None:
+            try:
+                await self.create(client, run, index)
+            finally:
+                idle.put_nowait(client)
+
+        start = time.perf_counter() + 0.01
+        async with asyncio.TaskGroup() as group:
+            for index in range(orders):
+                due = start + index / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                client = await idle.get()
+                if time.perf_counter() - due > 0.01:
+                    run.late += 1
+                group.create_task(send(client, index))
+
+    async def drain(self, run: Run) -> None:
+        while self._watcher.pending:
+            if self._watcher.stalled(self._stall_timeout):
+                run.stalled = True
+                return
+            await asyncio.sleep(WATCH_INTERVAL / 2)
+
+
+@dataclass
+class Outcome:
+    run: Run
+    shipped: list[tuple[float, float]]
+    ended: Counter[str]
+    stuck: Counter[str]
+    reasons: Counter[str]
+
+    @property
+    def created(self) -> int:
+        return len(self.run.create_seconds)
+
+    @property
+    def last_shipped(self) -> float:
+        return max((seen for _, seen in self.shipped), default=math.nan)
+
+    @property
+    def orders_per_second(self) -> float:
+        if not self.shipped:
+            return 0.0
+        return len(self.shipped) / (self.last_shipped - self.run.first_send)
+
+    @property
+    def steady_orders_per_second(self) -> float:
+        """SHIPPED rate between the 10th and the 90th percentile of SHIPPED times."""
+        seen = sorted(s for _, s in self.shipped)
+        if len(seen) < 20:
+            return math.nan
+        low, high = len(seen) // 10, len(seen) * 9 // 10
+        return (high - low) / max(seen[high] - seen[low], 1e-9)
+
+    @property
+    def create_rate(self) -> float:
+        if not self.created:
+            return 0.0
+        return self.created / (self.run.last_response - self.run.first_send)
+
+    @property
+    def latencies(self) -> list[float]:
+        return [seen - created for created, seen in self.shipped]
+
+
+async def outcome_of(run: Run, watcher: Watcher, conn: AsyncConnection[Any]) -> Outcome:
+    shipped = [(c, s) for status, c, s in watcher.done.values() if status in SHIPPED]
+    ended = Counter(status for status, _, _ in watcher.done.values() if status not in SHIPPED)
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT status, status_reason FROM orders.orders WHERE order_id = ANY(%s::uuid[])"
+        " AND status <> ALL(%s)",
+        (run.order_ids, list(SHIPPED)),
+    )
+    stuck: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for status, reason in await cursor.fetchall():
+        if status in TERMINAL:
+            reasons[f"{status}: {reason}"] += 1
+        else:
+            stuck[status] += 1
+    return Outcome(run, shipped, ended, stuck, reasons)
+
+
+def print_outcome(outcome: Outcome) -> None:
+    run = outcome.run
+    print(
+        f"  creates   {outcome.created} answered 200 of {run.sent} sent, "
+        f"{outcome.create_rate:7.1f} requests/s; create call {latency_line(run.create_seconds)}"
+    )
+    if run.errors:
+        print(f"  errors    {dict(run.errors)}; first: {run.first_error}")
+    if run.late:
+        print(f"  late      {run.late} sends waited > 10 ms for one of the request slots")
+    print(
+        f"  SHIPPED   {len(outcome.shipped)} orders, {outcome.orders_per_second:7.1f} orders/s"
+        " from first create to last SHIPPED"
+        f" (steady middle 80%: {outcome.steady_orders_per_second:7.1f} orders/s)"
+    )
+    print(f"  create→SHIPPED {latency_line(outcome.latencies)}")
+    ended = sum(outcome.ended.values()) + sum(outcome.reasons.values())
+    print(
+        f"  FAILED/CANCELLED {ended} (should be 0)"
+        + (f": {dict(outcome.reasons.most_common(3))}" if outcome.reasons else "")
+    )
+    if outcome.stuck or run.stalled:
+        print(
+            f"  NOT FINISHED {dict(outcome.stuck)}"
+            + (" (no progress within --stall-timeout)" if run.stalled else "")
+        )
+
+
+# ---------------------------------------------------------------- server-side trace
+
+
+def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier).total_seconds()
+
+
+async def _existing_tables(conn: AsyncConnection[Any], table: str) -> list[str]:
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT table_schema FROM information_schema.tables"
+        " WHERE table_name = %s AND table_schema = ANY(%s) ORDER BY table_schema",
+        (table, list(SERVICE_SCHEMAS)),
+    )
+    return [str(row[0]) for row in await cursor.fetchall()]
+
+
+async def print_trace(conn: AsyncConnection[Any], order_ids: Sequence[str]) -> float:
+    """Where the time goes, from the stack's own timestamps; returns events per order."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT o.order_id::text, o.created_at, h.status, h.occurred_at"
+        " FROM orders.orders o JOIN orders.status_history h USING (order_id)"
+        " WHERE o.order_id = ANY(%s::uuid[])",
+        (list(order_ids),),
+    )
+    history: dict[str, dict[str, datetime]] = defaultdict(dict)
+    for order_id, created_at, status, occurred_at in await cursor.fetchall():
+        history[order_id].setdefault("PENDING", created_at)
+        history[order_id][status] = occurred_at
+    print("  server clock, status_history.occurred_at (stamped by the writer before commit):")
+    for earlier, later in itertools.pairwise(STATUS_HOPS):
+        hops = [_seconds(h.get(later), h.get(earlier)) for h in history.values()]
+        print(f"    {earlier:>9} → {later:<9} {latency_line(g for g in hops if g is not None)}")
+
+    keys = list(order_ids)
+    events: dict[str, tuple[str, datetime, datetime | None]] = {}
+    for schema in await _existing_tables(conn, "outbox"):
+        await cursor.execute(
+            f"SELECT event_id::text, event_type, occurred_at, published_at FROM {schema}.outbox"
+            " WHERE message_key = ANY(%s)",
+            (keys,),
+        )
+        for event_id, event_type, occurred_at, published_at in await cursor.fetchall():
+            events[event_id] = (str(event_type).rpartition(".")[2], occurred_at, published_at)
+    by_type: dict[str, list[float]] = defaultdict(list)
+    for name, occurred_at, published_at in events.values():
+        gap = _seconds(published_at, occurred_at)
+        if gap is not None:
+            by_type[name].append(gap)
+    print("  relay: outbox occurred_at → published_at (after the broker's ack):")
+    for name in sorted(by_type, key=lambda n: -len(by_type[n])):
+        print(f"    {name:<20} {latency_line(by_type[name])}")
+
+    deliveries: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for schema in await _existing_tables(conn, "inbox"):
+        await cursor.execute(
+            f"SELECT consumer_group, event_id::text, processed_at FROM {schema}.inbox"
+            " WHERE event_id = ANY(%s::uuid[])",
+            (list(events),),
+        )
+        for group, event_id, processed_at in await cursor.fetchall():
+            name, _, published_at = events[event_id]
+            gap = _seconds(processed_at, published_at)
+            if gap is not None:
+                deliveries[(name, str(group).rpartition(".")[2])].append(gap)
+    print("  delivery: published_at → consumer's inbox row (its transaction's start):")
+    for (name, group), gaps in sorted(deliveries.items(), key=lambda item: -len(item[1])):
+        print(f"    {name + ' → ' + group:<48} {latency_line(gaps)}")
+    return len(events) / max(len(order_ids), 1)
+
+
+async def database_commits(conn: AsyncConnection[Any]) -> int:
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+# ---------------------------------------------------------------- raw Kafka round trip
+
+
+@dataclass(frozen=True)
+class KafkaResult:
+    events: int
+    seconds: float
+    latencies: list[float]
+    cpu: CpuUsage
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def order_created(order_id: str, products: Sequence[str]) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "user_id": "bench-user",
+        "items": [
+            {"product_id": products[0], "quantity": 1, "unit_price_minor": PRODUCT_PRICE_MINOR},
+            {"product_id": products[1], "quantity": 2, "unit_price_minor": PRODUCT_PRICE_MINOR},
+        ],
+        "total_minor": 3 * PRODUCT_PRICE_MINOR,
+        "currency": "USD",
+        "payment_method": "tok_visa",
+        "shipping_address": SHIPPING_ADDRESS,
+        "created_at": datetime.now(UTC),
+        "version": 1,
+    }
+
+
+def encoded_order_created(
+    codec: EventCodec, products: Sequence[str]
+) -> tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]:
+    """Key, single-object Avro value and CloudEvents headers, as the outbox would store them."""
+    order_id = str(uuid.uuid4())
+    payload = codec.encode("OrderCreated", order_created(order_id, products))
+    headers = cloudevent_headers(
+        event_id=uuid.uuid4(),
+        event_name="OrderCreated",
+        source="/ordermesh/bench",
+        time=datetime.now(UTC),
+        subject=order_id,
+    )
+    return order_id.encode(), payload, [*kafka_headers(headers)]
+
+
+def produce_all(
+    producer: Producer,
+    topic: str,
+    encode: Callable[[], tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]],
+    events: int,
+    *,
+    rate: float | None,
+    sent: dict[bytes, float],
+) -> None:
+    """Encode and produce ``events`` at ``rate``/s (or flat out), noting each send time."""
+    started = time.perf_counter()
+    for index in range(events):
+        if rate is not None:
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        key, payload, headers = encode()
+        sent[key] = time.perf_counter()
+        while True:
+            try:
+                producer.produce(topic, payload, key=key, headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(30)
+
+
+def kafka_round_trip(
+    *,
+    bootstrap: str,
+    codec: EventCodec,
+    topic: str,
+    events: int,
+    rate: float | None,
+    products: Sequence[str],
+) -> tuple[int, float, list[float]]:
+    """Produce ``events`` OrderCreated (at ``rate``/s, or flat out) and consume them back.
+
+    The consumer polls like workers.consumer.EventConsumer: block for one message, then take
+    what else is already fetched. One untimed message first settles metadata and fetching.
+    """
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    ready, received = threading.Event(), threading.Event()
+    finished_at = [0.0]
+    deadline = time.perf_counter() + 60 + events / 1000
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}.reader",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(KAFKA_PARTITIONS)])
+
+    def consume() -> None:
+        while len(latencies) < events and time.perf_counter() < deadline:
+            first = consumer.poll(0.1)
+            if first is None:
+                continue
+            for message in [first, *consumer.consume(499, 0)]:
+                if message.error() is not None:
+                    continue
+                envelope = codec.envelope_from(header_map(message.headers()), message.value())
+                now = time.perf_counter()
+                started = sent.get(message.key() or b"")
+                if started is not None and envelope.record["order_id"]:
+                    latencies.append(now - started)
+                ready.set()
+        finished_at[0] = time.perf_counter()
+        received.set()
+
+    reader = threading.Thread(target=consume, name="bench-consumer")
+    reader.start()
+    producer = Producer(producer_config_with_defaults({"bootstrap.servers": bootstrap}))
+    try:
+        key, payload, headers = encoded_order_created(codec, products)
+        producer.produce(topic, payload, key=key, headers=headers)
+        producer.flush(30)
+        ready.wait(30)
+        started = time.perf_counter()
+        produce_all(
+            producer,
+            topic,
+            functools.partial(encoded_order_created, codec, products),
+            events,
+            rate=rate,
+            sent=sent,
+        )
+        received.wait(max(0.0, deadline - time.perf_counter()))
+    finally:
+        reader.join()
+        consumer.close()
+    return len(latencies), finished_at[0] - started, latencies
+
+
+async def run_kafka(
+    *,
+    bootstrap: str,
+    codec: EventCodec,
+    sampler: CpuSampler,
+    suffix: str,
+    events: int,
+    paced_rate: float,
+    products: Sequence[str],
+) -> tuple[KafkaResult, KafkaResult]:
+    topics = [f"bench.pipeline.{suffix}.{mode}" for mode in ("flat", "paced")]
+    await asyncio.to_thread(
+        ensure_topics, bootstrap, [TopicSpec(t, KAFKA_PARTITIONS) for t in topics]
+    )
+    results: list[KafkaResult] = []
+    try:
+        for topic, rate, count in (
+            (topics[0], None, events),
+            (topics[1], paced_rate, max(1, int(paced_rate * 3))),
+        ):
+            before = await sampler.snapshot()
+            done, seconds, latencies = await asyncio.to_thread(
+                functools.partial(
+                    kafka_round_trip,
+                    bootstrap=bootstrap,
+                    codec=codec,
+                    topic=topic,
+                    events=count,
+                    rate=rate,
+                    products=products,
+                )
+            )
+            cpu = CpuSampler.usage(before, await sampler.snapshot())
+            results.append(KafkaResult(done, seconds, latencies, cpu))
+    finally:
+        await asyncio.to_thread(delete_topics, bootstrap, topics)
+    return results[0], results[1]
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+async def prepare_products(conn: AsyncConnection[Any]) -> list[str]:
+    products = [f"{PRODUCT_PREFIX}{i:02d}" for i in range(PRODUCT_COUNT)]
+    await conn.execute(
+        "INSERT INTO inventory.products"
+        " (product_id, name, description, unit_price_minor, currency, stock, active)"
+        " SELECT id, 'Bench item ' || id, 'pipeline bench load, not for sale', %s, 'USD', %s,"
+        " true FROM unnest(%s::text[]) AS id"
+        " ON CONFLICT (product_id) DO UPDATE SET stock = excluded.stock, active = true,"
+        " unit_price_minor = excluded.unit_price_minor, updated_at = now()",
+        (PRODUCT_PRICE_MINOR, PRODUCT_STOCK, products),
+    )
+    return products
+
+
+async def retire_products(conn: AsyncConnection[Any], products: Sequence[str]) -> None:
+    """Hide the bench products from the public catalog again."""
+    await conn.execute(
+        "UPDATE inventory.products SET active = false, updated_at = now()"
+        " WHERE product_id = ANY(%s)",
+        (list(products),),
+    )
+
+
+async def bench_user(client: httpx.AsyncClient) -> str:
+    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    registered = await client.post(
+        "/api/v1/auth/register",
+        json={"email": email, "password": PASSWORD, "full_name": "Pipeline Bench", "phone": ""},
+    )
+    if registered.status_code != 200:
+        raise BenchError(f"register → {registered.status_code}: {registered.text[:300]}")
+    login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    if login.status_code != 200:
+        raise BenchError(f"login → {login.status_code}: {login.text[:300]}")
+    return str(login.json()["access_token"])
+
+
+@dataclass
+class PhaseResult:
+    outcome: Outcome
+    cpu: CpuUsage
+    commits: int
+    events_per_order: float
+
+
+class Bench:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        pipeline: Pipeline,
+        watcher: Watcher,
+        sampler: CpuSampler,
+        conn: AsyncConnection[Any],
+    ) -> None:
+        self.args = args
+        self.pipeline = pipeline
+        self.watcher = watcher
+        self.sampler = sampler
+        self.conn = conn
+
+    async def phase(
+        self,
+        title: str,
+        drive: Callable[[Run], Awaitable[None]],
+        profiler: Profiler | None = None,
+    ) -> PhaseResult:
+        print(f"\n== {title}", flush=True)
+        self.watcher.reset()
+        run = Run(title)
+        stop = asyncio.Event()
+        commits_before = await database_commits(self.conn)
+        before = await self.sampler.snapshot()
+        if profiler is not None:
+            await profiler.start()
+        watching = asyncio.create_task(self.watcher.run(stop))
+        try:
+            await drive(run)
+            await self.pipeline.drain(run)
+        finally:
+            stop.set()
+            await watching
+        cpu = CpuSampler.usage(before, await self.sampler.snapshot())
+        stacks = await profiler.stop() if profiler is not None else {}
+        outcome = await outcome_of(run, self.watcher, self.conn)
+        print_outcome(outcome)
+        orders = max(len(outcome.shipped), 1)
+        print_cpu(cpu, orders)
+        events_per_order = await print_trace(self.conn, run.order_ids)
+        await asyncio.sleep(1.0)  # backends report their statistics at most once a second
+        polls = self.watcher.queries
+        commits = await database_commits(self.conn) - commits_before - polls
+        stack_cpu = sum(s for name, s in cpu.processes.items() if name != "bench")
+        print(
+            f"  cost per SHIPPED order: {events_per_order:.1f} events (outbox rows),"
+            f" ≈{commits / orders:.1f} Postgres commits (pg_stat_database less the watcher's"
+            f" {polls} polls), {stack_cpu * 1000 / orders:.1f} ms CPU in the stack's processes"
+        )
+        poll_ms = self.watcher.query_seconds * 1000 / max(polls, 1)
+        print(f"  watcher: {polls} bulk polls, {poll_ms:.1f} ms each on average (client side)")
+        if stacks:
+            print_profile(stacks)
+        return PhaseResult(outcome, cpu, commits, events_per_order)
+
+    async def warm_up(self) -> None:
+        count = self.args.warmup
+        if not count:
+            return
+        print(f"warm-up: {count} orders, untimed ...", flush=True)
+        self.watcher.reset()
+        run = Run("warm-up")
+        stop = asyncio.Event()
+        watching = asyncio.create_task(self.watcher.run(stop))
+        try:
+            await self.pipeline.closed_loop(run, count, 0)
+            await self.pipeline.drain(run)
+        finally:
+            stop.set()
+            await watching
+        outcome = await outcome_of(run, self.watcher, self.conn)
+        if not outcome.shipped or run.errors:
+            print_outcome(outcome)
+            raise BenchError(
+                "warm-up orders did not reach SHIPPED: is every worker of the pipeline running?"
+            )
+
+    async def run_phases(
+        self, phases: set[str], profiler: Profiler | None, products: Sequence[str]
+    ) -> None:
+        args, pipeline = self.args, self.pipeline
+        results: list[PhaseResult] = []
+        throughput: PhaseResult | None = None
+        latency: PhaseResult | None = None
+        if "throughput" in phases:
+            throughput = await self.phase(
+                f"throughput: closed loop, {args.orders} orders, {args.concurrency}"
+                f" connections, backlog ≤ {args.backlog or 'unbounded'} orders not yet SHIPPED",
+                lambda r: pipeline.closed_loop(r, args.orders, args.backlog),
+                profiler,
+            )
+            results.append(throughput)
+        if "latency" in phases:
+            latency = await self.phase(
+                f"latency: open loop at {args.rate:.0f} orders/s, {args.orders} orders,"
+                f" ≤ {args.concurrency} requests in flight",
+                lambda r: pipeline.open_loop(r, args.orders, args.rate),
+            )
+            results.append(latency)
+        if "kafka" in phases:
+            paced_rate = args.rate * EVENTS_PER_ORDER_GUESS
+            flat, paced = await run_kafka(
+                bootstrap=kafka.bootstrap(),
+                codec=EventCodec.from_directory(SCHEMA_DIR),
+                sampler=self.sampler,
+                suffix=uuid.uuid4().hex[:10],
+                events=args.kafka_events,
+                paced_rate=paced_rate,
+                products=products,
+            )
+            print_kafka(flat, paced, paced_rate, results)
+        print_goals(throughput, latency, args.rate)
+
+
+def print_goals(throughput: PhaseResult | None, latency: PhaseResult | None, rate: float) -> None:
+    print("\n== goals")
+    if throughput is not None:
+        sustained = throughput.outcome.orders_per_second
+        print(
+            f"  {verdict(sustained >= GOAL_ORDERS_PER_SECOND)}  sustained throughput"
+            f" ≥ {GOAL_ORDERS_PER_SECOND:.0f} orders/s: {sustained:.1f} orders/s"
+            f" ({sustained / GOAL_ORDERS_PER_SECOND:.0%} of the goal)"
+        )
+    if latency is not None:
+        p99 = percentile(sorted(latency.outcome.latencies), 99)
+        achieved = latency.outcome.orders_per_second
+        at_goal_rate = rate >= GOAL_P99_RATE and achieved >= 0.95 * GOAL_P99_RATE
+        print(
+            f"  {verdict(at_goal_rate and p99 < GOAL_P99_SECONDS)}  create→SHIPPED p99"
+            f" < {GOAL_P99_SECONDS * 1000:.0f} ms at {GOAL_P99_RATE:.0f} orders/s:"
+            f" p99 {p99 * 1000:.0f} ms at {achieved:.1f} orders/s achieved"
+            f" (offered {rate:.0f}/s)"
+        )
+
+
+def print_kafka(
+    flat: KafkaResult, paced: KafkaResult, paced_rate: float, results: Sequence[PhaseResult]
+) -> None:
+    print("\n== raw Kafka round trip, same Avro events (encode → produce → consume → decode)")
+    for title, raw in ((" flat out", flat), (f" {paced_rate:.0f}/s", paced)):
+        cpu_seconds = raw.cpu.processes.get("bench", 0.0) + raw.cpu.processes.get(kafka.NAME, 0.0)
+        print(
+            f"  {title:>9}: {raw.events} events in {raw.seconds:.2f} s,"
+            f" {raw.rate:8.0f} events/s; round trip {latency_line(raw.latencies)};"
+            f" {cpu_seconds * 1e6 / max(raw.events, 1):.0f} µs CPU/event (bench + broker)"
+        )
+    if not results:
+        return
+    print("  the pipeline against it:")
+    paced_p50 = percentile(sorted(paced.latencies), 50)
+    raw_cpu = (
+        flat.cpu.processes.get("bench", 0.0) + flat.cpu.processes.get(kafka.NAME, 0.0)
+    ) / max(flat.events, 1)
+    for result in results:
+        outcome = result.outcome
+        events = result.events_per_order or EVENTS_PER_ORDER_GUESS
+        rate = outcome.orders_per_second
+        stack_cpu = sum(s for name, s in result.cpu.processes.items() if name != "bench")
+        cpu_per_order = stack_cpu / max(len(outcome.shipped), 1)
+        p50 = percentile(sorted(outcome.latencies), 50)
+        print(
+            f"    {outcome.run.name.split(':')[0]}: {rate:.1f} orders/s x {events:.1f} events"
+            f" = {rate * events:.0f} events/s moved, {rate * events / max(flat.rate, 1e-9):.1%}"
+            f" of the raw {flat.rate:.0f} events/s"
+        )
+        print(
+            f"      create→SHIPPED p50 {p50 * 1000:.0f} ms = {p50 / max(paced_p50, 1e-9):.0f}x"
+            f" the paced raw hop ({paced_p50 * 1000:.1f} ms; {events:.0f} such hops in a row:"
+            f" {events * paced_p50 * 1000:.0f} ms)"
+        )
+        print(
+            f"      stack CPU {cpu_per_order * 1000:.1f} ms/order ="
+            f" {cpu_per_order / max(raw_cpu * events, 1e-12):.0f}x the raw"
+            f" {raw_cpu * events * 1000:.2f} ms (bench + broker) for {events:.1f} events"
+        )
+
+
+async def run(args: argparse.Namespace) -> None:
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = phases - {"throughput", "latency", "kafka"}
+    if unknown:
+        raise BenchError(f"unknown phases: {', '.join(sorted(unknown))}")
+    base_url = f"http://{HOST}:{Ports.from_env().envoy}"
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, timeout=30, trust_env=False)
+            )
+            for _ in range(args.concurrency)
+        ]
+        health = await clients[0].get("/health")
+        if health.status_code != 200:
+            raise BenchError(f"the stack is not up: GET /health → {health.status_code}")
+        conn, watcher_conn = [
+            await stack.enter_async_context(
+                await AsyncConnection.connect(
+                    postgres.dsn(), autocommit=True, application_name="ordermesh-bench"
+                )
+            )
+            for _ in range(2)
+        ]
+        products = await prepare_products(conn)
+        stack.push_async_callback(retire_products, conn, products)
+        watcher = Watcher(watcher_conn)
+        pipeline = Pipeline(
+            clients, await bench_user(clients[0]), watcher, products, args.stall_timeout
+        )
+        sampler = CpuSampler(conn)
+        pids = sampler.stack_pids()
+        print(
+            "ordermesh pipeline bench: "
+            + ", ".join(f"{name}={pid}" for name, pid in pids.items())
+            + f"; {os.cpu_count()} cores; {args.orders} orders per phase,"
+            f" {args.concurrency} HTTP/1.1 keep-alive connections"
+        )
+        print(
+            "latency = create response → SHIPPED first seen by a bulk poll of orders.orders"
+            f" every {WATCH_INTERVAL * 1000:.0f} ms (client clock; adds up to"
+            f" {WATCH_INTERVAL * 1000:.0f} ms)"
+        )
+        bench = Bench(args, pipeline, watcher, sampler, conn)
+        await bench.warm_up()
+        await bench.run_phases(phases, await make_profiler(args, pids), products)
+
+
+async def make_profiler(args: argparse.Namespace, pids: Mapping[str, int]) -> Profiler | None:
+    if not args.profile_workers:
+        return None
+    executable = shutil.which("py-spy")
+    if executable is None:
+        print("--profile-workers needs py-spy on PATH (pip install py-spy); not profiling")
+        return None
+    targets = {name: pid for name, pid in pids.items() if is_python(pid)}
+    return Profiler(executable, targets, Path(tempfile.mkdtemp(prefix="bench-pyspy-")))
+
+
+def main() -> None:
+    if importlib.util.find_spec("sniffio") is None:
+        # httpcore tries `import sniffio` on every request; without the package each failed
+        # import searches sys.path again (a sixth of this process's CPU). A None entry in
+        # sys.modules makes that import fail at once.
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2000, help="orders per pipeline phase")
+    parser.add_argument(
+        "--rate", type=float, default=GOAL_P99_RATE, help="open-loop orders/s (latency phase)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="HTTP connections / requests in flight"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=600,
+        help="closed loop: most orders created and not yet SHIPPED (0: unbounded)",
+    )
+    parser.add_argument("--phases", default="throughput,latency,kafka")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed orders first")
+    parser.add_argument("--kafka-events", type=int, default=20_000)
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        help="give up on a phase when no order finishes for this many seconds",
+    )
+    parser.add_argument(
+        "--profile-workers",
+        action="store_true",
+        help="sample api, relay and workers with py-spy during the throughput phase",
+    )
+    args = parser.parse_args()
+    if args.orders < 1 or args.concurrency < 1 or args.rate <= 0:
+        parser.error("--orders, --concurrency and --rate must be positive")
+    try:
+        uvloop.run(run(args))
+    except BenchError as exc:
+        sys.exit(f"bench: {exc}")
+
+
+if __name__ == "__main__":
+    main()
