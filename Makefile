@@ -42,7 +42,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $@
 
-tools: node_modules/.installed
+tools: node_modules/.installed build/protodeps/.installed
+
+# The Google API protos our protos import, copied out of the pinned googleapis-common-protos
+# wheel (buf cannot reach its registry here).
+build/protodeps/.installed: $(VENV)/.installed tools/protodeps.py
+	$(BIN)/python tools/protodeps.py build/protodeps
+	touch $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
