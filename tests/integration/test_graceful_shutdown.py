@@ -37,13 +37,19 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def test_api_reports_not_serving_then_exits_cleanly(settings: Settings, migrated: None) -> None:
     port = _free_port()
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "services", "--components", "inventory"],
         env=_env(settings, ORDERMESH_GRPC_PORT=str(port)),
         cwd=REPO_ROOT,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    ) as process:
+        _api_drains(process, port)
+        log = process.stderr.read() if process.stderr else ""
+    assert "shutdown requested" in log and "grpc server stopped" in log
+
+
+def _api_drains(process: subprocess.Popen[str], port: int) -> None:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
@@ -51,25 +57,33 @@ def test_api_reports_not_serving_then_exits_cleanly(settings: Settings, migrated
             watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             process.send_signal(signal.SIGTERM)
-            seen = [reply.status for reply in watch]
+            seen = []
+            try:
+                for reply in watch:
+                    seen.append(reply.status)
+            except grpc.RpcError as ended:
+                assert ended.code() == grpc.StatusCode.UNAVAILABLE  # the server went away
         assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
         assert process.wait(timeout=15) == 0
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait()
-    log = process.stderr.read() if process.stderr else ""
-    assert "shutdown requested" in log and "grpc server stopped" in log
 
 
 def test_workers_exit_cleanly_on_sigterm(settings: Settings, migrated: None) -> None:
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "workers", "--components", "order_validator"],
         env=_env(settings),
         cwd=REPO_ROOT,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    ) as process:
+        _workers_stop(process)
+        rest = process.stderr.read() if process.stderr else ""
+    assert "workers stopped" in rest
+
+
+def _workers_stop(process: subprocess.Popen[str]) -> None:
     try:
         deadline = time.monotonic() + 30
         started = ""
@@ -82,6 +96,3 @@ def test_workers_exit_cleanly_on_sigterm(settings: Settings, migrated: None) -> 
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait()
-    rest = process.stderr.read() if process.stderr else ""
-    assert "workers stopped" in rest
