@@ -42,7 +42,6 @@ class Settings:
     grpc_port: int
     auth_service_addr: str
     inventory_service_addr: str
-    order_service_addr: str
     log_level: str
     jwt_issuer: str
     jwt_audience: str
@@ -81,7 +80,6 @@ class Settings:
             grpc_port=grpc_port,
             auth_service_addr=reader.text("AUTH_SERVICE_ADDR", local),
             inventory_service_addr=reader.text("INVENTORY_SERVICE_ADDR", local),
-            order_service_addr=reader.text("ORDER_SERVICE_ADDR", local),
             log_level=reader.text("ORDERMESH_LOG_LEVEL", "INFO").upper(),
             jwt_issuer=reader.text("ORDERMESH_JWT_ISSUER", "ordermesh-auth"),
             jwt_audience=reader.text("ORDERMESH_JWT_AUDIENCE", "ordermesh"),
