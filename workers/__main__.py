@@ -28,7 +28,7 @@ from services.platform.settings import Settings
 from workers import topics
 from workers.admin import ensure_topics
 from workers.codec import EventCodec
-from workers.consumer import EventConsumer, Handler
+from workers.consumer import BatchHandler, EventConsumer, Handler
 from workers.relay import OutboxRelay
 
 log = logging.getLogger("ordermesh.workers")
@@ -48,12 +48,14 @@ class WorkerResources:
 @dataclass(frozen=True, slots=True)
 class ConsumerSpec:
     """A consumer worker: its group, what it reads, whose inbox records what it applied,
-    and how to build its handlers."""
+    and how to build its handlers (one event at a time, or a batch's run of one event type at
+    once)."""
 
     group: str
     topics: tuple[str, ...]
     inbox_schema: str
     handlers: Callable[[WorkerResources], Mapping[str, Handler]]
+    batch_handlers: Callable[[WorkerResources], Mapping[str, BatchHandler]] | None = None
 
 
 CONSUMERS: Mapping[str, ConsumerSpec] = {
@@ -61,13 +63,17 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         topics.ORDER_VALIDATOR_GROUP,
         (topics.ORDERS,),
         "orders",
-        lambda r: OrderValidator(r.codec, InventoryCatalog(r.inventory_channel)).handlers(),
+        lambda _: {},
+        batch_handlers=lambda r: OrderValidator(
+            r.codec, InventoryCatalog(r.inventory_channel)
+        ).batch_handlers(),
     ),
     "order_status_projector": ConsumerSpec(
         topics.ORDER_STATUS_PROJECTOR_GROUP,
         (topics.ORDERS, topics.PAYMENTS, topics.INVENTORY, topics.FULFILLMENT),
         "orders",
-        lambda r: OrderStatusProjector(r.codec).handlers(),
+        lambda _: {},
+        batch_handlers=lambda r: OrderStatusProjector(r.codec).batch_handlers(),
     ),
     "payment_processor": ConsumerSpec(
         topics.PAYMENT_PROCESSOR_GROUP,
@@ -111,6 +117,7 @@ def consumer_runner(spec: ConsumerSpec) -> Runner:
             spec.group,
             spec.topics,
             spec.handlers(resources),
+            batch_handlers=None if spec.batch_handlers is None else spec.batch_handlers(resources),
             pool=resources.pool,
             codec=resources.codec,
             inbox_schema=spec.inbox_schema,

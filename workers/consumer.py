@@ -185,10 +185,14 @@ class EventConsumer:
         self._producer_config = producer_config_with_defaults(
             {"bootstrap.servers": bootstrap, "linger.ms": 0, **(producer_config or {})}
         )
-        self._claim_sql = sql.SQL(
-            "INSERT INTO {}.inbox (consumer_group, event_id)"
-            " SELECT %s, unnest(%b::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id"
-        ).format(sql.Identifier(checked_schema(inbox_schema)))
+        self._claim_sql = (
+            sql.SQL(
+                "INSERT INTO {}.inbox (consumer_group, event_id)"
+                " SELECT %s, unnest(%b::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id"
+            )
+            .format(sql.Identifier(checked_schema(inbox_schema)))
+            .as_string()
+        )
         self.stats = ConsumerStats()
         self.assigned: frozenset[tuple[str, int]] = frozenset()
 
@@ -205,9 +209,16 @@ class EventConsumer:
                 on_lost=self._on_lost,
             )
             while not stop_event.is_set():
-                polling = asyncio.create_task(asyncio.to_thread(self._poll_batch, consumer))
-                messages = await asyncio.shield(polling)
-                polling = None
+                # What librdkafka has already fetched is taken without leaving the event loop
+                # (a rebalance callback, rare, may then run here); only an empty queue is
+                # waited on, in a worker thread.
+                messages = consumer.consume(self._batch_size, 0)
+                if messages:
+                    await asyncio.sleep(0)  # a batch of skipped events never awaits: be fair
+                else:
+                    polling = asyncio.create_task(asyncio.to_thread(self._poll_batch, consumer))
+                    messages = await asyncio.shield(polling)
+                    polling = None
                 if messages:
                     await self._process(consumer, producer, messages, stop_event)
         except _Stopping:

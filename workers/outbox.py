@@ -9,6 +9,7 @@ effectively-once.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -24,7 +25,7 @@ from workers.codec import EventCodec, cloudevent_headers
 OUTBOX_CHANNEL = "ordermesh_outbox"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_COPY_COLUMNS = (
+_COLUMNS = (
     "event_id",
     "topic",
     "message_key",
@@ -122,11 +123,7 @@ async def add_to_outbox(
         event_id=event_id,
         occurred_at=occurred_at,
     )
-    query = sql.SQL(
-        "INSERT INTO {}.outbox (event_id, topic, message_key, event_type, payload, headers,"
-        " occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-    ).format(sql.Identifier(checked_schema(schema)))
-    await conn.execute(query, _row(message))
+    await conn.execute(_insert_statement(schema), _row(message))
     return message.event_id
 
 
@@ -134,12 +131,8 @@ async def add_messages_to_outbox(
     conn: AsyncConnection[Any], schema: str, messages: Iterable[OutboxMessage]
 ) -> int:
     """Bulk-insert pre-encoded messages with COPY, in the caller's transaction."""
-    statement = sql.SQL("COPY {}.outbox ({}) FROM STDIN").format(
-        sql.Identifier(checked_schema(schema)),
-        sql.SQL(", ").join(sql.Identifier(c) for c in _COPY_COLUMNS),
-    )
     count = 0
-    async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+    async with conn.cursor() as cursor, cursor.copy(_copy_statement(schema)) as copy:
         for message in messages:
             await copy.write_row(_row(message))
             count += 1
@@ -166,6 +159,33 @@ async def purge_inbox(conn: AsyncConnection[Any], schema: str, older_than: timed
     )
     cursor = await conn.execute(query, (older_than,))
     return cursor.rowcount
+
+
+# The statements are rendered once per schema: a composed query would be rendered again on
+# every execution, and these run once or more per event.
+@functools.lru_cache(maxsize=64)
+def _insert_statement(schema: str) -> str:
+    return (
+        sql.SQL("INSERT INTO {}.outbox ({}) VALUES ({})")
+        .format(
+            sql.Identifier(checked_schema(schema)),
+            sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
+            sql.SQL(", ").join(sql.Placeholder() for _ in _COLUMNS),
+        )
+        .as_string()
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _copy_statement(schema: str) -> str:
+    return (
+        sql.SQL("COPY {}.outbox ({}) FROM STDIN")
+        .format(
+            sql.Identifier(checked_schema(schema)),
+            sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
+        )
+        .as_string()
+    )
 
 
 def _row(message: OutboxMessage) -> tuple[Any, ...]:

@@ -2,7 +2,8 @@
 
 Per Postgres schema one relay is active across all replicas (a session advisory lock);
 the others stand by and take over when the holder's connection goes away. The relay wakes
-on ``NOTIFY ordermesh_outbox`` and also polls, so a lost notification only delays
+on ``NOTIFY ordermesh_outbox`` (the payload names the schema whose outbox got rows, and
+only that outbox is read) and also polls every outbox, so a lost notification only delays
 publication by one poll interval.
 """
 
@@ -89,6 +90,9 @@ async def flush_until_reported(
 class OutboxRelay:
     """Publishes the outbox tables of ``schemas`` through one idempotent producer.
 
+    After a notification the relay waits ``coalesce`` seconds for more, so a burst of
+    commits is read with one query per outbox rather than one per commit.
+
     ``pool`` lends the relay one connection for its lifetime (it holds the advisory locks
     and the LISTEN); size the pool accordingly.
     """
@@ -102,6 +106,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         max_backoff: float = 10.0,
+        coalesce: float = 0.002,
     ) -> None:
         if not schemas:
             raise ValueError("the relay needs at least one schema")
@@ -110,9 +115,28 @@ class OutboxRelay:
         timeout_ms = float(self._producer_config["message.timeout.ms"])
         self._delivery_timeout = timeout_ms / 1000 + 5
         self._schemas = tuple(checked_schema(s) for s in schemas)
+        self._fetch_sql = {
+            schema: sql.SQL(
+                "SELECT id, topic, message_key, payload, headers FROM {}.outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT %s"
+            )
+            .format(sql.Identifier(schema))
+            .as_string()
+            for schema in self._schemas
+        }
+        self._mark_sql = {
+            schema: sql.SQL(
+                "UPDATE {}.outbox SET published_at = now()"
+                " WHERE id = ANY(%s) AND published_at IS NULL"
+            )
+            .format(sql.Identifier(schema))
+            .as_string()
+            for schema in self._schemas
+        }
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
+        self._coalesce = coalesce
         self._owned: set[str] = set()
         self.published = 0
         self.failed_deliveries = 0
@@ -152,14 +176,23 @@ class OutboxRelay:
         failures: dict[str, int] = {}
         retry_at: dict[str, float] = {}
         next_lock_attempt = 0.0
+        next_poll = 0.0
+        due: set[str] = set()  # outboxes to read now
         try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(OUTBOX_CHANNEL)))
             while not stop_event.is_set():
-                if loop.time() >= next_lock_attempt:
+                now = loop.time()
+                if now >= next_lock_attempt:
+                    owned = set(self._owned)
                     await self._acquire_locks(conn)
-                    next_lock_attempt = loop.time() + self._poll_interval
-                busy = False
-                for schema in sorted(self._owned):
+                    due |= self._owned - owned
+                    next_lock_attempt = now + self._poll_interval
+                if now >= next_poll:
+                    due |= self._owned
+                    next_poll = now + self._poll_interval
+                due |= {schema for schema, at in retry_at.items() if at <= now}
+                busy: set[str] = set()
+                for schema in sorted(due & self._owned):
                     if retry_at.get(schema, 0.0) > loop.time():
                         continue
                     fetched, delivered = await self._relay_batch(conn, producer, schema)
@@ -171,10 +204,12 @@ class OutboxRelay:
                         continue
                     failures.pop(schema, None)
                     retry_at.pop(schema, None)
-                    busy = busy or fetched == self._batch_size
-                if not busy and not stop_event.is_set():
-                    wake = min([loop.time() + self._poll_interval, *retry_at.values()])
-                    await self._wait_for_work(conn, max(0.0, wake - loop.time()))
+                    if fetched == self._batch_size:
+                        busy.add(schema)
+                due = busy
+                if not due and not stop_event.is_set():
+                    wake = min([next_poll, next_lock_attempt, *retry_at.values()])
+                    due = await self._wait_for_work(conn, max(0.0, wake - loop.time()))
         finally:
             self._owned.clear()
             if not conn.broken:
@@ -194,9 +229,18 @@ class OutboxRelay:
                 log.info("outbox relay is now active for schema %s", schema)
                 self._owned.add(schema)
 
-    async def _wait_for_work(self, conn: AsyncConnection[Any], seconds: float) -> None:
-        async for _ in conn.notifies(timeout=seconds, stop_after=1):
-            pass
+    async def _wait_for_work(self, conn: AsyncConnection[Any], seconds: float) -> set[str]:
+        """The schemas notified within ``seconds`` (with the notifications that follow the
+        first within the coalescing window); empty if none was."""
+        named: set[str] = set()
+        async for notify in conn.notifies(timeout=seconds, stop_after=1):
+            named.add(notify.payload)
+        if named and self._coalesce > 0:
+            async for notify in conn.notifies(timeout=self._coalesce):
+                named.add(notify.payload)
+        if "" in named:  # a notification naming no schema: read every outbox
+            return set(self._owned)
+        return named
 
     async def _relay_batch(
         self, conn: AsyncConnection[Any], producer: Producer, schema: str
@@ -212,12 +256,8 @@ class OutboxRelay:
         return len(rows), len(delivered)
 
     async def _fetch(self, conn: AsyncConnection[Any], schema: str) -> list[_Row]:
-        query = sql.SQL(
-            "SELECT id, topic, message_key, payload, headers FROM {}.outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT %s"
-        ).format(sql.Identifier(schema))
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(query, (self._batch_size,))
+        await cursor.execute(self._fetch_sql[schema], (self._batch_size,))
         return [
             _Row(
                 id=row[0],
@@ -255,10 +295,7 @@ class OutboxRelay:
     async def _mark_published(
         self, conn: AsyncConnection[Any], schema: str, ids: Sequence[int]
     ) -> None:
-        query = sql.SQL(
-            "UPDATE {}.outbox SET published_at = now() WHERE id = ANY(%s) AND published_at IS NULL"
-        ).format(sql.Identifier(schema))
-        await conn.execute(query, (list(ids),))
+        await conn.execute(self._mark_sql[schema], (list(ids),))
 
 
 async def _wait(stop_event: asyncio.Event, seconds: float) -> None:

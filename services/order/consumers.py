@@ -2,22 +2,30 @@
 projector. Each handler runs inside the consumer's transaction (with its inbox row), locks
 the order row first so every writer of one order is serialised, and never commits itself."""
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from services.order.adapters.outbox import SCHEMA, SOURCE
-from services.order.adapters.repository import fetch_order, save_order
-from services.order.domain.lifecycle import STATUS_BY_EVENT, StatusFact, apply_fact, validate
+from services.order.adapters.repository import fetch_orders, save_orders
+from services.order.domain.lifecycle import (
+    STATUS_BY_EVENT,
+    Rejection,
+    StatusFact,
+    apply_fact,
+    validate,
+)
 from services.order.domain.model import Order, OrderStatus
 from services.order.domain.ports import Catalog
+from services.order.domain.pricing import CatalogEntry
 from services.platform.db import Connection
 from workers import topics
 from workers.codec import EventCodec, EventEnvelope
-from workers.consumer import Handler
-from workers.outbox import add_to_outbox
+from workers.consumer import BatchHandler, Handler
+from workers.outbox import OutboxMessage, add_messages_to_outbox, outbox_message
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,14 @@ def _lines(order: Order) -> list[dict[str, Any]]:
 
 
 class OrderValidator:
-    """OrderCreated → OrderValidated or OrderRejected, checked against the live catalog."""
+    """OrderCreated → OrderValidated or OrderRejected, checked against the live catalog.
+
+    A polled batch of OrderCreated events is validated at once: its orders are locked in one
+    query, the catalog is asked once (in chunks of ``CATALOG_BATCH`` products) and the
+    verdicts are written to the outbox with one COPY."""
+
+    # The inventory service answers at most this many product ids per BatchGetProducts.
+    CATALOG_BATCH = 100
 
     def __init__(self, codec: EventCodec, catalog: Catalog) -> None:
         self._codec = codec
@@ -47,12 +62,38 @@ class OrderValidator:
     def handlers(self) -> Mapping[str, Handler]:
         return {"OrderCreated": self.on_order_created}
 
+    def batch_handlers(self) -> Mapping[str, BatchHandler]:
+        return {"OrderCreated": self.on_orders_created}
+
     async def on_order_created(self, envelope: EventEnvelope, conn: Connection) -> None:
-        order = await fetch_order(conn, str(envelope.record["order_id"]), for_update=True)
-        if order is None or order.status is not OrderStatus.PENDING:
+        await self.on_orders_created([envelope], conn)
+
+    async def on_orders_created(self, envelopes: Sequence[EventEnvelope], conn: Connection) -> None:
+        order_ids = [str(envelope.record["order_id"]) for envelope in envelopes]
+        orders = await fetch_orders(conn, order_ids, for_update=True)
+        pending = [
+            order
+            for order in (orders.get(order_id) for order_id in order_ids)
+            if order is not None and order.status is OrderStatus.PENDING
+        ]
+        if not pending:
             return
-        entries = await self._catalog.entries([line.product_id for line in order.lines])
-        rejection = validate(order, entries)
+        entries = await self._entries(
+            {line.product_id for order in pending for line in order.lines}
+        )
+        await add_messages_to_outbox(
+            conn, SCHEMA, [self._verdict(order, validate(order, entries)) for order in pending]
+        )
+
+    async def _entries(self, product_ids: Iterable[str]) -> dict[str, CatalogEntry]:
+        ids = sorted(product_ids)
+        chunks = [ids[i : i + self.CATALOG_BATCH] for i in range(0, len(ids), self.CATALOG_BATCH)]
+        entries: dict[str, CatalogEntry] = {}
+        for found in await asyncio.gather(*(self._catalog.entries(chunk) for chunk in chunks)):
+            entries.update(found)
+        return entries
+
+    def _verdict(self, order: Order, rejection: Rejection | None) -> OutboxMessage:
         now = _now()
         if rejection is None:
             name, record = (
@@ -81,15 +122,14 @@ class OrderValidator:
                     "version": order.version,
                 },
             )
-        await add_to_outbox(
-            conn,
-            SCHEMA,
-            codec=self._codec,
+        return outbox_message(
+            self._codec,
             topic=topics.ORDERS,
             key=order.order_id,
             event_name=name,
             record=record,
             source=SOURCE,
+            occurred_at=now,
         )
 
 
@@ -128,34 +168,54 @@ class OrderStatusProjector:
     def handlers(self) -> Mapping[str, Handler]:
         return dict.fromkeys(self.EVENTS, self.on_event)
 
-    async def on_event(self, envelope: EventEnvelope, conn: Connection) -> None:
-        fact = status_fact(envelope.name, envelope.record)
-        if fact is None:
-            return
-        order_id = str(envelope.record["order_id"])
-        order = await fetch_order(conn, order_id, for_update=True)
-        if order is None:
-            log.warning("event for an unknown order", extra={"order_id": order_id})
-            return
-        states = apply_fact(order, fact, at=_now())
-        if not states:
-            log.info(
-                "event does not apply",
-                extra={"order_id": order_id, "event": envelope.name, "status": order.status},
-            )
-            return
-        previous = order
-        for state in states:
-            await save_order(conn, state, previous.version)
-            if state.status is OrderStatus.FULFILLED:
-                await self._release_to_warehouse(conn, state)
-            previous = state
+    def batch_handlers(self) -> Mapping[str, BatchHandler]:
+        # One handler object for every event, so a batch's consecutive facts (whatever
+        # their types) reach it as one run.
+        return dict.fromkeys(self.EVENTS, self.on_events)
 
-    async def _release_to_warehouse(self, conn: Connection, order: Order) -> None:
-        await add_to_outbox(
-            conn,
-            SCHEMA,
-            codec=self._codec,
+    async def on_event(self, envelope: EventEnvelope, conn: Connection) -> None:
+        await self.on_events([envelope], conn)
+
+    async def on_events(self, envelopes: Sequence[EventEnvelope], conn: Connection) -> None:
+        """Applies the facts in offset order to the orders they name, locked in one query;
+        then stores every changed order, its history and its warehouse release at once."""
+        facts = [
+            (envelope, str(envelope.record["order_id"]), fact)
+            for envelope in envelopes
+            if (fact := status_fact(envelope.name, envelope.record)) is not None
+        ]
+        if not facts:
+            return
+        orders = await fetch_orders(conn, [order_id for _, order_id, _ in facts], for_update=True)
+        read_versions = {order_id: order.version for order_id, order in orders.items()}
+        states: list[Order] = []
+        for envelope, order_id, fact in facts:
+            order = orders.get(order_id)
+            if order is None:
+                log.warning("event for an unknown order", extra={"order_id": order_id})
+                continue
+            moved = apply_fact(order, fact, at=_now())
+            if not moved:
+                log.info(
+                    "event does not apply",
+                    extra={"order_id": order_id, "event": envelope.name, "status": order.status},
+                )
+                continue
+            states.extend(moved)
+            orders[order_id] = moved[-1]
+        if not states:
+            return
+        await save_orders(conn, states, read_versions)
+        released = [
+            self._release(state) for state in states if state.status is OrderStatus.FULFILLED
+        ]
+        if released:
+            await add_messages_to_outbox(conn, SCHEMA, released)
+
+    def _release(self, order: Order) -> OutboxMessage:
+        """OrderReadyToShip: the order is handed to the warehouse."""
+        return outbox_message(
+            self._codec,
             topic=topics.ORDERS,
             key=order.order_id,
             event_name="OrderReadyToShip",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -309,6 +309,67 @@ async def test_every_event_is_applied_once_even_when_delivered_twice(
     assert consumer.stats.applied == 40
 
 
+async def test_a_batch_handler_gets_the_new_events_of_a_batch_at_once(bus: Bus) -> None:
+    runs: list[list[uuid.UUID]] = []
+    poisoned: set[uuid.UUID] = set()
+
+    async def apply_all(envelopes: Sequence[EventEnvelope], conn: AsyncConnection[Any]) -> None:
+        if poisoned & {envelope.event_id for envelope in envelopes}:
+            raise RuntimeError("cannot apply this one")
+        runs.append([envelope.event_id for envelope in envelopes])
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                f"INSERT INTO {bus.schema}.applied (event_id, order_id) VALUES (%s, %s)",
+                [(e.event_id, e.record["order_id"]) for e in envelopes],
+            )
+
+    relay = bus.relay()
+    async with running(relay):
+        first = await bus.emit(30)
+
+        async def published() -> bool:
+            return relay.published == 30
+
+        await eventually(published)
+        consumer = EventConsumer(
+            bus.bootstrap,
+            bus.group,
+            [bus.topic],
+            {},
+            batch_handlers={"OrderCreated": apply_all},
+            pool=bus.pool,
+            codec=bus.codec,
+            inbox_schema=bus.schema,
+            dead_letter_topic=bus.dead_letter_topic,
+            retry=FAST_RETRY,
+            poll_timeout=0.1,
+            consumer_config=FAST_CONSUMER,
+        )
+        async with running(consumer):
+
+            async def first_applied() -> bool:
+                return bool(await bus.scalar("SELECT count(*) = 30 FROM {schema}.applied"))
+
+            await eventually(first_applied)
+            # The backlog was there before the consumer started: it came in a few batches.
+            assert max(len(run) for run in runs) > 1
+            assert sorted(e for run in runs for e in run) == sorted(first)
+
+            # A batch whose handler fails is retried one event at a time.
+            second = await bus.emit(5)
+            poisoned.add(second[2])
+
+            async def second_settled() -> bool:
+                applied = await bus.scalar("SELECT count(*) FROM {schema}.applied")
+                return bool(applied == 34 and consumer.stats.dead_lettered == 1)
+
+            await eventually(second_settled)
+    assert await bus.scalar("SELECT count(DISTINCT event_id) FROM {schema}.applied") == 34
+    (letter,) = await bus.dead_letters(f"{bus.group}.replayer")
+    assert letter.event_id == str(second[2])
+    assert "cannot apply this one" in letter.error
+
+
 async def test_poison_and_failing_events_are_dead_lettered_and_replayed(
     bus: Bus, raw_producer: Producer
 ) -> None:
@@ -411,6 +472,44 @@ async def test_rows_are_marked_published_only_after_kafka_acknowledges(bus: Bus)
         ]
     finally:
         await asyncio.to_thread(delete_topics, bus.bootstrap, [missing_topic])
+
+
+async def test_a_notification_wakes_the_relay_for_its_schema_between_polls(bus: Bus) -> None:
+    relay = OutboxRelay(
+        bus.pool, {"bootstrap.servers": bus.bootstrap}, [bus.schema], poll_interval=60.0
+    )
+    async with running(relay):
+
+        async def active() -> bool:
+            return relay.owned_schemas == {bus.schema}
+
+        await eventually(active)
+        await asyncio.sleep(0.2)  # past the first poll: the next one is a minute away
+        await bus.emit(3)
+
+        async def published() -> bool:
+            return relay.published == 3
+
+        await eventually(published, within=20)
+
+
+async def test_rows_whose_notification_was_lost_are_published_by_the_poll(bus: Bus) -> None:
+    async with bus.pool.connection() as conn:
+        await conn.execute(f"ALTER TABLE {bus.schema}.outbox DISABLE TRIGGER outbox_notify")
+    relay = bus.relay()
+    async with running(relay):
+
+        async def active() -> bool:
+            return relay.owned_schemas == {bus.schema}
+
+        await eventually(active)
+        await bus.emit(3)
+
+        async def published() -> bool:
+            return relay.published == 3
+
+        await eventually(published)
+    assert await bus.scalar("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
 
 
 async def test_one_relay_per_schema_and_a_standby_takes_over(bus: Bus) -> None:

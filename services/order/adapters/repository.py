@@ -1,7 +1,7 @@
 """Orders in the `orders` schema: state, items, status history, idempotency keys and the
 outbox, always written in one transaction."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any, Protocol
@@ -77,43 +77,43 @@ class PostgresOrderStore:
                 existing = await self._claim(conn, order, claim)
                 if existing is not None:
                     return existing
+            # The order, its lines and its first history row in one statement (the lines'
+            # foreign key is checked at its end, when the order row exists).
             await conn.execute(
-                "INSERT INTO orders.orders (order_id, user_id, status, status_reason,"
-                " total_minor, currency, shipping_address, payment_method, metadata, version,"
-                " created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    order.order_id,
-                    order.user_id,
-                    order.status.value,
-                    order.status_reason,
-                    order.total.amount_minor,
-                    order.currency,
-                    Jsonb(asdict(order.shipping_address)),
-                    order.payment_method,
-                    Jsonb(order.metadata),
-                    order.version,
-                    order.created_at,
-                    order.updated_at,
-                ),
+                "WITH new_order AS (INSERT INTO orders.orders (order_id, user_id, status,"
+                "  status_reason, total_minor, currency, shipping_address, payment_method,"
+                "  metadata, version, created_at, updated_at)"
+                "  VALUES (%(order_id)s, %(user_id)s, %(status)s, %(reason)s, %(total_minor)s,"
+                "  %(currency)s, %(shipping_address)s, %(payment_method)s, %(metadata)s,"
+                "  %(version)s, %(created_at)s, %(updated_at)s)),"
+                " lines AS (INSERT INTO orders.order_items (order_id, line_no, product_id, name,"
+                "  quantity, unit_price_minor)"
+                "  SELECT %(order_id)s, line_no, product_id, name, quantity, unit_price_minor"
+                "  FROM unnest(%(product_ids)s::text[], %(names)s::text[], %(quantities)s::int[],"
+                "  %(prices)s::bigint[]) WITH ORDINALITY"
+                "  AS l (product_id, name, quantity, unit_price_minor, line_no))"
+                " INSERT INTO orders.status_history (order_id, version, status, reason,"
+                " occurred_at) VALUES (%(order_id)s, %(version)s, %(status)s, %(reason)s,"
+                " %(updated_at)s)",
+                {
+                    "order_id": order.order_id,
+                    "user_id": order.user_id,
+                    "status": order.status.value,
+                    "reason": order.status_reason,
+                    "total_minor": order.total.amount_minor,
+                    "currency": order.currency,
+                    "shipping_address": Jsonb(asdict(order.shipping_address)),
+                    "payment_method": order.payment_method,
+                    "metadata": Jsonb(order.metadata),
+                    "version": order.version,
+                    "created_at": order.created_at,
+                    "updated_at": order.updated_at,
+                    "product_ids": [line.product_id for line in order.lines],
+                    "names": [line.name for line in order.lines],
+                    "quantities": [line.quantity for line in order.lines],
+                    "prices": [line.unit_price.amount_minor for line in order.lines],
+                },
             )
-            async with conn.cursor() as cursor:
-                await cursor.executemany(
-                    "INSERT INTO orders.order_items (order_id, line_no, product_id, name,"
-                    " quantity, unit_price_minor) VALUES (%s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            order.order_id,
-                            number,
-                            line.product_id,
-                            line.name,
-                            line.quantity,
-                            line.unit_price.amount_minor,
-                        )
-                        for number, line in enumerate(order.lines, start=1)
-                    ],
-                )
-            await record_history(conn, order)
             await self._outbox.write(conn, events)
         return order
 
@@ -123,15 +123,13 @@ class PostgresOrderStore:
         The key row is inserted before the order exists (deferred foreign key), so a racing
         request with the same key blocks on the primary key until this transaction ends,
         then finds the committed key and returns its order."""
-        await conn.execute(
-            "DELETE FROM orders.idempotency_keys"
-            " WHERE user_id = %s AND key = %s AND created_at <= now() - %s",
-            (order.user_id, claim.key, self._ttl),
-        )
+        # An expired key is taken over as if it had been deleted first.
         cursor = await conn.execute(
-            "INSERT INTO orders.idempotency_keys (user_id, key, fingerprint, order_id)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, key) DO NOTHING RETURNING key",
-            (order.user_id, claim.key, claim.fingerprint, order.order_id),
+            "INSERT INTO orders.idempotency_keys AS k (user_id, key, fingerprint, order_id)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, key) DO UPDATE"
+            " SET fingerprint = excluded.fingerprint, order_id = excluded.order_id,"
+            " created_at = now() WHERE k.created_at <= now() - %s RETURNING key",
+            (order.user_id, claim.key, claim.fingerprint, order.order_id, self._ttl),
         )
         if await cursor.fetchone() is not None:
             return None
@@ -192,6 +190,21 @@ async def fetch_order(conn: Connection, order_id: str, *, for_update: bool = Fal
     return _order(row) if row else None
 
 
+async def fetch_orders(
+    conn: Connection, order_ids: Iterable[str], *, for_update: bool = False
+) -> dict[str, Order]:
+    """The orders among ``order_ids`` that exist, by id, in one query. With ``for_update``
+    their rows stay locked until the transaction ends; they are locked in order_id order, so
+    two transactions locking overlapping sets cannot deadlock on them."""
+    lock = " FOR UPDATE OF o" if for_update else ""
+    cursor = await conn.execute(
+        f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.order_id = ANY(%s::uuid[])"
+        f" ORDER BY o.order_id{lock}",
+        (sorted(set(order_ids)),),
+    )
+    return {order.order_id: order for order in map(_order, await cursor.fetchall())}
+
+
 async def save_order(conn: Connection, order: Order, expected_version: int) -> None:
     """Writes a changed order if nobody else changed it since ``expected_version``, and
     records the new version in its status history."""
@@ -214,6 +227,55 @@ async def save_order(conn: Connection, order: Order, expected_version: int) -> N
     if cursor.rowcount != 1:
         raise Conflict(f"order {order.order_id} was changed concurrently; retry")
     await record_history(conn, order)
+
+
+async def save_orders(
+    conn: Connection, states: Sequence[Order], expected_versions: Mapping[str, int]
+) -> None:
+    """Set-based :func:`save_order` for many orders: the last of ``states`` for each order is
+    written if nobody changed that order since ``expected_versions[order_id]``, and every one
+    of ``states`` (successive states, oldest first) is recorded in the status history."""
+    latest = {state.order_id: state for state in states}
+    if not latest:
+        return
+    cursor = await conn.execute(
+        "UPDATE orders.orders o SET status = v.status, status_reason = v.status_reason,"
+        " metadata = v.metadata, carrier = v.carrier, tracking_number = v.tracking_number,"
+        " version = v.version, updated_at = v.updated_at"
+        " FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::jsonb[],"
+        "  %s::text[], %s::text[], %s::bigint[], %s::timestamptz[])"
+        "  AS v(order_id, expected_version, status, status_reason, metadata, carrier,"
+        "  tracking_number, version, updated_at)"
+        " WHERE o.order_id = v.order_id AND o.version = v.expected_version"
+        " RETURNING o.order_id",
+        (
+            list(latest),
+            [expected_versions[order_id] for order_id in latest],
+            [order.status.value for order in latest.values()],
+            [order.status_reason for order in latest.values()],
+            [Jsonb(order.metadata) for order in latest.values()],
+            [order.carrier for order in latest.values()],
+            [order.tracking_number for order in latest.values()],
+            [order.version for order in latest.values()],
+            [order.updated_at for order in latest.values()],
+        ),
+    )
+    saved = {str(row["order_id"]) for row in await cursor.fetchall()}
+    if len(saved) != len(latest):
+        stale = sorted(set(latest) - saved)
+        raise Conflict(f"orders {', '.join(stale)} were changed concurrently; retry")
+    await conn.execute(
+        "INSERT INTO orders.status_history (order_id, version, status, reason, occurred_at)"
+        " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[],"
+        "  %s::timestamptz[])",
+        (
+            [order.order_id for order in states],
+            [order.version for order in states],
+            [order.status.value for order in states],
+            [order.status_reason for order in states],
+            [order.updated_at for order in states],
+        ),
+    )
 
 
 async def record_history(conn: Connection, order: Order) -> None:
