@@ -85,7 +85,8 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         topics.INVENTORY_MANAGER_GROUP,
         (topics.PAYMENTS, topics.ORDERS),
         "inventory",
-        lambda r: InventoryManager(r.codec).handlers(),
+        lambda r: InventoryManager(r.codec).single_handlers(),
+        batch_handlers=lambda r: InventoryManager(r.codec).batch_handlers(),
     ),
     "fulfillment": ConsumerSpec(
         topics.FULFILLMENT_GROUP,

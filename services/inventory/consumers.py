@@ -7,7 +7,7 @@ commits itself.
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from services.inventory.domain.commands import ReleaseStock, ReserveStock
 from services.inventory.domain.reservations import StockLine
 from services.platform.db import Connection
 from workers.codec import EventCodec, EventEnvelope
-from workers.consumer import Handler, NonRetryableError
+from workers.consumer import BatchHandler, Handler, NonRetryableError
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,48 @@ class InventoryManager:
             "OrderCancelled": self.on_order_cancelled,
         }
 
+    def batch_handlers(self) -> Mapping[str, BatchHandler]:
+        return {"PaymentProcessed": self.on_payments_processed}
+
+    def single_handlers(self) -> Mapping[str, Handler]:
+        """The handlers of the events :meth:`batch_handlers` does not take."""
+        return {"OrderCancelled": self.on_order_cancelled}
+
     async def on_payment_processed(self, envelope: EventEnvelope, conn: Connection) -> None:
-        command = reserve_command(envelope.record)
+        await self.on_payments_processed([envelope], conn)
+
+    async def on_payments_processed(
+        self, envelopes: Sequence[EventEnvelope], conn: Connection
+    ) -> None:
+        """Reserves stock for a batch of paid orders in a handful of queries.
+
+        The per-order locks of every order in the batch come first (sorted, so batches and
+        the cancellation handler never wait crosswise), then which orders are cancelled or
+        already decided, then the stock rows of every product involved, locked in
+        product_id order. The orders are decided in offset order against those levels in
+        memory; the stock changes, the reservations and the events are written at once."""
+        commands = [reserve_command(envelope.record) for envelope in envelopes]
+        ledger = PostgresStockLedger(conn)
+        order_ids = [command.order_id for command in commands]
+        await ledger.lock_orders(order_ids)
+        settled = await ledger.settled_orders(order_ids)
+        pending = [command for command in commands if command.order_id not in settled]
+        if not pending:
+            log.info("payments need no reservation", extra={"orders": len(commands)})
+            return
+        product_ids = sorted({line.product_id for command in pending for line in command.lines})
+        available = await ledger.lock_stock(product_ids)
         try:
-            event = await handlers.reserve_stock(
-                command, PostgresStockLedger(conn), now=_now(), new_id=_new_id
+            decision = handlers.decide_reservations(
+                pending, settled=settled, available=available, now=_now(), new_id=_new_id
             )
         except InvalidArgument as exc:
-            raise NonRetryableError(f"order {command.order_id}: {exc}") from exc
-        if event is None:
-            log.info("payment needs no reservation", extra={"order_id": command.order_id})
-            return
-        await self._outbox.write(conn, event)
+            named = f"order {order_ids[0]}" if len(order_ids) == 1 else f"{len(order_ids)} orders"
+            raise NonRetryableError(f"{named}: {exc}") from exc
+        if decision.taken:
+            await ledger.take_stock(decision.taken)
+        await ledger.add_reservations(decision.reservations)
+        await self._outbox.write_all(conn, decision.events)
 
     async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = release_command(envelope.record)

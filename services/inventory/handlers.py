@@ -1,8 +1,8 @@
 """One function per inventory-manager command. Each runs inside the caller's transaction and
 returns the event to publish (None: nothing to say, e.g. a repeated or overtaken command)."""
 
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.inventory.domain.commands import ReleaseStock, ReserveStock
@@ -78,3 +78,69 @@ async def release_stock(
     await ledger.mark_released(command.order_id, now)
     released = replace(reservation, status=ReservationStatus.RELEASED, updated_at=now)
     return StockReleased(released, command.reason, now)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDecision:
+    """What a batch of paid orders decided: the reservations to store (one per order), the
+    units to take out of stock per product, and the events to publish, in offset order."""
+
+    reservations: tuple[Reservation, ...]
+    taken: Mapping[str, int]
+    events: tuple[OrderFulfilled | OutOfStock, ...]
+
+
+def decide_reservations(
+    commands: Sequence[ReserveStock],
+    *,
+    settled: Set[str],
+    available: Mapping[str, int],
+    now: datetime,
+    new_id: Callable[[], str],
+) -> BatchDecision:
+    """Decides a batch of paid orders in offset order against the locked stock levels, as
+    :func:`reserve_stock` would one after the other.
+
+    ``settled`` are the orders that must not reserve (cancelled, or already decided);
+    ``available`` is the units each locked, sold product has (absent: none). A later command
+    of an order decided earlier in the batch reserves nothing more."""
+    levels = dict(available)
+    decided = set(settled)
+    taken: dict[str, int] = {}
+    reservations: list[Reservation] = []
+    events: list[OrderFulfilled | OutOfStock] = []
+    for command in commands:
+        if command.order_id in decided:
+            continue
+        requested = quantities_by_product(command.lines)
+        decided.add(command.order_id)
+        shortages = find_shortages(requested, levels)
+        reservation = Reservation(
+            reservation_id=new_id(),
+            order_id=command.order_id,
+            user_id=command.user_id,
+            status=ReservationStatus.OUT_OF_STOCK if shortages else ReservationStatus.RESERVED,
+            lines=command.lines,
+            shortages=shortages,
+            created_at=now,
+            updated_at=now,
+        )
+        reservations.append(reservation)
+        if shortages:
+            events.append(
+                OutOfStock(
+                    order_id=command.order_id,
+                    user_id=command.user_id,
+                    payment_id=command.payment_id,
+                    amount_minor=command.amount_minor,
+                    currency=command.currency,
+                    shortages=shortages,
+                    occurred_at=now,
+                )
+            )
+            continue
+        for product_id, quantity in requested.items():
+            levels[product_id] -= quantity
+            taken[product_id] = taken.get(product_id, 0) + quantity
+        events.append(OrderFulfilled(reservation, command.shipping_address))
+    return BatchDecision(tuple(reservations), dict(sorted(taken.items())), tuple(events))

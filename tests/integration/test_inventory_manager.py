@@ -18,7 +18,7 @@ from services.platform.db import Pool, open_pool
 from services.platform.settings import Settings
 from tests.unit.test_codec import SAMPLES
 from workers.codec import EventCodec, EventEnvelope, cloudevent_headers
-from workers.consumer import Handler
+from workers.consumer import BatchHandler, Handler
 from workers.topics import INVENTORY_MANAGER_GROUP, topic_for
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,25 @@ async def apply(
             (str(event.record["order_id"]),),
         )
         return True
+
+
+async def apply_batch(
+    pool: Pool, schema: str, group: str, handler: BatchHandler, events: Sequence[EventEnvelope]
+) -> None:
+    """Claims ``events`` in the inbox and runs the batch handler on them in one transaction,
+    as the consumer does with a polled run of one event type (outbox rows marked published
+    as in :func:`apply`)."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            f"INSERT INTO {schema}.inbox (consumer_group, event_id) SELECT %s, unnest(%s::uuid[])",
+            (group, [event.event_id for event in events]),
+        )
+        await handler(events, conn)
+        await conn.execute(
+            f"UPDATE {schema}.outbox SET published_at = now()"
+            " WHERE message_key = ANY(%s) AND published_at IS NULL",
+            ([str(event.record["order_id"]) for event in events],),
+        )
 
 
 async def outbox(
@@ -180,6 +199,7 @@ class Inventory:
         self.pool = pool
         self.codec = codec
         self.handlers = manager.handlers()
+        self.batch_handlers = manager.batch_handlers()
 
     def event(self, name: str, record: dict[str, Any]) -> EventEnvelope:
         return envelope(self.codec, name, record)
@@ -188,6 +208,15 @@ class Inventory:
         return await apply(
             self.pool, "inventory", INVENTORY_MANAGER_GROUP, self.handlers[event.name], event
         )
+
+    async def deliver_batch(self, events: Sequence[EventEnvelope]) -> None:
+        [name] = {event.name for event in events}
+        await apply_batch(
+            self.pool, "inventory", INVENTORY_MANAGER_GROUP, self.batch_handlers[name], events
+        )
+
+    def payment(self, order_id: str, *lines: tuple[str, int]) -> EventEnvelope:
+        return self.event("PaymentProcessed", payment_processed(order_id, lines))
 
     async def pay(self, order_id: str, *lines: tuple[str, int]) -> EventEnvelope:
         event = self.event("PaymentProcessed", payment_processed(order_id, lines))
@@ -359,3 +388,102 @@ async def test_a_payment_racing_its_cancellation_never_leaks_stock(inventory: In
     for order_id in orders:
         names = [name for name, _ in await inventory.published(order_id)]
         assert names in ([], ["OrderFulfilled", "StockReleased"]), names
+
+
+async def test_a_batch_of_payments_is_decided_in_offset_order(inventory: Inventory) -> None:
+    keyboard = await new_product(inventory.pool, 5)
+    mouse = await new_product(inventory.pool, 1)
+    scarce = await new_product(inventory.pool, 3)
+    fits, short, cancelled, first, second = (new_order_id() for _ in range(5))
+    await inventory.cancel(cancelled)
+    batch = [
+        inventory.payment(fits, (keyboard, 2), (mouse, 1)),
+        inventory.payment(short, (keyboard, 1), (mouse, 1)),
+        inventory.payment(cancelled, (keyboard, 1)),
+        inventory.payment(first, (scarce, 2)),
+        inventory.payment(second, (scarce, 2)),
+        inventory.payment(fits, (keyboard, 2), (mouse, 1)),
+    ]
+    await inventory.deliver_batch(batch)
+    assert await stock_of(inventory.pool, keyboard, mouse, scarce) == [3, 0, 1]
+    published = {o: await inventory.published(o) for o in (fits, short, cancelled, first, second)}
+    assert [name for name, _ in published[fits]] == ["OrderFulfilled"]
+    [(name, record)] = published[short]
+    assert name == "OutOfStock"
+    assert record["shortages"] == [{"product_id": mouse, "requested": 1, "available": 0}]
+    assert (record["payment_id"], record["amount_minor"]) == (f"pay-{short}", 2000)
+    assert published[cancelled] == []
+    assert await reservation_of(inventory.pool, cancelled) is None
+    assert [name for name, _ in published[first]] == ["OrderFulfilled"]
+    [(name, record)] = published[second]
+    assert name == "OutOfStock"
+    assert record["shortages"] == [{"product_id": scarce, "requested": 2, "available": 1}]
+    statuses = {
+        o: (await reservation_of(inventory.pool, o) or {}).get("status")
+        for o in (fits, short, first, second)
+    }
+    assert statuses == {
+        fits: "reserved",
+        short: "out_of_stock",
+        first: "reserved",
+        second: "out_of_stock",
+    }
+    fulfilled = dict(published[fits])["OrderFulfilled"]
+    reservation = await reservation_of(inventory.pool, fits)
+    assert reservation is not None
+    assert fulfilled["reservation_id"] == reservation["reservation_id"]
+    assert fulfilled["items"] == reservation["lines"]
+
+
+async def test_a_batch_reserves_exactly_the_last_units(inventory: Inventory) -> None:
+    product = await new_product(inventory.pool, 5)
+    orders = [new_order_id() for _ in range(CONCURRENT_ORDERS)]
+    await inventory.deliver_batch([inventory.payment(o, (product, 1)) for o in orders])
+    assert await stock_of(inventory.pool, product) == [0]
+    outcomes = [name for o in orders for name, _ in await inventory.published(o)]
+    assert outcomes == ["OrderFulfilled"] * 5 + ["OutOfStock"] * 15
+
+
+async def test_a_batch_respects_orders_decided_before_it(inventory: Inventory) -> None:
+    product = await new_product(inventory.pool, 5)
+    order_id = new_order_id()
+    await inventory.pay(order_id, (product, 2))
+    await inventory.deliver_batch([inventory.payment(order_id, (product, 2))])
+    assert await stock_of(inventory.pool, product) == [3]
+    assert [name for name, _ in await inventory.published(order_id)] == ["OrderFulfilled"]
+    await inventory.cancel(order_id)
+    assert await stock_of(inventory.pool, product) == [5]
+
+
+async def test_overlapping_batches_and_cancellations_do_not_deadlock(
+    inventory: Inventory,
+) -> None:
+    products = [await new_product(inventory.pool, 1000) for _ in range(4)]
+    orders = [new_order_id() for _ in range(CONCURRENT_ORDERS * 2)]
+    batches = []
+    for n in range(6):
+        chosen = orders[n * 4 : n * 4 + 12]
+        batches.append(
+            [
+                inventory.payment(o, (products[(n + i) % 4], 1), (products[(n + i + 1) % 4], 2))
+                for i, o in enumerate(reversed(chosen) if n % 2 else chosen)
+            ]
+        )
+    cancelled = orders[::5]
+    await asyncio.wait_for(
+        asyncio.gather(
+            *(inventory.deliver_batch(batch) for batch in batches),
+            *(inventory.cancel(o) for o in cancelled),
+        ),
+        timeout=60,
+    )
+    held = 0
+    for order_id in orders:
+        names = [name for name, _ in await inventory.published(order_id)]
+        if order_id in cancelled:
+            assert names in ([], ["OrderFulfilled", "StockReleased"]), names
+        else:
+            assert names in ([], ["OrderFulfilled"]), names
+            held += len(names)
+    assert held > 0
+    assert sum(await stock_of(inventory.pool, *products)) == 4000 - 3 * held

@@ -229,3 +229,61 @@ def test_quantities_are_summed_and_sorted_by_product() -> None:
 def test_shortages_compare_with_what_is_available() -> None:
     assert find_shortages({"a": 2, "b": 1}, {"a": 2, "b": 1}) == ()
     assert find_shortages({"a": 3, "b": 1}, {"a": 2}) == (Shortage("a", 3, 2), Shortage("b", 1, 0))
+
+
+def test_a_batch_is_decided_in_offset_order_against_the_locked_levels() -> None:
+    decision = handlers.decide_reservations(
+        [
+            reserve("o1", ("kb", 2), ("mouse", 1)),
+            reserve("o2", ("kb", 1), ("mouse", 1)),
+            reserve("o3", ("kb", 1)),
+            reserve("o4", ("kb", 2)),
+            reserve("o5", ("kb", 2)),
+            reserve("o1", ("kb", 2), ("mouse", 1)),
+        ],
+        settled={"o3"},
+        available={"kb": 5, "mouse": 1},
+        now=NOW,
+        new_id=ids(),
+    )
+    assert [r.order_id for r in decision.reservations] == ["o1", "o2", "o4", "o5"]
+    assert [r.status for r in decision.reservations] == [
+        ReservationStatus.RESERVED,
+        ReservationStatus.OUT_OF_STOCK,
+        ReservationStatus.RESERVED,
+        ReservationStatus.OUT_OF_STOCK,
+    ]
+    assert decision.taken == {"kb": 4, "mouse": 1}
+    assert [type(e) for e in decision.events] == [
+        OrderFulfilled,
+        OutOfStock,
+        OrderFulfilled,
+        OutOfStock,
+    ]
+    short = decision.events[1]
+    assert isinstance(short, OutOfStock)
+    assert short.shortages == (Shortage("mouse", 1, 0),)
+    last = decision.events[3]
+    assert isinstance(last, OutOfStock)
+    assert last.shortages == (Shortage("kb", 2, 1),)
+    fulfilled = decision.events[0]
+    assert isinstance(fulfilled, OrderFulfilled)
+    assert fulfilled.reservation is decision.reservations[0]
+
+
+def test_a_batch_of_settled_orders_decides_nothing() -> None:
+    decision = handlers.decide_reservations(
+        [reserve("o1", ("kb", 1))], settled={"o1"}, available={"kb": 5}, now=NOW, new_id=ids()
+    )
+    assert decision == handlers.BatchDecision((), {}, ())
+
+
+def test_a_batch_line_without_units_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        handlers.decide_reservations(
+            [reserve("o1", ("kb", 1)), reserve("o2", ("kb", 0))],
+            settled=set(),
+            available={"kb": 5},
+            now=NOW,
+            new_id=ids(),
+        )

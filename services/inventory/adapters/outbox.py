@@ -1,6 +1,7 @@
 """Inventory events as Avro records in the inventory outbox (same transaction as the stock
 change; the outbox relay publishes them to the inventory topic, keyed by order id)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -9,7 +10,7 @@ from services.inventory.domain.events import Event, OrderFulfilled, OutOfStock, 
 from services.inventory.domain.reservations import StockLine
 from workers import topics
 from workers.codec import EventCodec
-from workers.outbox import add_to_outbox
+from workers.outbox import OutboxMessage, add_messages_to_outbox, add_to_outbox, outbox_message
 
 SCHEMA = "inventory"
 SOURCE = "/ordermesh/inventory"
@@ -94,3 +95,19 @@ class InventoryOutbox:
             record=record,
             source=SOURCE,
         )
+
+    def message(self, event: Event) -> OutboxMessage:
+        """``event`` encoded for :meth:`write_all`."""
+        order_id, name, record = event_record(event)
+        return outbox_message(
+            self._codec,
+            topic=topics.topic_for(name),
+            key=order_id,
+            event_name=name,
+            record=record,
+            source=SOURCE,
+        )
+
+    async def write_all(self, conn: AsyncConnection[Any], events: Iterable[Event]) -> None:
+        """Stores several events with one COPY."""
+        await add_messages_to_outbox(conn, SCHEMA, [self.message(event) for event in events])

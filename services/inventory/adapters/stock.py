@@ -2,7 +2,7 @@
 connection: the inventory manager changes stock, records its decision, its inbox entry and
 its outbox event in one transaction."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,28 @@ class PostgresStockLedger(OrderGuard):
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn, "inventory")
 
+    async def lock_orders(self, order_ids: Iterable[str]) -> None:
+        """Takes the per-order locks of :meth:`lock_order` for several orders in one query,
+        in order_id order (``unnest`` yields them as given), so two batches sharing orders
+        never wait for each other crosswise."""
+        keys = [f"ordermesh.{self._schema}.order:{order_id}" for order_id in sorted(set(order_ids))]
+        # A volatile function in the select list runs after the sort, so row by row in n order.
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
+            " FROM unnest(%s::text[]) WITH ORDINALITY AS t (k, n) ORDER BY n",
+            (keys,),
+        )
+
+    async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
+        """The orders among ``order_ids`` that must not reserve: cancelled, or decided."""
+        ids = sorted(set(order_ids))
+        cursor = await self._conn.execute(
+            "SELECT order_id FROM inventory.cancelled_orders WHERE order_id = ANY(%s)"
+            " UNION SELECT order_id FROM inventory.reservations WHERE order_id = ANY(%s)",
+            (ids, ids),
+        )
+        return {row["order_id"] for row in await cursor.fetchall()}
+
     async def reservation(self, order_id: str) -> Reservation | None:
         cursor = await self._conn.execute(
             f"SELECT {_RESERVATION_COLUMNS} FROM inventory.reservations WHERE order_id = %s",
@@ -93,17 +115,20 @@ class PostgresStockLedger(OrderGuard):
             "INSERT INTO inventory.reservations (reservation_id, order_id, user_id, status,"
             " lines, shortages, created_at, updated_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                reservation.reservation_id,
-                reservation.order_id,
-                reservation.user_id,
-                reservation.status.value,
-                Jsonb([_line(line) for line in reservation.lines]),
-                Jsonb([_shortage(s) for s in reservation.shortages]),
-                reservation.created_at,
-                reservation.updated_at,
-            ),
+            _reservation_row(reservation),
         )
+
+    async def add_reservations(self, reservations: Iterable[Reservation]) -> None:
+        """Stores several reservations with one COPY."""
+        async with (
+            self._conn.cursor() as cursor,
+            cursor.copy(
+                "COPY inventory.reservations (reservation_id, order_id, user_id, status, lines,"
+                " shortages, created_at, updated_at) FROM STDIN"
+            ) as copy,
+        ):
+            for reservation in reservations:
+                await copy.write_row(_reservation_row(reservation))
 
     async def mark_released(self, order_id: str, at: datetime) -> None:
         await self._conn.execute(
@@ -111,6 +136,19 @@ class PostgresStockLedger(OrderGuard):
             " updated_at = %s WHERE order_id = %s AND status = 'reserved'",
             (at, at, order_id),
         )
+
+
+def _reservation_row(reservation: Reservation) -> tuple[Any, ...]:
+    return (
+        reservation.reservation_id,
+        reservation.order_id,
+        reservation.user_id,
+        reservation.status.value,
+        Jsonb([_line(line) for line in reservation.lines]),
+        Jsonb([_shortage(s) for s in reservation.shortages]),
+        reservation.created_at,
+        reservation.updated_at,
+    )
 
 
 def _line(line: StockLine) -> dict[str, Any]:
