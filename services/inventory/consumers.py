@@ -83,35 +83,20 @@ class InventoryManager:
     async def on_payments_processed(
         self, envelopes: Sequence[EventEnvelope], conn: Connection
     ) -> None:
-        """Reserves stock for a batch of paid orders in a handful of queries.
-
-        The per-order locks of every order in the batch come first (sorted, so batches and
-        the cancellation handler never wait crosswise), then which orders are cancelled or
-        already decided, then the stock rows of every product involved, locked in
-        product_id order. The orders are decided in offset order against those levels in
-        memory; the stock changes, the reservations and the events are written at once."""
+        """Reserves stock for a batch of paid orders in a handful of queries (see
+        :func:`services.inventory.handlers.reserve_stock`) and publishes the outcomes."""
         commands = [reserve_command(envelope.record) for envelope in envelopes]
-        ledger = PostgresStockLedger(conn)
-        order_ids = [command.order_id for command in commands]
-        await ledger.lock_orders(order_ids)
-        settled = await ledger.settled_orders(order_ids)
-        pending = [command for command in commands if command.order_id not in settled]
-        if not pending:
-            log.info("payments need no reservation", extra={"orders": len(commands)})
-            return
-        product_ids = sorted({line.product_id for command in pending for line in command.lines})
-        available = await ledger.lock_stock(product_ids)
         try:
-            decision = handlers.decide_reservations(
-                pending, settled=settled, available=available, now=_now(), new_id=_new_id
+            events = await handlers.reserve_stock(
+                commands, PostgresStockLedger(conn), now=_now(), new_id=_new_id
             )
         except InvalidArgument as exc:
-            named = f"order {order_ids[0]}" if len(order_ids) == 1 else f"{len(order_ids)} orders"
+            named = f"order {commands[0].order_id}" if len(commands) == 1 else "a batch"
             raise NonRetryableError(f"{named}: {exc}") from exc
-        if decision.taken:
-            await ledger.take_stock(decision.taken)
-        await ledger.add_reservations(decision.reservations)
-        await self._outbox.write_all(conn, decision.events)
+        if not events:
+            log.info("payments need no reservation", extra={"orders": len(commands)})
+            return
+        await self._outbox.write_all(conn, events)
 
     async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = release_command(envelope.record)

@@ -17,49 +17,36 @@ from services.inventory.domain.reservations import (
 
 
 async def reserve_stock(
-    command: ReserveStock,
+    commands: Sequence[ReserveStock],
     ledger: StockLedger,
     *,
     now: datetime,
     new_id: Callable[[], str],
-) -> OrderFulfilled | OutOfStock | None:
-    """Reserves every line of a paid order, or none of them.
+) -> list[OrderFulfilled | OutOfStock]:
+    """Reserves every line of each paid order, or none of them; returns the events to
+    publish, in the commands' order.
 
-    An order that was cancelled first is left alone (the payment service refunds it on the
-    cancellation), and an order that already has a decision keeps it: one per order.
-    """
-    await ledger.lock_order(command.order_id)
-    if await ledger.is_cancelled(command.order_id):
-        return None
-    if await ledger.reservation(command.order_id) is not None:
-        return None
-    requested = quantities_by_product(command.lines)
-    available = await ledger.lock_stock(list(requested))
-    shortages = find_shortages(requested, available)
-    reservation = Reservation(
-        reservation_id=new_id(),
-        order_id=command.order_id,
-        user_id=command.user_id,
-        status=ReservationStatus.OUT_OF_STOCK if shortages else ReservationStatus.RESERVED,
-        lines=command.lines,
-        shortages=shortages,
-        created_at=now,
-        updated_at=now,
+    The per-order locks of every order come first (sorted, so batches and the cancellation
+    handler never wait crosswise), then which orders are cancelled or already decided (a
+    cancelled order is left alone: the payment service refunds it on the cancellation; a
+    decided one keeps its decision), then the stock rows of every product involved, locked
+    in product_id order. The orders are decided in order against those levels, and the
+    stock changes and reservations are written at once."""
+    order_ids = [command.order_id for command in commands]
+    await ledger.lock_orders(order_ids)
+    settled = await ledger.settled_orders(order_ids)
+    pending = [command for command in commands if command.order_id not in settled]
+    if not pending:
+        return []
+    product_ids = sorted({line.product_id for command in pending for line in command.lines})
+    available = await ledger.lock_stock(product_ids)
+    decision = decide_reservations(
+        pending, settled=settled, available=available, now=now, new_id=new_id
     )
-    if not shortages:
-        await ledger.take_stock(requested)
-    await ledger.add_reservation(reservation)
-    if shortages:
-        return OutOfStock(
-            order_id=command.order_id,
-            user_id=command.user_id,
-            payment_id=command.payment_id,
-            amount_minor=command.amount_minor,
-            currency=command.currency,
-            shortages=shortages,
-            occurred_at=now,
-        )
-    return OrderFulfilled(reservation, command.shipping_address)
+    if decision.taken:
+        await ledger.take_stock(decision.taken)
+    await ledger.add_reservations(decision.reservations)
+    return list(decision.events)
 
 
 async def release_stock(
@@ -99,7 +86,7 @@ def decide_reservations(
     new_id: Callable[[], str],
 ) -> BatchDecision:
     """Decides a batch of paid orders in offset order against the locked stock levels, as
-    :func:`reserve_stock` would one after the other.
+    if they had been reserved one after the other.
 
     ``settled`` are the orders that must not reserve (cancelled, or already decided);
     ``available`` is the units each locked, sold product has (absent: none). A later command

@@ -1,7 +1,7 @@
 """The inventory manager's decisions, against an in-memory stock ledger that keeps the
 table's promises (stock never negative, one decision per order)."""
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -38,6 +38,12 @@ class FakeStockLedger:
     async def lock_order(self, order_id: str) -> None:
         self.locked_orders.append(order_id)
 
+    async def lock_orders(self, order_ids: Iterable[str]) -> None:
+        self.locked_orders.extend(sorted(set(order_ids)))
+
+    async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
+        return {o for o in order_ids if o in self.cancelled or o in self.reservations}
+
     async def is_cancelled(self, order_id: str) -> bool:
         return order_id in self.cancelled
 
@@ -64,9 +70,10 @@ class FakeStockLedger:
         for pid, quantity in quantities.items():
             self.stock[pid] += quantity
 
-    async def add_reservation(self, reservation: Reservation) -> None:
-        assert reservation.order_id not in self.reservations, "order_id is unique"
-        self.reservations[reservation.order_id] = reservation
+    async def add_reservations(self, reservations: Iterable[Reservation]) -> None:
+        for reservation in reservations:
+            assert reservation.order_id not in self.reservations, "order_id is unique"
+            self.reservations[reservation.order_id] = reservation
 
     async def mark_released(self, order_id: str, at: datetime) -> None:
         self.reservations[order_id] = replace(
@@ -91,6 +98,17 @@ def reserve(order_id: str, *lines: tuple[str, int]) -> ReserveStock:
     )
 
 
+async def reserve_one(
+    command: ReserveStock,
+    ledger: FakeStockLedger,
+    new_id: Callable[[], str],
+    now: datetime = NOW,
+) -> OrderFulfilled | OutOfStock | None:
+    events = await handlers.reserve_stock([command], ledger, now=now, new_id=new_id)
+    assert len(events) <= 1
+    return events[0] if events else None
+
+
 def cancel(order_id: str) -> ReleaseStock:
     return ReleaseStock(order_id, "user-1", "changed my mind", NOW)
 
@@ -98,7 +116,7 @@ def cancel(order_id: str) -> ReleaseStock:
 async def test_a_paid_order_reserves_every_line() -> None:
     ledger = FakeStockLedger({"kb": 5, "mouse": 2})
     command = reserve("o1", ("mouse", 2), ("kb", 1))
-    event = await handlers.reserve_stock(command, ledger, now=NOW, new_id=ids())
+    event = await reserve_one(command, ledger, ids())
     assert isinstance(event, OrderFulfilled)
     assert event.shipping_address == ADDRESS
     reservation = event.reservation
@@ -117,7 +135,7 @@ async def test_a_paid_order_reserves_every_line() -> None:
 async def test_one_short_line_reserves_nothing_and_names_every_shortage() -> None:
     ledger = FakeStockLedger({"kb": 5, "mouse": 1, "hub": 0})
     command = reserve("o1", ("kb", 2), ("mouse", 3), ("hub", 1), ("gone", 1))
-    event = await handlers.reserve_stock(command, ledger, now=NOW, new_id=ids())
+    event = await reserve_one(command, ledger, ids())
     assert event == OutOfStock(
         order_id="o1",
         user_id="user-1",
@@ -134,9 +152,7 @@ async def test_one_short_line_reserves_nothing_and_names_every_shortage() -> Non
 
 async def test_a_withdrawn_product_counts_as_out_of_stock() -> None:
     ledger = FakeStockLedger({"webcam": 10}, withdrawn={"webcam"})
-    event = await handlers.reserve_stock(
-        reserve("o1", ("webcam", 1)), ledger, now=NOW, new_id=ids()
-    )
+    event = await reserve_one(reserve("o1", ("webcam", 1)), ledger, ids())
     assert isinstance(event, OutOfStock)
     assert event.shortages == (Shortage("webcam", 1, 0),)
     assert ledger.stock == {"webcam": 10}
@@ -144,14 +160,10 @@ async def test_a_withdrawn_product_counts_as_out_of_stock() -> None:
 
 async def test_repeated_lines_of_one_product_are_reserved_together() -> None:
     ledger = FakeStockLedger({"kb": 3})
-    short = await handlers.reserve_stock(
-        reserve("o1", ("kb", 2), ("kb", 2)), ledger, now=NOW, new_id=ids()
-    )
+    short = await reserve_one(reserve("o1", ("kb", 2), ("kb", 2)), ledger, ids())
     assert isinstance(short, OutOfStock)
     assert short.shortages == (Shortage("kb", 4, 3),)
-    fits = await handlers.reserve_stock(
-        reserve("o2", ("kb", 2), ("kb", 1)), ledger, now=NOW, new_id=ids()
-    )
+    fits = await reserve_one(reserve("o2", ("kb", 2), ("kb", 1)), ledger, ids())
     assert isinstance(fits, OrderFulfilled)
     assert ledger.stock == {"kb": 0}
 
@@ -159,28 +171,26 @@ async def test_repeated_lines_of_one_product_are_reserved_together() -> None:
 async def test_a_second_payment_of_one_order_keeps_the_first_decision() -> None:
     ledger = FakeStockLedger({"kb": 5})
     new_id = ids()
-    first = await handlers.reserve_stock(reserve("o1", ("kb", 2)), ledger, now=NOW, new_id=new_id)
+    first = await reserve_one(reserve("o1", ("kb", 2)), ledger, new_id)
     assert isinstance(first, OrderFulfilled)
-    again = await handlers.reserve_stock(reserve("o1", ("kb", 2)), ledger, now=NOW, new_id=new_id)
+    again = await reserve_one(reserve("o1", ("kb", 2)), ledger, new_id)
     assert again is None
     assert ledger.stock == {"kb": 3}
 
 
 async def test_out_of_stock_is_a_decision_too() -> None:
     ledger = FakeStockLedger({"kb": 1})
-    first = await handlers.reserve_stock(reserve("o1", ("kb", 2)), ledger, now=NOW, new_id=ids())
+    first = await reserve_one(reserve("o1", ("kb", 2)), ledger, ids())
     assert isinstance(first, OutOfStock)
     ledger.stock["kb"] = 10
-    again = await handlers.reserve_stock(reserve("o1", ("kb", 2)), ledger, now=NOW, new_id=ids())
+    again = await reserve_one(reserve("o1", ("kb", 2)), ledger, ids())
     assert again is None
     assert ledger.stock == {"kb": 10}, "a refunded order never reserves later"
 
 
 async def test_cancelling_a_reserved_order_gives_its_stock_back_once() -> None:
     ledger = FakeStockLedger({"kb": 5, "mouse": 5})
-    await handlers.reserve_stock(
-        reserve("o1", ("mouse", 1), ("kb", 2)), ledger, now=NOW, new_id=ids()
-    )
+    await reserve_one(reserve("o1", ("mouse", 1), ("kb", 2)), ledger, ids())
     assert ledger.stock == {"kb": 3, "mouse": 4}
     released = await handlers.release_stock(cancel("o1"), ledger, now=LATER)
     assert isinstance(released, StockReleased)
@@ -199,7 +209,7 @@ async def test_a_cancellation_before_the_payment_stops_the_reservation() -> None
     ledger = FakeStockLedger({"kb": 5})
     assert await handlers.release_stock(cancel("o1"), ledger, now=NOW) is None
     assert ledger.cancelled == {"o1": "changed my mind"}
-    late = await handlers.reserve_stock(reserve("o1", ("kb", 1)), ledger, now=LATER, new_id=ids())
+    late = await reserve_one(reserve("o1", ("kb", 1)), ledger, ids(), LATER)
     assert late is None
     assert ledger.stock == {"kb": 5}
     assert ledger.reservations == {}
@@ -208,7 +218,7 @@ async def test_a_cancellation_before_the_payment_stops_the_reservation() -> None
 
 async def test_cancelling_an_out_of_stock_order_returns_nothing() -> None:
     ledger = FakeStockLedger({"kb": 0})
-    await handlers.reserve_stock(reserve("o1", ("kb", 1)), ledger, now=NOW, new_id=ids())
+    await reserve_one(reserve("o1", ("kb", 1)), ledger, ids())
     assert await handlers.release_stock(cancel("o1"), ledger, now=LATER) is None
     assert ledger.stock == {"kb": 0}
 
@@ -216,7 +226,7 @@ async def test_cancelling_an_out_of_stock_order_returns_nothing() -> None:
 async def test_a_line_without_units_is_refused_before_stock_is_touched() -> None:
     ledger = FakeStockLedger({"kb": 5})
     with pytest.raises(InvalidArgument, match="at least 1"):
-        await handlers.reserve_stock(reserve("o1", ("kb", -3)), ledger, now=NOW, new_id=ids())
+        await reserve_one(reserve("o1", ("kb", -3)), ledger, ids())
     assert ledger.stock == {"kb": 5}
     assert ledger.reservations == {}
 

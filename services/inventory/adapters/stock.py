@@ -110,14 +110,6 @@ class PostgresStockLedger(OrderGuard):
             (list(quantities), list(quantities.values())),
         )
 
-    async def add_reservation(self, reservation: Reservation) -> None:
-        await self._conn.execute(
-            "INSERT INTO inventory.reservations (reservation_id, order_id, user_id, status,"
-            " lines, shortages, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            _reservation_row(reservation),
-        )
-
     async def add_reservations(self, reservations: Iterable[Reservation]) -> None:
         """Stores several reservations with one COPY."""
         async with (

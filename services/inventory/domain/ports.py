@@ -1,6 +1,6 @@
 """What the inventory manager's handlers need from the outside world."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from datetime import datetime
 from typing import Protocol
 
@@ -14,7 +14,11 @@ class StockLedger(Protocol):
         """Serialises every handler of this order until the transaction ends (a payment and
         a cancellation of one order arrive on different topics, possibly at once)."""
 
-    async def is_cancelled(self, order_id: str) -> bool: ...
+    async def lock_orders(self, order_ids: Iterable[str]) -> None:
+        """:meth:`lock_order` for several orders, taken in sorted order."""
+
+    async def settled_orders(self, order_ids: Iterable[str]) -> Set[str]:
+        """Those of the orders that must not reserve: cancelled, or already decided."""
 
     async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
         """Remembers the order as cancelled; recording it again changes nothing."""
@@ -30,6 +34,6 @@ class StockLedger(Protocol):
 
     async def return_stock(self, quantities: Mapping[str, int]) -> None: ...
 
-    async def add_reservation(self, reservation: Reservation) -> None: ...
+    async def add_reservations(self, reservations: Iterable[Reservation]) -> None: ...
 
     async def mark_released(self, order_id: str, at: datetime) -> None: ...
