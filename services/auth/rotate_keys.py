@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from services.auth import handlers
-from services.auth.adapters.tokens import utc_now
 from services.auth.bootstrap import signing_key_store, token_policy
 from services.auth.domain.commands import RotateSigningKey
 from services.auth.domain.model import RotationOutcome
+from services.common.clock import utc_now
 from services.platform.db import open_pool
 from services.platform.logging import configure_logging
 from services.platform.settings import Settings

@@ -8,9 +8,9 @@ commits itself.
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from services.common.clock import new_id, utc_now
 from services.fulfillment import handlers
 from services.fulfillment.adapters.outbox import FulfillmentOutbox
 from services.fulfillment.adapters.repository import ShipmentRepository
@@ -20,14 +20,6 @@ from workers.codec import EventCodec, EventEnvelope
 from workers.consumer import Handler
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def _entropy() -> int:
@@ -71,7 +63,7 @@ class FulfillmentWorker:
     async def on_ready_to_ship(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = ship_command(envelope.record)
         event = await handlers.ship_order(
-            command, ShipmentRepository(conn), now=_now(), new_id=_new_id, entropy=_entropy
+            command, ShipmentRepository(conn), now=utc_now(), new_id=new_id, entropy=_entropy
         )
         if event is None:
             log.info("order does not ship", extra={"order_id": command.order_id})

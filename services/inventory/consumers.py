@@ -6,11 +6,10 @@ commits itself.
 """
 
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from services.common.clock import new_id, utc_now
 from services.common.errors import InvalidArgument
 from services.inventory import handlers
 from services.inventory.adapters.outbox import InventoryOutbox
@@ -22,14 +21,6 @@ from workers.codec import EventCodec, EventEnvelope
 from workers.consumer import BatchHandler, Handler, NonRetryableError
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def reserve_command(record: Mapping[str, Any]) -> ReserveStock:
@@ -88,7 +79,7 @@ class InventoryManager:
         commands = [reserve_command(envelope.record) for envelope in envelopes]
         try:
             events = await handlers.reserve_stock(
-                commands, PostgresStockLedger(conn), now=_now(), new_id=_new_id
+                commands, PostgresStockLedger(conn), now=utc_now(), new_id=new_id
             )
         except InvalidArgument as exc:
             named = f"order {commands[0].order_id}" if len(commands) == 1 else "a batch"
@@ -100,6 +91,6 @@ class InventoryManager:
 
     async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = release_command(envelope.record)
-        event = await handlers.release_stock(command, PostgresStockLedger(conn), now=_now())
+        event = await handlers.release_stock(command, PostgresStockLedger(conn), now=utc_now())
         if event is not None:
             await self._outbox.write(conn, event)

@@ -1,7 +1,7 @@
 """OrderService over gRPC: translate protobuf ⇄ commands, dispatch to handlers."""
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2
 from ordermesh.common.v1 import common_pb2
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
+from services.common.clock import utc_now
 from services.common.errors import InvalidArgument
 from services.common.money import parse_decimal
 from services.common.paging import page_from_request
@@ -32,10 +33,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS_TO_PROTO: dict[OrderStatus, order_pb2.OrderStatus.ValueType] = {
     status: order_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}") for status in OrderStatus
 }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def order_to_proto(order: Order) -> order_pb2.Order:

@@ -6,9 +6,9 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
+from services.common.clock import utc_now
 from services.order.adapters.outbox import SCHEMA, SOURCE
 from services.order.adapters.repository import fetch_orders, save_orders
 from services.order.domain.lifecycle import (
@@ -28,10 +28,6 @@ from workers.consumer import BatchHandler, Handler
 from workers.outbox import OutboxMessage, add_messages_to_outbox, outbox_message
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _lines(order: Order) -> list[dict[str, Any]]:
@@ -94,7 +90,7 @@ class OrderValidator:
         return entries
 
     def _verdict(self, order: Order, rejection: Rejection | None) -> OutboxMessage:
-        now = _now()
+        now = utc_now()
         if rejection is None:
             name, record = (
                 "OrderValidated",
@@ -194,7 +190,7 @@ class OrderStatusProjector:
             if order is None:
                 log.warning("event for an unknown order", extra={"order_id": order_id})
                 continue
-            moved = apply_fact(order, fact, at=_now())
+            moved = apply_fact(order, fact, at=utc_now())
             if not moved:
                 log.info(
                     "event does not apply",

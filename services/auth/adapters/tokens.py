@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import jwt
@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from services.auth.domain.model import TokenKind, TokenPair, TokenPolicy, User
 from services.auth.domain.rules import token_claims
+from services.common.clock import utc_now
 
 ALGORITHM = "RS256"
 
@@ -17,10 +18,6 @@ ALGORITHM = "RS256"
 class SigningKeySource(Protocol):
     async def signing_key(self) -> tuple[str, RSAPrivateKey]:
         """The active key's id and private key."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class JwtTokenIssuer:
