@@ -414,18 +414,16 @@ def lua_code(rest_fields: Path = REST_FIELDS_LUA) -> str:
     )
 
 
-def _strip_response_bodies(descriptor: Path) -> tuple[list[str], bytes]:
-    """Clear every ``response_body`` that names a field other than ``google.api.HttpBody``.
+def strip_response_bodies(fds: Any) -> list[str]:
+    """Clear, in a ``FileDescriptorSet``, every ``response_body`` that names a field other
+    than a ``google.api.HttpBody``; return the bindings changed (``pkg.Service.Method:field``).
 
     Envoy's transcoder refuses to load those ("Setting response_body is not supported yet for
     non-HttpBody fields"); the Lua guard unwraps the field from the JSON response instead.
-    Returns the methods changed and the (deterministically) serialised stripped set.
+    tools/gen_rest_fields.py uses this to write gen/envoy/ordermesh.binpb.
     """
     from google.api import annotations_pb2
-    from google.protobuf import descriptor_pb2
 
-    fds = descriptor_pb2.FileDescriptorSet()
-    fds.ParseFromString(descriptor.read_bytes())
     fields: dict[str, dict[str, str]] = {}
     for file in fds.file:
         for message in file.message_type:
@@ -442,27 +440,20 @@ def _strip_response_bodies(descriptor: Path) -> tuple[list[str], bytes]:
                     pending.extend(rule.additional_bindings)
                     target = fields.get(method.output_type, {}).get(rule.response_body)
                     if rule.response_body and target != ".google.api.HttpBody":
-                        changed.append(f"{file.package}.{service.name}.{method.name}")
+                        changed.append(
+                            f"{file.package}.{service.name}.{method.name}:{rule.response_body}"
+                        )
                         rule.response_body = ""
-    return changed, fds.SerializeToString(deterministic=True)
+    return changed
 
 
 def unsupported_response_bodies(descriptor: Path) -> list[str]:
-    """Methods whose http rule maps a non-HttpBody ``response_body``: Envoy rejects those."""
-    return _strip_response_bodies(descriptor)[0]
+    """Bindings of the descriptor set at ``descriptor`` that Envoy would refuse to load."""
+    from google.protobuf import descriptor_pb2
 
-
-def envoy_descriptor(descriptor: Path, workdir: Path) -> Path:
-    """A descriptor set Envoy can load: ``descriptor`` itself if it can, else a copy with
-    the offending ``response_body`` options cleared, written to ``workdir``."""
-    changed, stripped = _strip_response_bodies(descriptor)
-    if not changed:
-        return descriptor
-    workdir.mkdir(parents=True, exist_ok=True)
-    copy = workdir / ENVOY_DESCRIPTOR_NAME
-    if not copy.is_file() or copy.read_bytes() != stripped:
-        copy.write_bytes(stripped)
-    return copy
+    fds = descriptor_pb2.FileDescriptorSet()
+    fds.ParseFromString(descriptor.read_bytes())
+    return strip_response_bodies(fds)
 
 
 def render_text(
@@ -479,7 +470,7 @@ def render_text(
     if descriptor.is_file() and (bad := unsupported_response_bodies(descriptor)):
         raise ValueError(
             f"{descriptor}: Envoy cannot load response_body on {', '.join(bad)}; "
-            f"use {ENVOY_DESCRIPTOR} (scripts/gen writes it) or render()"
+            f"use {ENVOY_DESCRIPTOR} (scripts/gen writes it)"
         )
     missing = sorted(set(SERVICES) - set(clusters))
     unknown = sorted(set(clusters) - set(SERVICES))
@@ -532,13 +523,10 @@ def render(
     ``clusters`` maps each service short name (auth, order, inventory, payment, fulfillment,
     webhook) to the host and port of the gRPC server hosting it; a hostname becomes a
     STRICT_DNS cluster. ``gateway`` is the WebSocket bridge (``/ws/`` is routed only if given).
-    ``descriptor`` is the descriptor set (gen/descriptor/ordermesh.binpb or the Envoy copy in
-    gen/envoy/); if it exists here and Envoy cannot load it as it is (``response_body``), a
-    loadable copy is written beside ``out`` and the config points at that. A path that does
-    not exist here (a container path) is used as given: mount gen/envoy/ordermesh.binpb there.
+    ``descriptor`` is the descriptor set Envoy transcodes with: gen/envoy/ordermesh.binpb
+    (see :func:`strip_response_bodies`). A path that does not exist here (a container path)
+    is used as given: mount gen/envoy/ordermesh.binpb there.
     """
-    if descriptor.is_file():
-        descriptor = envoy_descriptor(descriptor.resolve(), out.parent)
     text = render_text(
         listen_port=listen_port,
         admin_port=admin_port,

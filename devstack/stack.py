@@ -28,7 +28,6 @@ from devstack import edge, envoy, kafka, postgres, procs, redis
 from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
 
-DESCRIPTOR = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
 ENVOY_CONFIG = RUN_DIR / "envoy" / "envoy.yaml"
 SERVICE_NAMES = ("auth", "order", "inventory", "payment", "fulfillment", "webhook")
 REPLICAS_ENV = "ORDERMESH_WORKER_REPLICAS"
@@ -160,7 +159,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         listen_port=ports.envoy,
         admin_port=ports.envoy_admin,
         clusters={name: (HOST, ports.grpc) for name in SERVICE_NAMES},
-        descriptor=DESCRIPTOR,
+        descriptor=edge.ENVOY_DESCRIPTOR,
         out=ENVOY_CONFIG,
         gateway=None,
     )

@@ -44,6 +44,8 @@ from pathlib import Path
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
+from devstack.edge import strip_response_bodies
+
 FieldProto = descriptor_pb2.FieldDescriptorProto
 
 # Messages whose JSON form is not an object of their fields: accept any JSON value there
@@ -268,33 +270,6 @@ def render_lua(table: Table) -> str:
         lines.append("    },")
     lines += ["  },", "}", ""]
     return "\n".join(lines)
-
-
-def strip_response_bodies(fds: descriptor_pb2.FileDescriptorSet) -> list[str]:
-    """Clear ``response_body`` where Envoy cannot honour it; return the bindings changed.
-
-    Envoy's transcoder refuses to load a descriptor whose rules set ``response_body`` to
-    anything but a ``google.api.HttpBody`` field. Envoy gets this stripped copy; the Lua
-    guard then unwraps the field from the JSON response, as grpc-gateway would.
-    """
-    index = _Index(fds)
-    changed: list[str] = []
-    for file in fds.file:
-        for service in file.service:
-            for method in service.method:
-                if not method.options.HasExtension(annotations_pb2.http):
-                    continue
-                output = index.message(method.output_type)
-                for binding in _bindings(method.options.Extensions[annotations_pb2.http]):
-                    name = binding.response_body
-                    if not name:
-                        continue
-                    target = [f for f in output.field if f.name == name]
-                    if target and target[0].type_name == ".google.api.HttpBody":
-                        continue
-                    binding.response_body = ""
-                    changed.append(f"{file.package}.{service.name}.{method.name}:{name}")
-    return changed
 
 
 def generate(descriptor: Path, out_dir: Path) -> tuple[Path, Path]:

@@ -280,18 +280,3 @@ def test_render_rejects_bad_input(tmp_path: Path) -> None:
         gateway=("127.0.0.1", 8081),
     )
     assert yaml.safe_load(out.read_text())["static_resources"]["clusters"][-1]["name"] == "gateway"
-
-
-def test_render_makes_the_source_descriptor_loadable(tmp_path: Path) -> None:
-    out = edge.render(
-        listen_port=18000,
-        admin_port=19901,
-        clusters=edge.local_clusters("127.0.0.1", 50051),
-        descriptor=edge.DESCRIPTOR,
-        out=tmp_path / "envoy.yaml",
-    )
-    hcm = _hcm(yaml.safe_load(out.read_text()))
-    used = Path(hcm["http_filters"][5]["typed_config"]["proto_descriptor"])
-    assert used == tmp_path / "ordermesh.binpb"
-    # The same bytes as the copy scripts/gen writes for compose.
-    assert used.read_bytes() == edge.ENVOY_DESCRIPTOR.read_bytes()
