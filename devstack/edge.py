@@ -67,14 +67,20 @@ LOCAL_REPLY_CODES: dict[int, int] = {
     403: 7,  # PERMISSION_DENIED
     404: 5,  # NOT_FOUND
     408: 4,  # DEADLINE_EXCEEDED
-    413: 8,  # RESOURCE_EXHAUSTED
     429: 8,  # RESOURCE_EXHAUSTED
-    431: 8,  # RESOURCE_EXHAUSTED
     500: 13,  # INTERNAL
     501: 12,  # UNIMPLEMENTED
     502: 14,  # UNAVAILABLE
     503: 14,  # UNAVAILABLE
     504: 4,  # DEADLINE_EXCEEDED
+}
+
+# A request too large for the edge to read (Envoy's own 413 and 431) is bad input like any
+# other request that breaks the contract's bounds: 400 INVALID_ARGUMENT, as grpc-gateway
+# answers a body it cannot read.
+OVERSIZE_REPLIES: dict[int, str] = {
+    413: "the request body is larger than the edge accepts",
+    431: "the request line and headers are larger than the edge accepts",
 }
 
 TRANSCODER_OFF: dict[str, Any] = {
@@ -99,6 +105,31 @@ JWT_FORBIDDEN_FILTER: dict[str, Any] = {
 # active gRPC health checks (one host per service locally: it must be up). With replicas, one
 # restarting replica does not take the whole edge out of a load balancer.
 MIN_HEALTHY_PERCENT = 50
+
+# The longest deadline a unary gRPC caller may ask for (grpc-timeout); the route timeout
+# (30 s) applies to callers that send none.
+GRPC_TIMEOUT_MAX = "60s"
+
+# One JSON object per request in Envoy's access log.
+ACCESS_LOG_FORMAT: dict[str, str] = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS%",
+    "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_HOST%",
+    "user_id": "%REQ(X-ORDERMESH-USER-ID)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+COMPOSE_ACCESS_LOG = "/dev/stdout"
 
 COMPOSE_CLUSTERS: dict[str, tuple[str, int]] = {name: (name, 50051) for name in SERVICES}
 COMPOSE_GATEWAY: tuple[str, int] = ("gateway", 8081)
@@ -330,22 +361,36 @@ def _cluster(
     return cluster
 
 
+def _status_filter(status: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {
+                    "default_value": status,
+                    "runtime_key": f"edge.local_reply.status_{status}",
+                },
+            }
+        }
+    }
+
+
 def _status_mappers() -> list[dict[str, Any]]:
-    mappers: list[dict[str, Any]] = []
+    mappers: list[dict[str, Any]] = [
+        {
+            "filter": _status_filter(status),
+            "status_code": 400,
+            "body_format_override": {
+                "json_format": {"code": 3, "message": message, "details": []},
+                "content_type": "application/json",
+            },
+        }
+        for status, message in OVERSIZE_REPLIES.items()
+    ]
     for status, code in LOCAL_REPLY_CODES.items():
         mappers.append(
             {
-                "filter": {
-                    "status_code_filter": {
-                        "comparison": {
-                            "op": "EQ",
-                            "value": {
-                                "default_value": status,
-                                "runtime_key": f"edge.local_reply.status_{status}",
-                            },
-                        }
-                    }
-                },
+                "filter": _status_filter(status),
                 "body_format_override": {
                     "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
                     "content_type": "application/json",
@@ -364,8 +409,9 @@ def _grpc_routes() -> list[dict[str, Any]]:
             "route": {
                 "cluster": name,
                 "timeout": "30s",
-                # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout.
-                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+                # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout,
+                # up to this cap: no caller can hold a unary call open for longer.
+                "max_stream_duration": {"grpc_timeout_header_max": GRPC_TIMEOUT_MAX},
                 "retry_policy": retry,
             },
         }
@@ -464,6 +510,7 @@ def render_text(
     descriptor: Path,
     gateway: tuple[str, int] | None = None,
     listen_address: str = "0.0.0.0",
+    access_log: Path | str = COMPOSE_ACCESS_LOG,
     openapi: Path = OPENAPI_JSON,
     rest_fields: Path = REST_FIELDS_LUA,
 ) -> str:
@@ -489,6 +536,8 @@ def render_text(
         "admin_port": admin_port,
         "listen_address": listen_address,
         "listen_port": listen_port,
+        "access_log_path": str(access_log),
+        "access_log_format": ACCESS_LOG_FORMAT,
         "status_mappers": _status_mappers(),
         "gateway_routes": _gateway_routes(gateway),
         "docs_html": DOCS_HTML.read_text(),
@@ -517,6 +566,7 @@ def render(
     out: Path,
     gateway: tuple[str, int] | None = None,
     listen_address: str = "0.0.0.0",
+    access_log: Path | str = COMPOSE_ACCESS_LOG,
 ) -> Path:
     """Write a concrete Envoy config to ``out`` and return ``out``.
 
@@ -534,6 +584,7 @@ def render(
         descriptor=descriptor,
         gateway=gateway,
         listen_address=listen_address,
+        access_log=access_log,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -162,6 +162,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=ENVOY_CONFIG,
         gateway=None,
+        access_log=log_path("envoy-access"),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
     _wait_healthy(ports)

@@ -500,18 +500,70 @@ function envoy_on_request(handle)
   end
 end
 
+-- The services read no request message larger than the largest one the contract allows
+-- (services/platform/validation.py), and gRPC reports a larger one as RESOURCE_EXHAUSTED
+-- "Received message larger than max (N vs. M)". That is bad input, not a quota: callers get
+-- INVALID_ARGUMENT (400 over REST), like any other request that breaks the contract.
+local TOO_LARGE = "Received message larger than max %((%d+) vs%. (%d+)%)"
+
+local function too_large_text(message)
+  local actual, limit = string.match(message or "", TOO_LARGE)
+  if actual == nil then
+    return nil
+  end
+  return format("the request message is %s bytes; at most %s bytes are accepted", actual, limit)
+end
+
+local function rewrite_grpc_too_large(headers)
+  if headers:get("grpc-status") ~= "8" then
+    return
+  end
+  local text = too_large_text(headers:get("grpc-message"))
+  if text ~= nil then
+    headers:replace("grpc-status", "3")
+    headers:replace("grpc-message", text)
+  end
+end
+
+local function rewrite_rest_too_large(handle)
+  local body = handle:body() -- waits for the body: headers taken before are stale after it
+  if body == nil then
+    return
+  end
+  local raw = body:getBytes(0, body:length())
+  local ok, doc = pcall(parse_json, raw)
+  if not ok or doc == SCALAR or not doc.object then
+    return
+  end
+  local text = nil
+  for i = 1, #doc.keys do
+    if doc.keys[i] == "message" then
+      text = too_large_text(sub(raw, doc.starts[i], doc.ends[i]))
+    end
+  end
+  if text ~= nil then
+    handle:headers():replace(":status", "400")
+    body:setBytes('{"code":3,"message":' .. json_quote(text) .. ',"details":[]}')
+  end
+end
+
 -- REST responses: drop the gRPC response headers the transcoder leaves in, and turn
 -- {"<response_body>": X, ...} into X for successful JSON responses.
 function envoy_on_response(handle)
   local meta = handle:streamInfo():dynamicMetadata():get(METADATA)
+  local headers = handle:headers()
   if meta == nil or meta.response_body == nil then
+    rewrite_grpc_too_large(headers)
     return
   end
-  local headers = handle:headers()
   headers:remove("grpc-status")
   headers:remove("grpc-message")
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-encoding")
+  if headers:get(":status") == "429" then
+    rewrite_rest_too_large(handle)
+    return
+  end
   local content_type = headers:get("content-type") or ""
   if meta.response_body == "" or headers:get(":status") ~= "200"
     or not find(content_type, "^application/json") then

@@ -80,6 +80,7 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
         host=settings.grpc_host,
         port=settings.grpc_port,
         grace_seconds=settings.shutdown_grace_seconds,
+        max_concurrent_streams=settings.grpc_max_concurrent_streams,
     )
     try:
         await run_until_signalled(host.start, host.stop)

@@ -7,11 +7,21 @@ class DomainError(Exception):
 
 
 class InvalidArgument(DomainError):
-    """The request itself is wrong (400)."""
+    """The request itself is wrong (400). ``field`` names the offending field; a request
+    with several problems lists each as ``(field, description)`` in ``violations``."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        violations: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.field = field
+        if not violations and field:
+            violations = ((field, message),)
+        self.violations = violations
 
 
 class Unauthenticated(DomainError):
@@ -38,5 +48,8 @@ class FailedPrecondition(DomainError):
     """The resource is not in a state that allows the operation (400)."""
 
 
-class Unavailable(DomainError):
-    """A dependency is down; retrying later may succeed (503)."""
+class DependencyUnavailable(DomainError):
+    """A dependency (a database, the broker, another service) cannot be reached or is
+    overloaded right now; retrying later may succeed (503). Adapters raise it at their port,
+    so callers tell an outage from a problem with their own input by type: the event
+    consumers retry it without limit instead of counting it against the event."""

@@ -1,6 +1,5 @@
 """One function per order command, run against ports (real adapters or test fakes)."""
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -13,12 +12,11 @@ from services.order.domain import pricing
 from services.order.domain.commands import CancelOrder, CreateOrder, UpdateOrder
 from services.order.domain.events import Event, OrderCancelled, OrderCreated, OrderStatusChanged
 from services.order.domain.idempotency import claim_for, ensure_same_request
-from services.order.domain.model import Order, OrderStatus
+from services.order.domain.model import Order, OrderStatus, ensure_metadata_fits
 from services.order.domain.ports import Catalog, OrderStore
 
 Clock = Callable[[], datetime]
 
-MAX_METADATA_BYTES = 4096
 CONFLICT_RETRIES = 5
 
 
@@ -34,7 +32,7 @@ async def create_order(
     new_id: Callable[[], str] = new_order_id,
 ) -> Order:
     pricing.check_request(command)
-    _check_metadata(command.metadata)
+    ensure_metadata_fits(command.metadata)
     claim = claim_for(command)
     if claim is not None:
         found = await store.find_by_idempotency_key(command.principal.user_id, claim.key)
@@ -98,7 +96,6 @@ async def update_order(command: UpdateOrder, store: OrderStore, clock: Clock) ->
 
 async def _update_once(command: UpdateOrder, store: OrderStore, clock: Clock) -> Order:
     order = await get_order(command.principal, command.order_id, store)
-    _check_metadata(command.metadata)
     now = clock()
     events: list[Event] = []
     updated = order
@@ -139,13 +136,6 @@ async def _retrying_conflicts(attempt: Callable[[], Awaitable[Order]]) -> Order:
 
 def _single_version_step(before: Order, after: Order) -> Order:
     return replace(after, version=before.version + 1)
-
-
-def _check_metadata(metadata: dict[str, object]) -> None:
-    if len(json.dumps(metadata, default=str)) > MAX_METADATA_BYTES:
-        raise InvalidArgument(
-            f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes", field="metadata"
-        )
 
 
 async def _load(order_id: str, store: OrderStore) -> Order:

@@ -15,7 +15,7 @@ _CODES: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.Conflict, grpc.StatusCode.ABORTED),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.DependencyUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -29,14 +29,13 @@ def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
 def rich_status(error: errors.DomainError) -> status_pb2.Status:
     code = status_code_for(error)
     status = status_pb2.Status(code=_rpc_code(code), message=str(error))
-    if isinstance(error, errors.InvalidArgument) and error.field:
+    if isinstance(error, errors.InvalidArgument) and error.violations:
         detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=str(error)
-                    )
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text)
+                    for field, text in error.violations
                 ]
             )
         )

@@ -1,5 +1,5 @@
-"""Cross-cutting behaviour for every RPC: request id, authentication, error mapping and one
-structured access-log line.
+"""Cross-cutting behaviour for every RPC: request id, the contract's bounds, authentication,
+error mapping and one structured access-log line.
 
 grpc.aio runs a handler in its own task after `intercept_service` returns, so context
 variables set there would not reach the handler. Instead the interceptor wraps the handler
@@ -17,10 +17,12 @@ from contextvars import ContextVar
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
-from services.common.errors import DomainError, Unauthenticated
+from services.common.errors import DomainError, InvalidArgument, Unauthenticated
 from services.common.identity import Principal
+from services.platform import validation
 from services.platform.errors import rich_status, status_code_for
 from services.platform.logging import request_id_var
 from services.platform.tokens import TokenVerifier
@@ -47,9 +49,15 @@ def metadata_value(context: Context, key: str) -> str | None:
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every ordermesh method: the request arrives as bytes and is bounded, parsed and
+    checked against the contract (:mod:`services.platform.validation`) before the caller
+    is authenticated and the servicer runs, so bad input is INVALID_ARGUMENT whatever the
+    transport. The wrapped handlers are built once per method."""
+
     def __init__(self, verifier: TokenVerifier, public_methods: Collection[str]) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -58,47 +66,67 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or not method.startswith("/ordermesh."):
             return handler
+        wrapped = self._wrap(method, handler)
+        if wrapped is not handler:
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        request_type = handler.request_deserializer.__self__  # type: ignore[union-attr]
+        reader = _RequestReader(request_type)
         needs_token = method not in self._public
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, needs_token, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, needs_token, reader, handler.unary_unary),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, needs_token, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, needs_token, reader, handler.unary_stream),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _wrap_unary(self, method: str, needs_token: bool, behaviour: Any) -> Any:
-        async def unary(request: Any, context: Context) -> Any:
-            async with self._call(method, needs_token, context):
+    def _wrap_unary(
+        self, method: str, needs_token: bool, reader: _RequestReader, behaviour: Any
+    ) -> Any:
+        async def unary(raw: bytes, context: Context) -> Any:
+            async with self._call(method, context):
+                request = reader.read(raw)
+                await self._authenticate(context, needs_token)
                 return await behaviour(request, context)
 
         return unary
 
-    def _wrap_stream(self, method: str, needs_token: bool, behaviour: Any) -> Any:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with self._call(method, needs_token, context):
+    def _wrap_stream(
+        self, method: str, needs_token: bool, reader: _RequestReader, behaviour: Any
+    ) -> Any:
+        async def stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+            async with self._call(method, context):
+                request = reader.read(raw)
+                await self._authenticate(context, needs_token)
                 async for message in behaviour(request, context):
                     yield message
 
         return stream
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, needs_token: bool, context: Context) -> AsyncIterator[None]:
-        """One RPC: request id, authentication, error mapping, one access-log line."""
+    async def _call(self, method: str, context: Context) -> AsyncIterator[None]:
+        """One RPC: request id, error mapping, one access-log line."""
         started = self._begin(context)
         code = grpc.StatusCode.OK
         try:
-            await self._authenticate(context, needs_token)
             yield
         except DomainError as error:
             code = status_code_for(error)
@@ -138,6 +166,36 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                 "user_id": principal.user_id if principal else None,
             },
         )
+
+
+class _RequestReader:
+    """Bytes to a request message of one type, within the contract's bounds."""
+
+    def __init__(self, request_type: type[Message]) -> None:
+        self._type = request_type
+        self._rules = validation.rules_for(request_type.DESCRIPTOR)
+
+    def read(self, raw: bytes) -> Message:
+        name = self._rules.message_name
+        if len(raw) > self._rules.max_bytes:
+            raise InvalidArgument(
+                f"the request is {len(raw)} bytes; a {name} is at most "
+                f"{self._rules.max_bytes} bytes"
+            )
+        try:
+            request = self._type.FromString(raw)
+        except DecodeError:
+            raise InvalidArgument(
+                f"the request is not a valid {name} (malformed protobuf, or a string that is "
+                "not valid UTF-8)"
+            ) from None
+        violations = self._rules.violations(request)
+        if violations:
+            raise InvalidArgument(
+                violations[0].description,
+                violations=tuple((v.field, v.description) for v in violations),
+            )
+        return request
 
 
 def _code_of(error: Exception, context: Context) -> grpc.StatusCode:

@@ -5,13 +5,15 @@ period)."""
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.platform import validation
 from services.platform.interceptors import PlatformInterceptor
 from services.platform.tokens import TokenVerifier
 
@@ -36,6 +38,18 @@ class Component:
     public_methods: Collection[str] = ()
 
 
+def max_request_bytes(service_names: Iterable[str]) -> int:
+    """The largest encoding of any valid request to these services, from the contract's
+    bounds, rounded up to a whole KiB."""
+    pool = descriptor_pool.Default()
+    largest = max(
+        validation.rules_for(method.input_type).max_bytes
+        for name in service_names
+        for method in pool.FindServiceByName(name).methods
+    )
+    return -(-largest // 1024) * 1024
+
+
 class GrpcHost:
     def __init__(
         self,
@@ -45,10 +59,12 @@ class GrpcHost:
         host: str,
         port: int,
         grace_seconds: float,
+        max_concurrent_streams: int = 1000,
     ) -> None:
         public = [method for component in components for method in component.public_methods]
         self._components = components
         self._grace = grace_seconds
+        self.max_receive_bytes = max_request_bytes(c.service_name for c in components)
         self._server = grpc.aio.server(
             interceptors=[PlatformInterceptor(verifier, public)],
             options=[
@@ -56,6 +72,9 @@ class GrpcHost:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.max_connection_age_grace_ms", 5_000),
+                # Nothing larger than the largest valid request is read off the network.
+                ("grpc.max_receive_message_length", self.max_receive_bytes),
+                ("grpc.max_concurrent_streams", max_concurrent_streams),
             ],
         )
         self._health = health.aio.HealthServicer()

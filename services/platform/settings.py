@@ -40,6 +40,7 @@ class Settings:
     kafka_bootstrap: str
     grpc_host: str
     grpc_port: int
+    grpc_max_concurrent_streams: int
     auth_service_addr: str
     inventory_service_addr: str
     log_level: str
@@ -78,6 +79,9 @@ class Settings:
             kafka_bootstrap=reader.text("ORDERMESH_KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
             grpc_host=reader.text("ORDERMESH_GRPC_HOST", "127.0.0.1"),
             grpc_port=grpc_port,
+            grpc_max_concurrent_streams=reader.integer(
+                "ORDERMESH_GRPC_MAX_CONCURRENT_STREAMS", 1000, minimum=1
+            ),
             auth_service_addr=reader.text("AUTH_SERVICE_ADDR", local),
             inventory_service_addr=reader.text("INVENTORY_SERVICE_ADDR", local),
             log_level=reader.text("ORDERMESH_LOG_LEVEL", "INFO").upper(),

@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
-from services.common.errors import Unauthenticated, Unavailable
+from services.common.errors import DependencyUnavailable, Unauthenticated
 from services.common.identity import Principal, Role, Tier
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ class TokenVerifier:
             document = await self._fetch_jwks()
         except Exception as error:
             log.warning("jwks fetch failed", extra={"error": str(error)})
-            raise Unavailable("cannot verify tokens right now: key set unavailable") from error
+            raise DependencyUnavailable(
+                "cannot verify tokens right now: key set unavailable"
+            ) from error
         self._fetched_at = self._clock()
         self._keys = {
             jwk["kid"]: RSAAlgorithm.from_jwk(json.dumps(jwk))

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
-from services.common.errors import Unavailable
+from services.common.errors import DependencyUnavailable
 from services.common.money import Money
 from services.order.domain.pricing import CatalogEntry
 
@@ -22,7 +22,7 @@ class InventoryCatalog:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"catalog unavailable: {error.details()}") from error
+            raise DependencyUnavailable(f"catalog unavailable: {error.details()}") from error
         return {
             product.product_id: CatalogEntry(
                 product_id=product.product_id,

@@ -4,6 +4,7 @@ PENDING → VALIDATED → PAID → FULFILLED → SHIPPED → DELIVERED, with FAI
 terminal exits. Every change bumps `version`; an illegal transition is FailedPrecondition.
 """
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -11,6 +12,25 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.money import Money
+
+# An order's metadata, as compact JSON, is at most this many bytes: the bound the contract
+# declares for the metadata of a request, kept for the merged whole after every update.
+MAX_METADATA_BYTES = 4096
+
+
+def metadata_size(metadata: dict[str, Any]) -> int:
+    """Bytes of ``metadata`` as compact UTF-8 JSON (the measure the contract's bound uses)."""
+    compact = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, default=str)
+    return len(compact.encode())
+
+
+def ensure_metadata_fits(metadata: dict[str, Any]) -> None:
+    size = metadata_size(metadata)
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgument(
+            f"metadata would be {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed",
+            field="metadata",
+        )
 
 
 class OrderStatus(StrEnum):
@@ -130,6 +150,7 @@ class Order:
         return self.transition(OrderStatus.CANCELLED, reason=reason, at=at)
 
     def with_metadata(self, changes: dict[str, Any], *, at: datetime) -> "Order":
-        return replace(
-            self, metadata={**self.metadata, **changes}, version=self.version + 1, updated_at=at
-        )
+        """The order with ``changes`` merged into its metadata; the merged whole must fit."""
+        merged = {**self.metadata, **changes}
+        ensure_metadata_fits(merged)
+        return replace(self, metadata=merged, version=self.version + 1, updated_at=at)

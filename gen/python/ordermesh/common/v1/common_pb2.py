@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/common/v1/common.proto\x12\x13ordermesh.common.v1\"^\n\x05Money\x12\x1a\n\x08\x63urrency\x18\x01 \x01(\tR\x08\x63urrency\x12!\n\x0c\x61mount_minor\x18\x02 \x01(\x03R\x0b\x61mountMinor\x12\x16\n\x06\x61mount\x18\x03 \x01(\tR\x06\x61mount\"w\n\x07\x41\x64\x64ress\x12\x16\n\x06street\x18\x01 \x01(\tR\x06street\x12\x12\n\x04\x63ity\x18\x02 \x01(\tR\x04\x63ity\x12\x14\n\x05state\x18\x03 \x01(\tR\x05state\x12\x10\n\x03zip\x18\x04 \x01(\tR\x03zip\x12\x18\n\x07\x63ountry\x18\x05 \x01(\tR\x07\x63ountryBDZBgithub.com/ordermesh/ordermesh/gen/go/ordermesh/common/v1;commonv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/common/v1/common.proto\x12\x13ordermesh.common.v1\x1a ordermesh/common/v1/limits.proto\"^\n\x05Money\x12\x1a\n\x08\x63urrency\x18\x01 \x01(\tR\x08\x63urrency\x12!\n\x0c\x61mount_minor\x18\x02 \x01(\x03R\x0b\x61mountMinor\x12\x16\n\x06\x61mount\x18\x03 \x01(\tR\x06\x61mount\"\xa0\x01\n\x07\x41\x64\x64ress\x12\x1f\n\x06street\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xc8\x01R\x06street\x12\x1a\n\x04\x63ity\x18\x02 \x01(\tB\x06\xc2\xf3\x18\x02\x08\x64R\x04\x63ity\x12\x1c\n\x05state\x18\x03 \x01(\tB\x06\xc2\xf3\x18\x02\x08\x64R\x05state\x12\x18\n\x03zip\x18\x04 \x01(\tB\x06\xc2\xf3\x18\x02\x08\x14R\x03zip\x12 \n\x07\x63ountry\x18\x05 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07\x63ountryBDZBgithub.com/ordermesh/ordermesh/gen/go/ordermesh/common/v1;commonv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.common.v1.common_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZBgithub.com/ordermesh/ordermesh/gen/go/ordermesh/common/v1;commonv1'
-  _globals['_MONEY']._serialized_start=57
-  _globals['_MONEY']._serialized_end=151
-  _globals['_ADDRESS']._serialized_start=153
-  _globals['_ADDRESS']._serialized_end=272
+  _globals['_ADDRESS'].fields_by_name['street']._loaded_options = None
+  _globals['_ADDRESS'].fields_by_name['street']._serialized_options = b'\302\363\030\003\010\310\001'
+  _globals['_ADDRESS'].fields_by_name['city']._loaded_options = None
+  _globals['_ADDRESS'].fields_by_name['city']._serialized_options = b'\302\363\030\002\010d'
+  _globals['_ADDRESS'].fields_by_name['state']._loaded_options = None
+  _globals['_ADDRESS'].fields_by_name['state']._serialized_options = b'\302\363\030\002\010d'
+  _globals['_ADDRESS'].fields_by_name['zip']._loaded_options = None
+  _globals['_ADDRESS'].fields_by_name['zip']._serialized_options = b'\302\363\030\002\010\024'
+  _globals['_ADDRESS'].fields_by_name['country']._loaded_options = None
+  _globals['_ADDRESS'].fields_by_name['country']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_MONEY']._serialized_start=91
+  _globals['_MONEY']._serialized_end=185
+  _globals['_ADDRESS']._serialized_start=188
+  _globals['_ADDRESS']._serialized_end=348
 # @@protoc_insertion_point(module_scope)

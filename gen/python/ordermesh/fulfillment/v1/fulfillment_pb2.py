@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*ordermesh/fulfillment/v1/fulfillment.proto\x12\x18ordermesh.fulfillment.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x08Shipment\x12\x1f\n\x0bshipment_id\x18\x01 \x01(\tR\nshipmentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12\x18\n\x07\x63\x61rrier\x18\x04 \x01(\tR\x07\x63\x61rrier\x12\'\n\x0ftracking_number\x18\x05 \x01(\tR\x0etrackingNumber\x12\x39\n\nshipped_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tshippedAt\x12I\n\x12\x65stimated_delivery\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11\x65stimatedDelivery\"/\n\x12GetShipmentRequest\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\"U\n\x13GetShipmentResponse\x12>\n\x08shipment\x18\x01 \x01(\x0b\x32\".ordermesh.fulfillment.v1.ShipmentR\x08shipment2\xb7\x01\n\x12\x46ulfillmentService\x12\xa0\x01\n\x0bGetShipment\x12,.ordermesh.fulfillment.v1.GetShipmentRequest\x1a-.ordermesh.fulfillment.v1.GetShipmentResponse\"4\x82\xd3\xe4\x93\x02.\x12\"/api/v1/orders/{order_id}/shipmentb\x08shipmentBNZLgithub.com/ordermesh/ordermesh/gen/go/ordermesh/fulfillment/v1;fulfillmentv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*ordermesh/fulfillment/v1/fulfillment.proto\x12\x18ordermesh.fulfillment.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/limits.proto\"\xa8\x02\n\x08Shipment\x12\x1f\n\x0bshipment_id\x18\x01 \x01(\tR\nshipmentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12\x18\n\x07\x63\x61rrier\x18\x04 \x01(\tR\x07\x63\x61rrier\x12\'\n\x0ftracking_number\x18\x05 \x01(\tR\x0etrackingNumber\x12\x39\n\nshipped_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tshippedAt\x12I\n\x12\x65stimated_delivery\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11\x65stimatedDelivery\"7\n\x12GetShipmentRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07orderId\"U\n\x13GetShipmentResponse\x12>\n\x08shipment\x18\x01 \x01(\x0b\x32\".ordermesh.fulfillment.v1.ShipmentR\x08shipment2\xb7\x01\n\x12\x46ulfillmentService\x12\xa0\x01\n\x0bGetShipment\x12,.ordermesh.fulfillment.v1.GetShipmentRequest\x1a-.ordermesh.fulfillment.v1.GetShipmentResponse\"4\x82\xd3\xe4\x93\x02.\x12\"/api/v1/orders/{order_id}/shipmentb\x08shipmentBNZLgithub.com/ordermesh/ordermesh/gen/go/ordermesh/fulfillment/v1;fulfillmentv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +35,16 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.fulfillment.v1.fu
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZLgithub.com/ordermesh/ordermesh/gen/go/ordermesh/fulfillment/v1;fulfillmentv1'
+  _globals['_GETSHIPMENTREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_GETSHIPMENTREQUEST'].fields_by_name['order_id']._serialized_options = b'\302\363\030\002\010@'
   _globals['_FULFILLMENTSERVICE'].methods_by_name['GetShipment']._loaded_options = None
   _globals['_FULFILLMENTSERVICE'].methods_by_name['GetShipment']._serialized_options = b'\202\323\344\223\002.\022\"/api/v1/orders/{order_id}/shipmentb\010shipment'
-  _globals['_SHIPMENT']._serialized_start=136
-  _globals['_SHIPMENT']._serialized_end=432
-  _globals['_GETSHIPMENTREQUEST']._serialized_start=434
-  _globals['_GETSHIPMENTREQUEST']._serialized_end=481
-  _globals['_GETSHIPMENTRESPONSE']._serialized_start=483
-  _globals['_GETSHIPMENTRESPONSE']._serialized_end=568
-  _globals['_FULFILLMENTSERVICE']._serialized_start=571
-  _globals['_FULFILLMENTSERVICE']._serialized_end=754
+  _globals['_SHIPMENT']._serialized_start=170
+  _globals['_SHIPMENT']._serialized_end=466
+  _globals['_GETSHIPMENTREQUEST']._serialized_start=468
+  _globals['_GETSHIPMENTREQUEST']._serialized_end=523
+  _globals['_GETSHIPMENTRESPONSE']._serialized_start=525
+  _globals['_GETSHIPMENTRESPONSE']._serialized_end=610
+  _globals['_FULFILLMENTSERVICE']._serialized_start=613
+  _globals['_FULFILLMENTSERVICE']._serialized_end=796
 # @@protoc_insertion_point(module_scope)

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
+from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ordermesh/inventory/v1/inventory.proto\x12\x16ordermesh.inventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a ordermesh/common/v1/common.proto\"\xc7\x01\n\x07Product\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x39\n\nunit_price\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\tunitPrice\x12\x14\n\x05stock\x18\x05 \x01(\x05R\x05stock\x12\x16\n\x06\x61\x63tive\x18\x06 \x01(\x08R\x06\x61\x63tive\"F\n\x13ListProductsRequest\x12\x12\n\x04page\x18\x01 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\"\xb5\x01\n\x14ListProductsResponse\x12;\n\x08products\x18\x01 \x03(\x0b\x32\x1f.ordermesh.inventory.v1.ProductR\x08products\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12\x12\n\x04page\x18\x03 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x19\n\x08has_next\x18\x05 \x01(\x08R\x07hasNext\"2\n\x11GetProductRequest\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\"O\n\x12GetProductResponse\x12\x39\n\x07product\x18\x01 \x01(\x0b\x32\x1f.ordermesh.inventory.v1.ProductR\x07product\":\n\x17\x42\x61tchGetProductsRequest\x12\x1f\n\x0bproduct_ids\x18\x01 \x03(\tR\nproductIds\"W\n\x18\x42\x61tchGetProductsResponse\x12;\n\x08products\x18\x01 \x03(\x0b\x32\x1f.ordermesh.inventory.v1.ProductR\x08products2\xa5\x03\n\x10InventoryService\x12\x83\x01\n\x0cListProducts\x12+.ordermesh.inventory.v1.ListProductsRequest\x1a,.ordermesh.inventory.v1.ListProductsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/products\x12\x93\x01\n\nGetProduct\x12).ordermesh.inventory.v1.GetProductRequest\x1a*.ordermesh.inventory.v1.GetProductResponse\".\x82\xd3\xe4\x93\x02(\x12\x1d/api/v1/products/{product_id}b\x07product\x12u\n\x10\x42\x61tchGetProducts\x12/.ordermesh.inventory.v1.BatchGetProductsRequest\x1a\x30.ordermesh.inventory.v1.BatchGetProductsResponseBJZHgithub.com/ordermesh/ordermesh/gen/go/ordermesh/inventory/v1;inventoryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ordermesh/inventory/v1/inventory.proto\x12\x16ordermesh.inventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a ordermesh/common/v1/common.proto\x1a ordermesh/common/v1/limits.proto\"\xc7\x01\n\x07Product\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x39\n\nunit_price\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\tunitPrice\x12\x14\n\x05stock\x18\x05 \x01(\x05R\x05stock\x12\x16\n\x06\x61\x63tive\x18\x06 \x01(\x08R\x06\x61\x63tive\"F\n\x13ListProductsRequest\x12\x12\n\x04page\x18\x01 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\"\xb5\x01\n\x14ListProductsResponse\x12;\n\x08products\x18\x01 \x03(\x0b\x32\x1f.ordermesh.inventory.v1.ProductR\x08products\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12\x12\n\x04page\x18\x03 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x19\n\x08has_next\x18\x05 \x01(\x08R\x07hasNext\":\n\x11GetProductRequest\x12%\n\nproduct_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\tproductId\"O\n\x12GetProductResponse\x12\x39\n\x07product\x18\x01 \x01(\x0b\x32\x1f.ordermesh.inventory.v1.ProductR\x07product\"D\n\x17\x42\x61tchGetProductsRequest\x12)\n\x0bproduct_ids\x18\x01 \x03(\tB\x08\xc2\xf3\x18\x04\x08@\x10\x64R\nproductIds\"W\n\x18\x42\x61tchGetProductsResponse\x12;\n\x08products\x18\x01 \x03(\x0b\x32\x1f.ordermesh.inventory.v1.ProductR\x08products2\xa5\x03\n\x10InventoryService\x12\x83\x01\n\x0cListProducts\x12+.ordermesh.inventory.v1.ListProductsRequest\x1a,.ordermesh.inventory.v1.ListProductsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/products\x12\x93\x01\n\nGetProduct\x12).ordermesh.inventory.v1.GetProductRequest\x1a*.ordermesh.inventory.v1.GetProductResponse\".\x82\xd3\xe4\x93\x02(\x12\x1d/api/v1/products/{product_id}b\x07product\x12u\n\x10\x42\x61tchGetProducts\x12/.ordermesh.inventory.v1.BatchGetProductsRequest\x1a\x30.ordermesh.inventory.v1.BatchGetProductsResponseBJZHgithub.com/ordermesh/ordermesh/gen/go/ordermesh/inventory/v1;inventoryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +35,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.inventory.v1.inve
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZHgithub.com/ordermesh/ordermesh/gen/go/ordermesh/inventory/v1;inventoryv1'
+  _globals['_GETPRODUCTREQUEST'].fields_by_name['product_id']._loaded_options = None
+  _globals['_GETPRODUCTREQUEST'].fields_by_name['product_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_BATCHGETPRODUCTSREQUEST'].fields_by_name['product_ids']._loaded_options = None
+  _globals['_BATCHGETPRODUCTSREQUEST'].fields_by_name['product_ids']._serialized_options = b'\302\363\030\004\010@\020d'
   _globals['_INVENTORYSERVICE'].methods_by_name['ListProducts']._loaded_options = None
   _globals['_INVENTORYSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/products'
   _globals['_INVENTORYSERVICE'].methods_by_name['GetProduct']._loaded_options = None
   _globals['_INVENTORYSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\202\323\344\223\002(\022\035/api/v1/products/{product_id}b\007product'
-  _globals['_PRODUCT']._serialized_start=131
-  _globals['_PRODUCT']._serialized_end=330
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=332
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=402
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=405
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=586
-  _globals['_GETPRODUCTREQUEST']._serialized_start=588
-  _globals['_GETPRODUCTREQUEST']._serialized_end=638
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=640
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=719
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=721
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=779
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=781
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=868
-  _globals['_INVENTORYSERVICE']._serialized_start=871
-  _globals['_INVENTORYSERVICE']._serialized_end=1292
+  _globals['_PRODUCT']._serialized_start=165
+  _globals['_PRODUCT']._serialized_end=364
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=366
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=436
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=439
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=620
+  _globals['_GETPRODUCTREQUEST']._serialized_start=622
+  _globals['_GETPRODUCTREQUEST']._serialized_end=680
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=682
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=761
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=763
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=831
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=833
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=920
+  _globals['_INVENTORYSERVICE']._serialized_start=923
+  _globals['_INVENTORYSERVICE']._serialized_end=1344
 # @@protoc_insertion_point(module_scope)

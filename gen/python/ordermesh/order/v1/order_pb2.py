@@ -26,9 +26,10 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
+from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eordermesh/order/v1/order.proto\x12\x12ordermesh.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\"\xd2\x01\n\tOrderItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n\x08quantity\x18\x03 \x01(\x05R\x08quantity\x12\x39\n\nunit_price\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\tunitPrice\x12;\n\x0btotal_price\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\ntotalPrice\"\x85\x05\n\x05Order\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x37\n\x06status\x18\x03 \x01(\x0e\x32\x1f.ordermesh.order.v1.OrderStatusR\x06status\x12#\n\rstatus_reason\x18\x04 \x01(\tR\x0cstatusReason\x12\x33\n\x05items\x18\x05 \x03(\x0b\x32\x1d.ordermesh.order.v1.OrderItemR\x05items\x12=\n\x0ctotal_amount\x18\x06 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\x0btotalAmount\x12G\n\x10shipping_address\x18\x07 \x01(\x0b\x32\x1c.ordermesh.common.v1.AddressR\x0fshippingAddress\x12%\n\x0epayment_method\x18\x08 \x01(\tR\rpaymentMethod\x12\x33\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x18\n\x07version\x18\n \x01(\x05R\x07version\x12\x39\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n\x07\x63\x61rrier\x18\r \x01(\tR\x07\x63\x61rrier\x12\'\n\x0ftracking_number\x18\x0e \x01(\tR\x0etrackingNumber\"\x83\x01\n\x0f\x43reateOrderItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\x12\x35\n\nunit_price\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\tunitPrice\"\xf1\x02\n\x12\x43reateOrderRequest\x12\x39\n\x05items\x18\x01 \x03(\x0b\x32#.ordermesh.order.v1.CreateOrderItemR\x05items\x12G\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x1c.ordermesh.common.v1.AddressR\x0fshippingAddress\x12%\n\x0epayment_method\x18\x03 \x01(\tR\rpaymentMethod\x12\x39\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x0btotalAmount\x12\x17\n\x07user_id\x18\x05 \x01(\tR\x06userId\x12\x33\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\'\n\x0fidempotency_key\x18\x07 \x01(\tR\x0eidempotencyKey\"F\n\x13\x43reateOrderResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\",\n\x0fGetOrderRequest\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\"C\n\x10GetOrderResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"u\n\x11ListOrdersRequest\x12\x12\n\x04page\x18\x01 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x16\n\x06status\x18\x03 \x01(\tR\x06status\x12\x17\n\x07user_id\x18\x04 \x01(\tR\x06userId\"\xa9\x01\n\x12ListOrdersResponse\x12\x31\n\x06orders\x18\x01 \x03(\x0b\x32\x19.ordermesh.order.v1.OrderR\x06orders\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12\x12\n\x04page\x18\x03 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x19\n\x08has_next\x18\x05 \x01(\x08R\x07hasNext\"\x9a\x01\n\x18UpdateOrderStatusRequest\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x16\n\x06status\x18\x02 \x01(\tR\x06status\x12\x33\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"L\n\x19UpdateOrderStatusResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"G\n\x12\x43\x61ncelOrderRequest\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"F\n\x13\x43\x61ncelOrderResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"E\n\x12WatchOrdersRequest\x12\x16\n\x06\x63ursor\x18\x01 \x01(\tR\x06\x63ursor\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x9c\x03\n\x13WatchOrdersResponse\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\x1f.ordermesh.order.v1.OrderStatusR\x06status\x12\x18\n\x07version\x18\x03 \x01(\x05R\x07version\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x16\n\x06\x63ursor\x18\x06 \x01(\tR\x06\x63ursor\x12\x18\n\x07\x63\x61rrier\x18\x07 \x01(\tR\x07\x63\x61rrier\x12\'\n\x0ftracking_number\x18\x08 \x01(\tR\x0etrackingNumber\x12I\n\x12\x65stimated_delivery\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11\x65stimatedDelivery\x12\x1a\n\x08snapshot\x18\n \x01(\x08R\x08snapshot*\xff\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_VALIDATED\x10\x02\x12\x15\n\x11ORDER_STATUS_PAID\x10\x03\x12\x1a\n\x16ORDER_STATUS_FULFILLED\x10\x04\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x05\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x06\x12\x17\n\x13ORDER_STATUS_FAILED\x10\x07\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x08\x32\x94\x06\n\x0cOrderService\x12\x80\x01\n\x0b\x43reateOrder\x12&.ordermesh.order.v1.CreateOrderRequest\x1a\'.ordermesh.order.v1.CreateOrderResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x0e/api/v1/orders:\x01*b\x05order\x12\x7f\n\x08GetOrder\x12#.ordermesh.order.v1.GetOrderRequest\x1a$.ordermesh.order.v1.GetOrderResponse\"(\x82\xd3\xe4\x93\x02\"\x12\x19/api/v1/orders/{order_id}b\x05order\x12s\n\nListOrders\x12%.ordermesh.order.v1.ListOrdersRequest\x1a&.ordermesh.order.v1.ListOrdersResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/orders\x12\x9d\x01\n\x11UpdateOrderStatus\x12,.ordermesh.order.v1.UpdateOrderStatusRequest\x1a-.ordermesh.order.v1.UpdateOrderStatusResponse\"+\x82\xd3\xe4\x93\x02%2\x19/api/v1/orders/{order_id}:\x01*b\x05order\x12\x88\x01\n\x0b\x43\x61ncelOrder\x12&.ordermesh.order.v1.CancelOrderRequest\x1a\'.ordermesh.order.v1.CancelOrderResponse\"(\x82\xd3\xe4\x93\x02\"*\x19/api/v1/orders/{order_id}b\x05order\x12`\n\x0bWatchOrders\x12&.ordermesh.order.v1.WatchOrdersRequest\x1a\'.ordermesh.order.v1.WatchOrdersResponse0\x01\x42\x42Z@github.com/ordermesh/ordermesh/gen/go/ordermesh/order/v1;orderv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eordermesh/order/v1/order.proto\x12\x12ordermesh.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\x1a ordermesh/common/v1/limits.proto\"\xd2\x01\n\tOrderItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n\x08quantity\x18\x03 \x01(\x05R\x08quantity\x12\x39\n\nunit_price\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\tunitPrice\x12;\n\x0btotal_price\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\ntotalPrice\"\x85\x05\n\x05Order\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x37\n\x06status\x18\x03 \x01(\x0e\x32\x1f.ordermesh.order.v1.OrderStatusR\x06status\x12#\n\rstatus_reason\x18\x04 \x01(\tR\x0cstatusReason\x12\x33\n\x05items\x18\x05 \x03(\x0b\x32\x1d.ordermesh.order.v1.OrderItemR\x05items\x12=\n\x0ctotal_amount\x18\x06 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\x0btotalAmount\x12G\n\x10shipping_address\x18\x07 \x01(\x0b\x32\x1c.ordermesh.common.v1.AddressR\x0fshippingAddress\x12%\n\x0epayment_method\x18\x08 \x01(\tR\rpaymentMethod\x12\x33\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x18\n\x07version\x18\n \x01(\x05R\x07version\x12\x39\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n\x07\x63\x61rrier\x18\r \x01(\tR\x07\x63\x61rrier\x12\'\n\x0ftracking_number\x18\x0e \x01(\tR\x0etrackingNumber\"\x93\x01\n\x0f\x43reateOrderItem\x12%\n\nproduct_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\x12=\n\nunit_price\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x06\xc2\xf3\x18\x02\x18 R\tunitPrice\"\xa5\x03\n\x12\x43reateOrderRequest\x12\x41\n\x05items\x18\x01 \x03(\x0b\x32#.ordermesh.order.v1.CreateOrderItemB\x06\xc2\xf3\x18\x02\x10\x32R\x05items\x12G\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x1c.ordermesh.common.v1.AddressR\x0fshippingAddress\x12-\n\x0epayment_method\x18\x03 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\rpaymentMethod\x12\x41\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueB\x06\xc2\xf3\x18\x02\x18 R\x0btotalAmount\x12\x1f\n\x07user_id\x18\x05 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x06userId\x12>\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\t\xc2\xf3\x18\x05\x18\x80  \x08R\x08metadata\x12\x30\n\x0fidempotency_key\x18\x07 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xff\x01R\x0eidempotencyKey\"F\n\x13\x43reateOrderResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"4\n\x0fGetOrderRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07orderId\"C\n\x10GetOrderResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"\x85\x01\n\x11ListOrdersRequest\x12\x12\n\x04page\x18\x01 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1e\n\x06status\x18\x03 \x01(\tB\x06\xc2\xf3\x18\x02\x08 R\x06status\x12\x1f\n\x07user_id\x18\x04 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x06userId\"\xa9\x01\n\x12ListOrdersResponse\x12\x31\n\x06orders\x18\x01 \x03(\x0b\x32\x19.ordermesh.order.v1.OrderR\x06orders\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12\x12\n\x04page\x18\x03 \x01(\x05R\x04page\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x19\n\x08has_next\x18\x05 \x01(\x08R\x07hasNext\"\xbe\x01\n\x18UpdateOrderStatusRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07orderId\x12\x1e\n\x06status\x18\x02 \x01(\tB\x06\xc2\xf3\x18\x02\x08 R\x06status\x12>\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\t\xc2\xf3\x18\x05\x18\x80  \x08R\x08metadata\x12\x1f\n\x06reason\x18\x04 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xf4\x03R\x06reason\"L\n\x19UpdateOrderStatusResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"X\n\x12\x43\x61ncelOrderRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07orderId\x12\x1f\n\x06reason\x18\x02 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xf4\x03R\x06reason\"F\n\x13\x43\x61ncelOrderResponse\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.OrderR\x05order\"V\n\x12WatchOrdersRequest\x12\x1f\n\x06\x63ursor\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80\x01R\x06\x63ursor\x12\x1f\n\x07user_id\x18\x02 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x06userId\"\x9c\x03\n\x13WatchOrdersResponse\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\x1f.ordermesh.order.v1.OrderStatusR\x06status\x12\x18\n\x07version\x18\x03 \x01(\x05R\x07version\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x16\n\x06\x63ursor\x18\x06 \x01(\tR\x06\x63ursor\x12\x18\n\x07\x63\x61rrier\x18\x07 \x01(\tR\x07\x63\x61rrier\x12\'\n\x0ftracking_number\x18\x08 \x01(\tR\x0etrackingNumber\x12I\n\x12\x65stimated_delivery\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11\x65stimatedDelivery\x12\x1a\n\x08snapshot\x18\n \x01(\x08R\x08snapshot*\xff\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_VALIDATED\x10\x02\x12\x15\n\x11ORDER_STATUS_PAID\x10\x03\x12\x1a\n\x16ORDER_STATUS_FULFILLED\x10\x04\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x05\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x06\x12\x17\n\x13ORDER_STATUS_FAILED\x10\x07\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x08\x32\x94\x06\n\x0cOrderService\x12\x80\x01\n\x0b\x43reateOrder\x12&.ordermesh.order.v1.CreateOrderRequest\x1a\'.ordermesh.order.v1.CreateOrderResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x0e/api/v1/orders:\x01*b\x05order\x12\x7f\n\x08GetOrder\x12#.ordermesh.order.v1.GetOrderRequest\x1a$.ordermesh.order.v1.GetOrderResponse\"(\x82\xd3\xe4\x93\x02\"\x12\x19/api/v1/orders/{order_id}b\x05order\x12s\n\nListOrders\x12%.ordermesh.order.v1.ListOrdersRequest\x1a&.ordermesh.order.v1.ListOrdersResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/orders\x12\x9d\x01\n\x11UpdateOrderStatus\x12,.ordermesh.order.v1.UpdateOrderStatusRequest\x1a-.ordermesh.order.v1.UpdateOrderStatusResponse\"+\x82\xd3\xe4\x93\x02%2\x19/api/v1/orders/{order_id}:\x01*b\x05order\x12\x88\x01\n\x0b\x43\x61ncelOrder\x12&.ordermesh.order.v1.CancelOrderRequest\x1a\'.ordermesh.order.v1.CancelOrderResponse\"(\x82\xd3\xe4\x93\x02\"*\x19/api/v1/orders/{order_id}b\x05order\x12`\n\x0bWatchOrders\x12&.ordermesh.order.v1.WatchOrdersRequest\x1a\'.ordermesh.order.v1.WatchOrdersResponse0\x01\x42\x42Z@github.com/ordermesh/ordermesh/gen/go/ordermesh/order/v1;orderv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +37,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.order.v1.order_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z@github.com/ordermesh/ordermesh/gen/go/ordermesh/order/v1;orderv1'
+  _globals['_CREATEORDERITEM'].fields_by_name['product_id']._loaded_options = None
+  _globals['_CREATEORDERITEM'].fields_by_name['product_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_CREATEORDERITEM'].fields_by_name['unit_price']._loaded_options = None
+  _globals['_CREATEORDERITEM'].fields_by_name['unit_price']._serialized_options = b'\302\363\030\002\030 '
+  _globals['_CREATEORDERREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_CREATEORDERREQUEST'].fields_by_name['items']._serialized_options = b'\302\363\030\002\0202'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['payment_method']._loaded_options = None
+  _globals['_CREATEORDERREQUEST'].fields_by_name['payment_method']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['total_amount']._loaded_options = None
+  _globals['_CREATEORDERREQUEST'].fields_by_name['total_amount']._serialized_options = b'\302\363\030\002\030 '
+  _globals['_CREATEORDERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_CREATEORDERREQUEST'].fields_by_name['user_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['metadata']._loaded_options = None
+  _globals['_CREATEORDERREQUEST'].fields_by_name['metadata']._serialized_options = b'\302\363\030\005\030\200  \010'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_CREATEORDERREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\302\363\030\003\010\377\001'
+  _globals['_GETORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_GETORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_LISTORDERSREQUEST'].fields_by_name['status']._loaded_options = None
+  _globals['_LISTORDERSREQUEST'].fields_by_name['status']._serialized_options = b'\302\363\030\002\010 '
+  _globals['_LISTORDERSREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_LISTORDERSREQUEST'].fields_by_name['user_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['order_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['status']._loaded_options = None
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['status']._serialized_options = b'\302\363\030\002\010 '
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['metadata']._loaded_options = None
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['metadata']._serialized_options = b'\302\363\030\005\030\200  \010'
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_UPDATEORDERSTATUSREQUEST'].fields_by_name['reason']._serialized_options = b'\302\363\030\003\010\364\003'
+  _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\302\363\030\002\010@'
+  _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._serialized_options = b'\302\363\030\003\010\364\003'
+  _globals['_WATCHORDERSREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_WATCHORDERSREQUEST'].fields_by_name['cursor']._serialized_options = b'\302\363\030\003\010\200\001'
+  _globals['_WATCHORDERSREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_WATCHORDERSREQUEST'].fields_by_name['user_id']._serialized_options = b'\302\363\030\002\010@'
   _globals['_ORDERSERVICE'].methods_by_name['CreateOrder']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['CreateOrder']._serialized_options = b'\202\323\344\223\002\032\"\016/api/v1/orders:\001*b\005order'
   _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._loaded_options = None
@@ -46,38 +85,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSERVICE'].methods_by_name['UpdateOrderStatus']._serialized_options = b'\202\323\344\223\002%2\031/api/v1/orders/{order_id}:\001*b\005order'
   _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._serialized_options = b'\202\323\344\223\002\"*\031/api/v1/orders/{order_id}b\005order'
-  _globals['_ORDERSTATUS']._serialized_start=2893
-  _globals['_ORDERSTATUS']._serialized_end=3148
-  _globals['_ORDERITEM']._serialized_start=182
-  _globals['_ORDERITEM']._serialized_end=392
-  _globals['_ORDER']._serialized_start=395
-  _globals['_ORDER']._serialized_end=1040
-  _globals['_CREATEORDERITEM']._serialized_start=1043
-  _globals['_CREATEORDERITEM']._serialized_end=1174
-  _globals['_CREATEORDERREQUEST']._serialized_start=1177
-  _globals['_CREATEORDERREQUEST']._serialized_end=1546
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1548
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1618
-  _globals['_GETORDERREQUEST']._serialized_start=1620
-  _globals['_GETORDERREQUEST']._serialized_end=1664
-  _globals['_GETORDERRESPONSE']._serialized_start=1666
-  _globals['_GETORDERRESPONSE']._serialized_end=1733
-  _globals['_LISTORDERSREQUEST']._serialized_start=1735
-  _globals['_LISTORDERSREQUEST']._serialized_end=1852
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1855
-  _globals['_LISTORDERSRESPONSE']._serialized_end=2024
-  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_start=2027
-  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_end=2181
-  _globals['_UPDATEORDERSTATUSRESPONSE']._serialized_start=2183
-  _globals['_UPDATEORDERSTATUSRESPONSE']._serialized_end=2259
-  _globals['_CANCELORDERREQUEST']._serialized_start=2261
-  _globals['_CANCELORDERREQUEST']._serialized_end=2332
-  _globals['_CANCELORDERRESPONSE']._serialized_start=2334
-  _globals['_CANCELORDERRESPONSE']._serialized_end=2404
-  _globals['_WATCHORDERSREQUEST']._serialized_start=2406
-  _globals['_WATCHORDERSREQUEST']._serialized_end=2475
-  _globals['_WATCHORDERSRESPONSE']._serialized_start=2478
-  _globals['_WATCHORDERSRESPONSE']._serialized_end=2890
-  _globals['_ORDERSERVICE']._serialized_start=3151
-  _globals['_ORDERSERVICE']._serialized_end=3939
+  _globals['_ORDERSTATUS']._serialized_start=3090
+  _globals['_ORDERSTATUS']._serialized_end=3345
+  _globals['_ORDERITEM']._serialized_start=216
+  _globals['_ORDERITEM']._serialized_end=426
+  _globals['_ORDER']._serialized_start=429
+  _globals['_ORDER']._serialized_end=1074
+  _globals['_CREATEORDERITEM']._serialized_start=1077
+  _globals['_CREATEORDERITEM']._serialized_end=1224
+  _globals['_CREATEORDERREQUEST']._serialized_start=1227
+  _globals['_CREATEORDERREQUEST']._serialized_end=1648
+  _globals['_CREATEORDERRESPONSE']._serialized_start=1650
+  _globals['_CREATEORDERRESPONSE']._serialized_end=1720
+  _globals['_GETORDERREQUEST']._serialized_start=1722
+  _globals['_GETORDERREQUEST']._serialized_end=1774
+  _globals['_GETORDERRESPONSE']._serialized_start=1776
+  _globals['_GETORDERRESPONSE']._serialized_end=1843
+  _globals['_LISTORDERSREQUEST']._serialized_start=1846
+  _globals['_LISTORDERSREQUEST']._serialized_end=1979
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1982
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2151
+  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_start=2154
+  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_end=2344
+  _globals['_UPDATEORDERSTATUSRESPONSE']._serialized_start=2346
+  _globals['_UPDATEORDERSTATUSRESPONSE']._serialized_end=2422
+  _globals['_CANCELORDERREQUEST']._serialized_start=2424
+  _globals['_CANCELORDERREQUEST']._serialized_end=2512
+  _globals['_CANCELORDERRESPONSE']._serialized_start=2514
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2584
+  _globals['_WATCHORDERSREQUEST']._serialized_start=2586
+  _globals['_WATCHORDERSREQUEST']._serialized_end=2672
+  _globals['_WATCHORDERSRESPONSE']._serialized_start=2675
+  _globals['_WATCHORDERSRESPONSE']._serialized_end=3087
+  _globals['_ORDERSERVICE']._serialized_start=3348
+  _globals['_ORDERSERVICE']._serialized_end=4136
 # @@protoc_insertion_point(module_scope)

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/webhook/v1/webhook.proto\x12\x14ordermesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x07Webhook\x12\x1d\n\nwebhook_id\x18\x01 \x01(\tR\twebhookId\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n\x06\x65vents\x18\x03 \x03(\tR\x06\x65vents\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x16\n\x06\x61\x63tive\x18\x05 \x01(\x08R\x06\x61\x63tive\x12\x16\n\x06secret\x18\x06 \x01(\tR\x06secret\x12\x39\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"d\n\x16RegisterWebhookRequest\x12\x10\n\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n\x06\x65vents\x18\x02 \x03(\tR\x06\x65vents\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\"R\n\x17RegisterWebhookResponse\x12\x37\n\x07webhook\x18\x01 \x01(\x0b\x32\x1d.ordermesh.webhook.v1.WebhookR\x07webhook\"\x15\n\x13ListWebhooksRequest\"Q\n\x14ListWebhooksResponse\x12\x39\n\x08webhooks\x18\x01 \x03(\x0b\x32\x1d.ordermesh.webhook.v1.WebhookR\x08webhooks\"5\n\x14\x44\x65leteWebhookRequest\x12\x1d\n\nwebhook_id\x18\x01 \x01(\tR\twebhookId\"\x17\n\x15\x44\x65leteWebhookResponse2\xba\x03\n\x0eWebhookService\x12\x94\x01\n\x0fRegisterWebhook\x12,.ordermesh.webhook.v1.RegisterWebhookRequest\x1a-.ordermesh.webhook.v1.RegisterWebhookResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x10/api/v1/webhooks:\x01*b\x07webhook\x12\x7f\n\x0cListWebhooks\x12).ordermesh.webhook.v1.ListWebhooksRequest\x1a*.ordermesh.webhook.v1.ListWebhooksResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/webhooks\x12\x8f\x01\n\rDeleteWebhook\x12*.ordermesh.webhook.v1.DeleteWebhookRequest\x1a+.ordermesh.webhook.v1.DeleteWebhookResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/webhooks/{webhook_id}BFZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/webhook/v1;webhookv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/webhook/v1/webhook.proto\x12\x14ordermesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/limits.proto\"\xdf\x01\n\x07Webhook\x12\x1d\n\nwebhook_id\x18\x01 \x01(\tR\twebhookId\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n\x06\x65vents\x18\x03 \x03(\tR\x06\x65vents\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x16\n\x06\x61\x63tive\x18\x05 \x01(\x08R\x06\x61\x63tive\x12\x16\n\x06secret\x18\x06 \x01(\tR\x06secret\x12\x39\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x80\x01\n\x16RegisterWebhookRequest\x12\x19\n\x03url\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80\x10R\x03url\x12 \n\x06\x65vents\x18\x02 \x03(\tB\x08\xc2\xf3\x18\x04\x08@\x10\x10R\x06\x65vents\x12)\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xf4\x03R\x0b\x64\x65scription\"R\n\x17RegisterWebhookResponse\x12\x37\n\x07webhook\x18\x01 \x01(\x0b\x32\x1d.ordermesh.webhook.v1.WebhookR\x07webhook\"\x15\n\x13ListWebhooksRequest\"Q\n\x14ListWebhooksResponse\x12\x39\n\x08webhooks\x18\x01 \x03(\x0b\x32\x1d.ordermesh.webhook.v1.WebhookR\x08webhooks\"=\n\x14\x44\x65leteWebhookRequest\x12%\n\nwebhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\twebhookId\"\x17\n\x15\x44\x65leteWebhookResponse2\xba\x03\n\x0eWebhookService\x12\x94\x01\n\x0fRegisterWebhook\x12,.ordermesh.webhook.v1.RegisterWebhookRequest\x1a-.ordermesh.webhook.v1.RegisterWebhookResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x10/api/v1/webhooks:\x01*b\x07webhook\x12\x7f\n\x0cListWebhooks\x12).ordermesh.webhook.v1.ListWebhooksRequest\x1a*.ordermesh.webhook.v1.ListWebhooksResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/webhooks\x12\x8f\x01\n\rDeleteWebhook\x12*.ordermesh.webhook.v1.DeleteWebhookRequest\x1a+.ordermesh.webhook.v1.DeleteWebhookResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/webhooks/{webhook_id}BFZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/webhook/v1;webhookv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.webhook.v1.webhoo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/webhook/v1;webhookv1'
+  _globals['_REGISTERWEBHOOKREQUEST'].fields_by_name['url']._loaded_options = None
+  _globals['_REGISTERWEBHOOKREQUEST'].fields_by_name['url']._serialized_options = b'\302\363\030\003\010\200\020'
+  _globals['_REGISTERWEBHOOKREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_REGISTERWEBHOOKREQUEST'].fields_by_name['events']._serialized_options = b'\302\363\030\004\010@\020\020'
+  _globals['_REGISTERWEBHOOKREQUEST'].fields_by_name['description']._loaded_options = None
+  _globals['_REGISTERWEBHOOKREQUEST'].fields_by_name['description']._serialized_options = b'\302\363\030\003\010\364\003'
+  _globals['_DELETEWEBHOOKREQUEST'].fields_by_name['webhook_id']._loaded_options = None
+  _globals['_DELETEWEBHOOKREQUEST'].fields_by_name['webhook_id']._serialized_options = b'\302\363\030\002\010@'
   _globals['_WEBHOOKSERVICE'].methods_by_name['RegisterWebhook']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['RegisterWebhook']._serialized_options = b'\202\323\344\223\002\036\"\020/api/v1/webhooks:\001*b\007webhook'
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhooks']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhooks']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/webhooks'
   _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhook']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhook']._serialized_options = b'\202\323\344\223\002\037*\035/api/v1/webhooks/{webhook_id}'
-  _globals['_WEBHOOK']._serialized_start=124
-  _globals['_WEBHOOK']._serialized_end=347
-  _globals['_REGISTERWEBHOOKREQUEST']._serialized_start=349
-  _globals['_REGISTERWEBHOOKREQUEST']._serialized_end=449
-  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=451
-  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=533
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=535
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=556
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=558
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=639
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=641
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=694
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=696
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=719
-  _globals['_WEBHOOKSERVICE']._serialized_start=722
-  _globals['_WEBHOOKSERVICE']._serialized_end=1164
+  _globals['_WEBHOOK']._serialized_start=158
+  _globals['_WEBHOOK']._serialized_end=381
+  _globals['_REGISTERWEBHOOKREQUEST']._serialized_start=384
+  _globals['_REGISTERWEBHOOKREQUEST']._serialized_end=512
+  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=514
+  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=596
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=598
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=619
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=621
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=702
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=704
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=765
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=767
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=790
+  _globals['_WEBHOOKSERVICE']._serialized_start=793
+  _globals['_WEBHOOKSERVICE']._serialized_end=1235
 # @@protoc_insertion_point(module_scope)
