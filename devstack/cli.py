@@ -8,6 +8,9 @@ ordermesh logs [name] [-f]      tail a component's log (`-f` to follow)
 ordermesh dlq list [--limit N]  the pending dead letters, oldest first
 ordermesh dlq replay (--all | --event-id ID ...)   move dead letters back to their topics
 ordermesh dlq discard --event-id ID ...            drop dead letters that cannot succeed
+ordermesh outbox list [--limit N]                  outbox rows the relay parked, oldest first
+ordermesh outbox replay (--all | --event-id ID ...)   back to the outbox (with held rows)
+ordermesh outbox discard (--all | --event-id ID ...)  drop them; held rows flow again
 """
 
 from __future__ import annotations
@@ -73,6 +76,37 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from devstack import postgres
+    from workers import inspect, parked
+
+    if not procs.is_running(postgres.NAME):
+        print("ordermesh: postgres is not running (ordermesh up)", file=sys.stderr)
+        return 1
+    dsn, schemas = postgres.dsn(), inspect.registered_outbox_schemas()
+    try:
+        if args.outbox_command == "list":
+            rows = parked.list_parked(dsn, schemas, args.limit + 1)
+            for row in rows[: args.limit]:
+                print(inspect.parked_line(row))
+            if len(rows) > args.limit:
+                print(f"(more parked; show them with --limit {args.limit * 2})")
+            elif not rows:
+                print("no parked outbox rows")
+        elif args.outbox_command == "replay":
+            moved = parked.replay_parked(dsn, schemas, None if args.all else args.event_ids)
+            print(f"moved {moved} row(s) back to the outbox")
+        else:
+            dropped = parked.discard_parked(dsn, schemas, None if args.all else args.event_ids)
+            print(f"discarded {dropped} parked row(s); rows held behind them flow again")
+    except (psycopg.Error, parked.UnknownParkedRowError) as error:
+        print(f"ordermesh: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -114,6 +148,20 @@ def _parser() -> argparse.ArgumentParser:
     discard.add_argument(
         "--event-id", dest="event_ids", action="extend", nargs="+", metavar="ID", required=True
     )
+    outbox = commands.add_parser("outbox", help="inspect, replay or discard parked outbox rows")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    parked_list = outbox_commands.add_parser("list", help="show parked rows, oldest first")
+    parked_list.add_argument("--limit", type=_positive, default=DEFAULT_DLQ_LIMIT)
+    for name, text in (
+        ("replay", "move parked rows (and the rows held behind them) back to the outbox"),
+        ("discard", "drop parked rows; the rows held behind them flow again"),
+    ):
+        action = outbox_commands.add_parser(name, help=text)
+        chosen = action.add_mutually_exclusive_group(required=True)
+        chosen.add_argument("--all", action="store_true", help="every parked row")
+        chosen.add_argument(
+            "--event-id", dest="event_ids", action="extend", nargs="+", metavar="ID"
+        )
     return parser
 
 
@@ -134,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             _status(ports)
         elif args.command == "dlq":
             return _dlq(args)
+        elif args.command == "outbox":
+            return _outbox(args)
         else:
             return _logs(args.name, args.follow, args.lines)
     except NotReadyError as error:

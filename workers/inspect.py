@@ -31,6 +31,7 @@ from psycopg import sql
 from workers.codec import event_name_of
 from workers.consumer import DeadLetter
 from workers.outbox import checked_schema
+from workers.parked import ParkedRow, parked_counts
 from workers.topics import WORKER_GROUPS
 
 DEFAULT_TIMEOUT = 3.0
@@ -55,12 +56,14 @@ class GroupLag:
 
 @dataclass(frozen=True, slots=True)
 class OutboxBacklog:
-    """Rows of one schema's outbox that the relay has not published yet."""
+    """Rows of one schema's outbox that the relay has not published yet, and rows it parked
+    (see ``ordermesh outbox list``)."""
 
     schema: str
     unpublished: int
     oldest_age: timedelta | None
     table_exists: bool = True
+    parked: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,9 @@ def outbox_backlog(
             ).format(sql.Identifier(schema))
             row = conn.execute(query).fetchone()
             count, age = (0, None) if row is None else row
-            report.append(OutboxBacklog(schema, int(count), age))
+            report.append(
+                OutboxBacklog(schema, int(count), age, parked=parked_counts(conn, schema))
+            )
     return report
 
 
@@ -216,7 +221,10 @@ def report_lines(report: PipelineReport) -> list[str]:
             + (f"  behind: {detail}" if detail else "")
         )
     width = max([len("outbox schema"), *(len(s) for s in report.outbox_schemas)])
-    lines += ["", f"{'outbox schema':<{width}}  {'unpublished':>11}  oldest unpublished"]
+    lines += [
+        "",
+        f"{'outbox schema':<{width}}  {'unpublished':>11}  {'parked':>6}  oldest unpublished",
+    ]
     if report.postgres_error is not None:
         lines.append(f"{'(all)':<{width}}  unknown: postgres {report.postgres_error}")
     for backlog in report.outboxes:
@@ -224,7 +232,10 @@ def report_lines(report: PipelineReport) -> list[str]:
             lines.append(f"{backlog.schema:<{width}}  {'-':>11}  no outbox table (migrations?)")
             continue
         age = "-" if backlog.oldest_age is None else format_age(backlog.oldest_age)
-        lines.append(f"{backlog.schema:<{width}}  {backlog.unpublished:>11}  {age}")
+        parked = f"{backlog.parked:>6}"
+        lines.append(f"{backlog.schema:<{width}}  {backlog.unpublished:>11}  {parked}  {age}")
+    if any(backlog.parked for backlog in report.outboxes):
+        lines.append("parked rows: see `ordermesh outbox list`, then replay or discard them")
     return lines
 
 
@@ -249,6 +260,26 @@ def dead_letter_line(letter: DeadLetter) -> str:
             f"group={letter.consumer_group or '?'}",
             f"attempts={letter.attempts}",
             "error=" + " ".join(letter.error.split()),
+        )
+    )
+
+
+def parked_line(row: ParkedRow) -> str:
+    """One parked outbox row on one line: when, where, what, and why."""
+    why = (
+        f"held behind row {row.held_behind}"
+        if row.held_behind is not None
+        else "reason=" + " ".join(row.reason.split())
+    )
+    return "  ".join(
+        (
+            row.parked_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            f"{row.schema}#{row.outbox_id}",
+            row.event_type,
+            f"id={row.event_id}",
+            f"key={row.message_key}",
+            f"bytes={row.size}",
+            why,
         )
     )
 

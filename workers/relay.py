@@ -5,6 +5,13 @@ the others stand by and take over when the holder's connection goes away. The re
 on ``NOTIFY ordermesh_outbox`` (the payload names the schema whose outbox got rows, and
 only that outbox is read) and also polls every outbox, so a lost notification only delays
 publication by one poll interval.
+
+The relay never blocks on one row. A row Kafka can never accept (too large, malformed
+headers, refused by the broker as invalid) is *parked*: moved to ``<schema>.outbox_parked``
+with the reason, logged as an error, shown by ``ordermesh status`` and handled with
+``ordermesh outbox list|replay|discard``. The later rows of the same message key are parked
+too, held behind it, so every key's events still reach Kafka in order; every other row keeps
+flowing. A transient failure (the broker down, a timeout) is retried in place with backoff.
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from workers.outbox import OUTBOX_CHANNEL, checked_schema
 
@@ -35,6 +42,9 @@ PRODUCER_DEFAULTS: Mapping[str, ConfigValue] = {
     "linger.ms": 5,
     "compression.type": "lz4",
     "message.timeout.ms": 30_000,
+    # Below the broker's own limit (about 1 MiB), so librdkafka refuses an oversized record
+    # itself, at produce(), before any later record of its key has been sent.
+    "message.max.bytes": 1_000_000,
 }
 _ENFORCED: Mapping[str, ConfigValue] = {"enable.idempotence": True, "acks": "all"}
 
@@ -42,6 +52,26 @@ _ENFORCED: Mapping[str, ConfigValue] = {"enable.idempotence": True, "acks": "all
 def producer_config_with_defaults(overrides: Mapping[str, ConfigValue]) -> dict[str, ConfigValue]:
     """Defaults, then ``overrides``; idempotence and ``acks=all`` cannot be turned off."""
     return {**PRODUCER_DEFAULTS, **overrides, **_ENFORCED}
+
+
+# Delivery or produce errors that say a record can never be accepted, however often it is
+# retried. Anything else (a broker away, a timeout, a full queue) is transient.
+PERMANENT_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+
+def is_permanent(error: KafkaError) -> bool:
+    return error.code() in PERMANENT_ERRORS and not error.retriable()
 
 
 def advisory_lock_key(schema: str) -> int:
@@ -56,6 +86,25 @@ class _Row:
     key: str
     payload: bytes
     headers: list[tuple[str, str | bytes | None]]
+    # The parked row of the same key this row must wait behind, if any.
+    held_behind: int | None = None
+    # Why the row can never be produced, if that is known before trying.
+    problem: str | None = None
+
+
+@dataclass
+class _Outcome:
+    """What became of one batch: rows acknowledged, rows to park (id → reason and the row
+    they are held behind), and rows left for a retry."""
+
+    delivered: list[int] = field(default_factory=list)
+    parked: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    retry: int = 0
+
+
+class ProducerFailedError(Exception):
+    """The producer hit a fatal error (e.g. the idempotent producer lost its sequence) and
+    must be replaced; nothing of the failed batch was marked published."""
 
 
 class DeliveryTracker:
@@ -117,10 +166,32 @@ class OutboxRelay:
         self._schemas = tuple(checked_schema(s) for s in schemas)
         self._fetch_sql = {
             schema: sql.SQL(
-                "SELECT id, topic, message_key, payload, headers FROM {}.outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT %s"
+                "SELECT o.id, o.topic, o.message_key, o.payload, o.headers,"
+                " (SELECT min(p.id) FROM {parked} p WHERE p.message_key = o.message_key)"
+                " FROM {outbox} o WHERE o.published_at IS NULL ORDER BY o.id LIMIT %s"
             )
-            .format(sql.Identifier(schema))
+            .format(
+                outbox=sql.Identifier(schema, "outbox"),
+                parked=sql.Identifier(schema, "outbox_parked"),
+            )
+            .as_string()
+            for schema in self._schemas
+        }
+        self._park_sql = {
+            schema: sql.SQL(
+                "WITH moved AS (DELETE FROM {outbox} o"
+                " USING unnest(%s::bigint[], %s::text[], %s::bigint[]) AS p (id, reason, behind)"
+                " WHERE o.id = p.id AND o.published_at IS NULL"
+                " RETURNING o.id, o.event_id, o.topic, o.message_key, o.event_type, o.payload,"
+                " o.headers, o.occurred_at, p.reason, p.behind)"
+                " INSERT INTO {parked} (id, event_id, topic, message_key, event_type, payload,"
+                " headers, occurred_at, reason, held_behind) SELECT * FROM moved"
+                " RETURNING id, event_type, message_key, reason, held_behind"
+            )
+            .format(
+                outbox=sql.Identifier(schema, "outbox"),
+                parked=sql.Identifier(schema, "outbox_parked"),
+            )
             .as_string()
             for schema in self._schemas
         }
@@ -140,6 +211,7 @@ class OutboxRelay:
         self._owned: set[str] = set()
         self.published = 0
         self.failed_deliveries = 0
+        self.parked = 0
 
     @property
     def owned_schemas(self) -> frozenset[str]:
@@ -156,11 +228,16 @@ class OutboxRelay:
                     async with self._pool.connection() as conn:
                         await self._serve(conn, producer, stop_event)
                     backoff = self._poll_interval
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                     log.warning("outbox relay lost Postgres (%s); retrying in %.1fs", exc, backoff)
                     self._owned.clear()
                     await _wait(stop_event, backoff)
                     backoff = min(backoff * 2, self._max_backoff)
+                except ProducerFailedError as exc:
+                    log.error("outbox relay replaces its producer after a fatal error: %s", exc)
+                    self._owned.clear()
+                    await asyncio.to_thread(producer.flush, 5.0)
+                    producer = Producer(self._producer_config)
         finally:
             self._owned.clear()
             remaining = await asyncio.to_thread(producer.flush, 10.0)
@@ -245,35 +322,41 @@ class OutboxRelay:
     async def _relay_batch(
         self, conn: AsyncConnection[Any], producer: Producer, schema: str
     ) -> tuple[int, int]:
-        """Publish the oldest unpublished rows; returns (rows fetched, rows acknowledged)."""
+        """Publish the oldest unpublished rows, parking those that can never be produced;
+        returns (rows fetched, rows settled: acknowledged or parked)."""
         rows = await self._fetch(conn, schema)
         if not rows:
             return 0, 0
-        delivered = await self._publish(producer, rows)
-        if delivered:
-            await self._mark_published(conn, schema, delivered)
-            self.published += len(delivered)
-        return len(rows), len(delivered)
+        outcome = await self._publish(producer, rows)
+        if outcome.delivered:
+            await self._mark_published(conn, schema, outcome.delivered)
+            self.published += len(outcome.delivered)
+        if outcome.parked:
+            await self._park(conn, schema, outcome.parked)
+        return len(rows), len(outcome.delivered) + len(outcome.parked)
 
     async def _fetch(self, conn: AsyncConnection[Any], schema: str) -> list[_Row]:
         cursor = conn.cursor(row_factory=tuple_row)
         await cursor.execute(self._fetch_sql[schema], (self._batch_size,))
-        return [
-            _Row(
-                id=row[0],
-                topic=row[1],
-                key=row[2],
-                payload=row[3],
-                headers=[(name, value.encode()) for name, value in row[4].items()],
-            )
-            for row in await cursor.fetchall()
-        ]
+        return [_row(values) for values in await cursor.fetchall()]
 
-    async def _publish(self, producer: Producer, rows: Sequence[_Row]) -> list[int]:
-        """Produce ``rows`` in order; return the ids of the rows Kafka acknowledged."""
+    async def _publish(self, producer: Producer, rows: Sequence[_Row]) -> _Outcome:
+        """Produce ``rows`` in order. A row that can never be produced is parked, and so is
+        every later row of its key (held behind it); the rest is produced."""
+        outcome = _Outcome()
+        blocked: dict[str, int] = {}  # key -> the parked row its later rows wait behind
         tracker = DeliveryTracker(len(rows))
-        produced = 0
+        produced: list[int] = []
         for index, row in enumerate(rows):
+            head = blocked.get(row.key, row.held_behind)
+            if head is not None:
+                outcome.parked[row.id] = (f"held behind parked row {head} of key {row.key}", head)
+                blocked[row.key] = head
+                continue
+            if row.problem is not None:
+                outcome.parked[row.id] = (row.problem, None)
+                blocked[row.key] = row.id
+                continue
             try:
                 producer.produce(
                     row.topic,
@@ -282,20 +365,78 @@ class OutboxRelay:
                     headers=row.headers,
                     on_delivery=tracker.callback(index),
                 )
-            except (KafkaException, BufferError) as exc:
+            except KafkaException as exc:
+                error = exc.args[0]
+                if isinstance(error, KafkaError) and is_permanent(error):
+                    outcome.parked[row.id] = (f"Kafka refuses it: {error.str()}", None)
+                    blocked[row.key] = row.id
+                    continue
                 log.error("outbox row %d could not be produced: %s", row.id, exc)
                 break
-            produced += 1
-        await flush_until_reported(producer, tracker, produced, self._delivery_timeout)
-        for index, error in sorted(tracker.errors.items()):
-            log.error("outbox row %d not delivered: %s", rows[index].id, error)
-        self.failed_deliveries += len(rows) - sum(tracker.acknowledged)
-        return [row.id for row, acked in zip(rows, tracker.acknowledged, strict=True) if acked]
+            except BufferError as exc:
+                log.warning("producer queue full at outbox row %d: %s", row.id, exc)
+                break
+            produced.append(index)
+        await flush_until_reported(producer, tracker, len(produced), self._delivery_timeout)
+        fatal = [error for error in tracker.errors.values() if error.fatal()]
+        if fatal:
+            raise ProducerFailedError(fatal[0].str())
+        for index in produced:
+            row = rows[index]
+            error = tracker.errors.get(index)
+            if tracker.acknowledged[index]:
+                outcome.delivered.append(row.id)
+            elif error is not None and is_permanent(error):
+                outcome.parked[row.id] = (f"Kafka refuses it: {error.str()}", None)
+            else:
+                if error is not None:
+                    log.error("outbox row %d not delivered: %s", row.id, error)
+                outcome.retry += 1
+        self.failed_deliveries += outcome.retry
+        return outcome
 
     async def _mark_published(
         self, conn: AsyncConnection[Any], schema: str, ids: Sequence[int]
     ) -> None:
         await conn.execute(self._mark_sql[schema], (list(ids),))
+
+    async def _park(
+        self, conn: AsyncConnection[Any], schema: str, parked: Mapping[int, tuple[str, int | None]]
+    ) -> None:
+        ids = sorted(parked)
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(
+            self._park_sql[schema],
+            (ids, [parked[i][0] for i in ids], [parked[i][1] for i in ids]),
+        )
+        for row_id, event_type, key, reason, held_behind in await cursor.fetchall():
+            self.parked += 1
+            report = log.warning if held_behind is not None else log.error
+            report(
+                "outbox row parked",
+                extra={
+                    "schema": schema,
+                    "outbox_id": row_id,
+                    "event_type": event_type,
+                    "message_key": key,
+                    "reason": reason,
+                    "action": "ordermesh outbox list | replay | discard",
+                },
+            )
+
+
+def _row(values: tuple[Any, ...]) -> _Row:
+    """An outbox row as fetched: id, topic, key, payload, headers, the parked row it waits
+    behind. Headers must be strings (CloudEvents attributes)."""
+    row_id, topic, key, payload, headers, held_behind = values
+    problem = None
+    encoded: list[tuple[str, str | bytes | None]] = []
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            problem = f"header {name!r} is not a string"
+            break
+        encoded.append((name, value.encode()))
+    return _Row(row_id, topic, key, payload, encoded, held_behind, problem)
 
 
 async def _wait(stop_event: asyncio.Event, seconds: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from devstack import kafka, postgres
 from tests.unit.test_codec import SAMPLES
+from workers import parked
 from workers.admin import delete_topics, ensure_topics
 from workers.codec import SCHEMA_DIR, EventCodec, EventEnvelope
 from workers.consumer import (
@@ -472,6 +474,140 @@ async def test_rows_are_marked_published_only_after_kafka_acknowledges(bus: Bus)
         ]
     finally:
         await asyncio.to_thread(delete_topics, bus.bootstrap, [missing_topic])
+
+
+async def _emit_for(bus: Bus, key: str, event_name: str, **fields: Any) -> uuid.UUID:
+    async with bus.pool.connection() as conn, conn.transaction():
+        return await add_to_outbox(
+            conn,
+            bus.schema,
+            codec=bus.codec,
+            topic=bus.topic,
+            key=key,
+            event_name=event_name,
+            record={**RECORDS[event_name](key), **fields},
+            source=SOURCE,
+        )
+
+
+def _keyed(bootstrap: str, topic: str, expected: int, key: str, codec: EventCodec) -> list[Any]:
+    return [
+        codec.open_envelope(m.headers(), m.value()).event_id
+        for m in read_all(bootstrap, topic, expected)
+        if m.key() == key.encode()
+    ]
+
+
+async def test_a_row_kafka_never_accepts_is_parked_and_everything_else_flows_in_key_order(
+    bus: Bus,
+) -> None:
+    stuck_key = f"order-{uuid.uuid4()}"
+    # About 1.1 MB encoded: over the producer's (and the broker's) maximum message size.
+    too_large = await _emit_for(bus, stuck_key, "OrderCancelled", reason="x" * 1_100_000)
+    held_first = await _emit_for(bus, stuck_key, "OrderCreated")
+    others = await bus.emit(5)
+    consumer = bus.consumer({"OrderCreated": bus.apply_handler()})
+    relay = bus.relay()
+    dsn, schemas = postgres.dsn(), [bus.schema]
+    async with running(relay, consumer):
+
+        async def others_applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(*) = 5 FROM {schema}.applied WHERE event_id = ANY(%s)", others
+                )
+            )
+
+        await eventually(others_applied)
+        parked_rows = await asyncio.to_thread(parked.list_parked, dsn, schemas)
+        assert [(row.event_id, row.held_behind is None) for row in parked_rows] == [
+            (str(too_large), True),
+            (str(held_first), False),
+        ]
+        assert parked_rows[0].reason == (
+            "Kafka refuses it: Unable to produce message: Broker: Message size too large"
+        )
+        assert parked_rows[1].held_behind == parked_rows[0].outbox_id
+        assert relay.parked == 2
+        # Rows written after the parking flow at once; a later row of the stuck key waits.
+        later = await bus.emit(3)
+        held_second = await _emit_for(bus, stuck_key, "OrderCreated")
+
+        async def later_applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(*) = 3 FROM {schema}.applied WHERE event_id = ANY(%s)", later
+                )
+            )
+
+        await eventually(later_applied)
+
+        async def second_held() -> bool:
+            rows = await asyncio.to_thread(parked.list_parked, dsn, schemas)
+            return str(held_second) in {row.event_id for row in rows}
+
+        await eventually(second_held)
+        assert (
+            await bus.scalar("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
+        )
+        # Discarding the row that can never be produced releases the rows held behind it,
+        # which reach Kafka in their original order.
+        discarded = await asyncio.to_thread(parked.discard_parked, dsn, schemas, [str(too_large)])
+        assert discarded == 1
+
+        async def held_applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(*) = 2 FROM {schema}.applied WHERE event_id = ANY(%s)",
+                    [held_first, held_second],
+                )
+            )
+
+        await eventually(held_applied)
+    assert await asyncio.to_thread(parked.list_parked, dsn, schemas) == []
+    delivered = await asyncio.to_thread(_keyed, bus.bootstrap, bus.topic, 10, stuck_key, bus.codec)
+    assert delivered == [held_first, held_second]
+
+
+async def test_a_parked_row_is_replayed_once_its_cause_is_fixed(bus: Bus) -> None:
+    key = f"order-{uuid.uuid4()}"
+    event_id = await _emit_for(bus, key, "OrderCreated")
+    async with bus.pool.connection() as conn:
+        # A bug wrote a header that is not a string: no CloudEvents header can carry it.
+        await conn.execute(
+            f"UPDATE {bus.schema}.outbox SET headers = headers || '{{\"ce_subject\": 7}}'"
+            " WHERE event_id = %s",
+            (event_id,),
+        )
+    consumer = bus.consumer({"OrderCreated": bus.apply_handler()})
+    relay = bus.relay()
+    dsn, schemas = postgres.dsn(), [bus.schema]
+    async with running(relay, consumer):
+
+        async def is_parked() -> bool:
+            return bool(await asyncio.to_thread(parked.list_parked, dsn, schemas))
+
+        await eventually(is_parked)
+        [row] = await asyncio.to_thread(parked.list_parked, dsn, schemas)
+        assert row.reason == "header 'ce_subject' is not a string"
+        with pytest.raises(parked.UnknownParkedRowError):
+            await asyncio.to_thread(parked.replay_parked, dsn, schemas, [str(uuid.uuid4())])
+        async with bus.pool.connection() as conn:
+            await conn.execute(
+                f"UPDATE {bus.schema}.outbox_parked SET headers = headers || %s::jsonb",
+                (json.dumps({"ce_subject": key}),),
+            )
+        assert await asyncio.to_thread(parked.replay_parked, dsn, schemas, None) == 1
+
+        async def applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(*) = 1 FROM {schema}.applied WHERE event_id = %s", event_id
+                )
+            )
+
+        await eventually(applied)
+    assert await asyncio.to_thread(parked.list_parked, dsn, schemas) == []
 
 
 async def test_a_notification_wakes_the_relay_for_its_schema_between_polls(bus: Bus) -> None:
