@@ -29,6 +29,8 @@ from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs
 from devstack.ports import HOST, Ports
 
 ENVOY_CONFIG = RUN_DIR / "envoy" / "envoy.yaml"
+# Worker processes write what they are waiting for here (workers.state); `status` reads it.
+STATE_DIR = RUN_DIR / "state"
 SERVICE_NAMES = ("auth", "order", "inventory", "payment", "fulfillment", "webhook")
 REPLICAS_ENV = "ORDERMESH_WORKER_REPLICAS"
 MAX_REPLICAS = 8
@@ -113,6 +115,7 @@ def app_env(ports: Ports) -> dict[str, str]:
             "ORDERMESH_KAFKA_BOOTSTRAP": kafka.bootstrap(),
             "ORDERMESH_GRPC_HOST": HOST,
             "ORDERMESH_GRPC_PORT": str(ports.grpc),
+            "ORDERMESH_STATE_DIR": str(STATE_DIR),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -287,12 +290,13 @@ def status(ports: Ports) -> list[tuple[str, str]]:
 def pipeline_lines() -> list[str]:
     """Consumer-group lag and outbox backlog, for ``status`` (see ``workers.inspect``)."""
     from workers import inspect
+    from workers.state import read_states
 
     report = inspect.pipeline_report(
         kafka.bootstrap() if procs.is_running(kafka.NAME) else None,
         postgres.dsn() if procs.is_running(postgres.NAME) else None,
     )
-    return inspect.report_lines(report)
+    return inspect.report_lines(report) + inspect.waiting_lines(read_states(STATE_DIR))
 
 
 def log_file(name: str) -> Path:

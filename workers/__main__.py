@@ -30,6 +30,7 @@ from workers.admin import ensure_topics
 from workers.codec import EventCodec
 from workers.consumer import BatchHandler, EventConsumer, Handler
 from workers.relay import OutboxRelay
+from workers.state import StateBoard, state_path
 
 log = logging.getLogger("ordermesh.workers")
 
@@ -43,6 +44,7 @@ class WorkerResources:
     pool: Pool
     codec: EventCodec
     inventory_channel: grpc.aio.Channel
+    board: StateBoard
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ async def run_relay(resources: WorkerResources, stop: asyncio.Event) -> None:
         resources.pool,
         {"bootstrap.servers": resources.settings.kafka_bootstrap},
         OUTBOX_SCHEMAS,
+        board=resources.board,
     )
     await relay.run(stop)
 
@@ -125,6 +128,7 @@ def consumer_runner(spec: ConsumerSpec) -> Runner:
             # A replica that died (kill -9, lost host) hands its partitions over after 10 s
             # instead of librdkafka's default 45 s.
             consumer_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
+            board=resources.board,
         )
         await consumer.run(stop)
 
@@ -138,8 +142,11 @@ async def run(settings: Settings, names: list[str]) -> None:
         loop.add_signal_handler(signum, stop.set)
     pool = await open_pool(settings, name="workers")
     channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
+    state_dir = settings.state_dir
+    label = names[0] if len(names) == 1 else "workers"
+    board = StateBoard(label, None if state_dir is None else state_path(state_dir, label))
     resources = WorkerResources(
-        settings, pool, EventCodec.from_directory(settings.schemas_dir), channel
+        settings, pool, EventCodec.from_directory(settings.schemas_dir), channel, board
     )
     runners: dict[str, Runner] = {
         "relay": run_relay,
@@ -148,6 +155,7 @@ async def run(settings: Settings, names: list[str]) -> None:
     log.info("workers starting", extra={"workers": names})
     try:
         async with asyncio.TaskGroup() as group:
+            group.create_task(board.run(stop), name="state")
             for name in names:
                 group.create_task(runners[name](resources, stop), name=name)
     finally:

@@ -6,9 +6,18 @@ duplicate and its handler is skipped. Only after the commit are the Kafka offset
 (``enable.auto.offset.store=false``) and later auto-committed, so a crash replays at most
 uncommitted work, which the inbox then absorbs.
 
-If a batch fails, its events are re-run one transaction each, with bounded exponential
-backoff; an event whose handler keeps failing, or a message that cannot be decoded at all,
-is copied to the dead-letter topic with the error attached, and the loop moves on.
+Two failure classes:
+
+- A dependency being down (Postgres, Kafka, a gRPC service a handler calls, Redis) is
+  *transient*: adapters raise :class:`~services.common.errors.DependencyUnavailable` (and
+  Postgres' own connection, timeout and serialization errors count the same). The batch is
+  retried without limit, with capped exponential backoff; meanwhile every assigned partition
+  is paused and the consumer keeps polling, so it stays in its group, and it reports what it
+  waits for on its :class:`~workers.state.StateBoard` (shown by ``ordermesh status``).
+- Anything else says something about the event itself. A failed batch is re-run one event
+  per transaction; an event whose handler keeps failing for ``RetryPolicy.max_attempts``
+  attempts (or raises :class:`NonRetryableError`), or a message that cannot be decoded at
+  all, is copied to the dead-letter topic with the error attached, and the loop moves on.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.common.errors import DependencyUnavailable
 from workers.codec import (
     CE_ID,
     CE_TYPE,
@@ -52,6 +62,7 @@ from workers.relay import (
     flush_until_reported,
     producer_config_with_defaults,
 )
+from workers.state import StateBoard
 from workers.topics import DEAD_LETTER, DLQ_REPLAYER_GROUP
 
 log = logging.getLogger(__name__)
@@ -79,8 +90,20 @@ class _Stopping(Exception):
     """Shutdown was requested while the consumer waited for a dependency."""
 
 
-class _Unavailable(Exception):
-    """Postgres could not be reached; the attempt does not count against the event."""
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` says a dependency is away (retry without limit) rather than that the
+    event is bad. Postgres' errors are classified here because the consumer owns the
+    connection its handlers use."""
+    return isinstance(
+        error,
+        DependencyUnavailable | psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout,
+    )
+
+
+def dependency_of(error: BaseException) -> str:
+    if isinstance(error, DependencyUnavailable):
+        return error.dependency
+    return "postgres"
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,7 @@ class ConsumerStats:
     skipped: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    outage_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +178,10 @@ class EventConsumer:
         pipeline: bool = False,
         consumer_config: Mapping[str, ConfigValue] | None = None,
         producer_config: Mapping[str, ConfigValue] | None = None,
+        board: StateBoard | None = None,
     ) -> None:
         self._group_id = group_id
+        self.board = board or StateBoard(group_id)
         self._topics = list(topics)
         batch_handlers = batch_handlers or {}
         overlap = set(handlers) & set(batch_handlers)
@@ -265,16 +291,149 @@ class EventConsumer:
         self.stats.batches += 1
         for message, error in batch.poison:
             log.error("poison message at %s: %s", _where(message), error)
-            await self._dead_letter(producer, message, repr(error), 0, stop_event)
-        if len(batch.jobs) == 1:
-            await self._apply_one_by_one(consumer, producer, batch.jobs, stop_event)
-        elif batch.jobs:
+            await self._dead_letter(consumer, producer, message, repr(error), 0, stop_event)
+        if batch.jobs:
+            await self._apply_batch(consumer, producer, batch.jobs, stop_event)
+        _store(
+            consumer, {tp: offset for tp, offset in batch.last_offsets.items() if self._owns(tp)}
+        )
+
+    async def _apply_batch(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        jobs: Sequence[_Job],
+        stop_event: asyncio.Event,
+    ) -> None:
+        """Apply ``jobs`` in one transaction, waiting out dependency outages; if the batch
+        fails for another reason, apply its events one by one."""
+        outages = 0
+        while True:
+            jobs = [job for job in jobs if self._owns(_partition_of(job.message))]
+            if not jobs:
+                return
             try:
-                await self._apply(batch.jobs)
+                await self._apply(jobs)
             except Exception as exc:
-                log.warning("batch of %d failed (%r); retrying one by one", len(batch.jobs), exc)
-                await self._apply_one_by_one(consumer, producer, batch.jobs, stop_event)
-        _store(consumer, batch.last_offsets)
+                if is_transient(exc):
+                    outages += 1
+                    await self._wait_out(consumer, exc, outages, stop_event)
+                    continue
+                self._recovered(consumer, outages)
+                if len(jobs) > 1:
+                    log.warning("batch of %d failed (%r); retrying one by one", len(jobs), exc)
+                await self._apply_one_by_one(consumer, producer, jobs, stop_event)
+                return
+            self._recovered(consumer, outages)
+            return
+
+    async def _apply_one_by_one(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        jobs: Sequence[_Job],
+        stop_event: asyncio.Event,
+    ) -> None:
+        for job in jobs:
+            if not self._owns(_partition_of(job.message)):
+                continue
+            failures = 0
+            outages = 0
+            while True:
+                try:
+                    await self._apply([job])
+                    break
+                except Exception as exc:
+                    if is_transient(exc):
+                        outages += 1
+                        await self._wait_out(consumer, exc, outages, stop_event)
+                        continue
+                    self._recovered(consumer, outages)
+                    outages = 0
+                    failures += 1
+                    if isinstance(exc, NonRetryableError) or failures >= self._retry.max_attempts:
+                        log.error(
+                            "%s %s failed %d times, dead-lettering: %r",
+                            job.envelope.name,
+                            job.envelope.event_id,
+                            failures,
+                            exc,
+                        )
+                        await self._dead_letter(
+                            consumer, producer, job.message, repr(exc), failures, stop_event
+                        )
+                        break
+                    await self._wait_polling(consumer, self._retry.backoff(failures), stop_event)
+            self._recovered(consumer, outages)
+            topic, partition, offset = _position(job.message)
+            _store(consumer, {(topic, partition): offset})
+
+    async def _wait_out(
+        self, consumer: Consumer, error: BaseException, outages: int, stop_event: asyncio.Event
+    ) -> None:
+        """A dependency is away: pause every partition, say so, and wait (polling) before
+        the next attempt."""
+        dependency = dependency_of(error)
+        if outages == 1:
+            log.warning(
+                "%s waits for %s: %s", self._group_id, dependency, error, extra={"retry": True}
+            )
+            self._pause_all(consumer)
+        self.board.block(self._group_id, dependency, str(error) or repr(error))
+        self.stats.outage_retries += 1
+        await self._wait_polling(consumer, self._retry.backoff(outages), stop_event)
+
+    def _recovered(self, consumer: Consumer, outages: int) -> None:
+        if outages == 0:
+            return
+        log.info("%s resumes after %d retries", self._group_id, outages)
+        self.board.unblock(self._group_id)
+        self._resume_all(consumer)
+
+    def _pause_all(self, consumer: Consumer) -> None:
+        assignment = consumer.assignment()
+        if assignment:
+            consumer.pause(assignment)
+
+    def _resume_all(self, consumer: Consumer) -> None:
+        assignment = consumer.assignment()
+        if assignment:
+            consumer.resume(assignment)
+
+    async def _wait_polling(
+        self, consumer: Consumer, seconds: float, stop_event: asyncio.Event
+    ) -> None:
+        """Wait ``seconds`` while still polling, so the consumer keeps its group membership
+        and serves rebalances. Paused partitions yield nothing; a message that arrives anyway
+        (a partition assigned during the wait) is put back: its partition is paused and
+        rewound to it, so it is fetched again once the consumer resumes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            if stop_event.is_set():
+                raise _Stopping
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            messages = await asyncio.to_thread(
+                consumer.consume, self._batch_size, min(remaining, self._poll_timeout)
+            )
+            self._put_back(consumer, messages)
+
+    def _put_back(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error() is not None:
+                continue
+            topic, partition, offset = _position(message)
+            first[(topic, partition)] = min(offset, first.get((topic, partition), offset))
+        for (topic, partition), offset in first.items():
+            where = TopicPartition(topic, partition, offset)
+            consumer.pause([where])
+            consumer.seek(where)
+
+    def _owns(self, topic_partition: tuple[str, int]) -> bool:
+        return topic_partition in self.assigned
 
     def _classify(self, messages: Sequence[Message]) -> _Batch:
         batch = _Batch()
@@ -324,10 +483,6 @@ class EventConsumer:
                     run.append(job.envelope)
                 if handler is not None:
                     await handler(run, conn)
-        except Exception as exc:
-            if conn.broken:
-                raise _Unavailable from exc
-            raise
         finally:
             await self._pool.putconn(conn)
         self.stats.applied += applied
@@ -340,46 +495,8 @@ class EventConsumer:
             return conn.pipeline()
         return contextlib.nullcontext()
 
-    async def _apply_one_by_one(
-        self,
-        consumer: Consumer,
-        producer: Producer,
-        jobs: Sequence[_Job],
-        stop_event: asyncio.Event,
-    ) -> None:
-        for job in jobs:
-            failures = 0
-            while True:
-                try:
-                    await self._apply([job])
-                    break
-                except _Unavailable as exc:
-                    log.warning("Postgres unavailable (%s); retrying", exc.__cause__)
-                    await _pause(stop_event, self._retry.max_backoff)
-                    continue
-                except Exception as exc:
-                    failures += 1
-                    if isinstance(exc, NonRetryableError) or failures >= self._retry.max_attempts:
-                        log.error(
-                            "%s %s failed %d times, dead-lettering: %r",
-                            job.envelope.name,
-                            job.envelope.event_id,
-                            failures,
-                            exc,
-                        )
-                        await self._dead_letter(
-                            producer, job.message, repr(exc), failures, stop_event
-                        )
-                        break
-                    await _pause(stop_event, self._retry.backoff(failures))
-            topic, partition, offset = _position(job.message)
-            _store(consumer, {(topic, partition): offset})
-
     async def _connection(self) -> AsyncConnection[Any]:
-        try:
-            conn: AsyncConnection[Any] = await self._pool.getconn()
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise _Unavailable from exc
+        conn: AsyncConnection[Any] = await self._pool.getconn()
         return conn
 
     async def _claim(
@@ -389,15 +506,17 @@ class EventConsumer:
         await cursor.execute(self._claim_sql, (self._group_id, event_ids))
         return {row[0] for row in await cursor.fetchall()}
 
-    async def _dead_letter(
+    async def _dead_letter(  # noqa: PLR0917 (the loop's state, then the letter)
         self,
+        consumer: Consumer,
         producer: Producer,
         message: Message,
         error: str,
         attempts: int,
         stop_event: asyncio.Event,
     ) -> None:
-        """Copy ``message`` to the dead-letter topic; returns once Kafka acknowledged it."""
+        """Copy ``message`` to the dead-letter topic; returns once Kafka acknowledged it
+        (waiting out a broker outage, polling, like any dependency outage)."""
         headers = _without_dlq_headers(message)
         headers += [
             (DLQ_ERROR, error[:_ERROR_HEADER_LIMIT].encode()),
@@ -421,10 +540,15 @@ class EventConsumer:
             await flush_until_reported(producer, tracker, 1, 60.0)
             if tracker.acknowledged[0]:
                 self.stats.dead_lettered += 1
+                self._recovered(consumer, failures)
                 return
             failures += 1
-            log.error("dead-lettering %s failed: %s", _where(message), tracker.errors.get(0))
-            await _pause(stop_event, self._retry.backoff(failures))
+            problem = str(tracker.errors.get(0) or "no delivery report")
+            log.error("dead-lettering %s failed: %s", _where(message), problem)
+            if failures == 1:
+                self._pause_all(consumer)
+            self.board.block(self._group_id, "kafka", f"dead-lettering failed: {problem}")
+            await self._wait_polling(consumer, self._retry.backoff(failures), stop_event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,13 +851,6 @@ def _store(consumer: Consumer, last_offsets: Mapping[tuple[str, int], int]) -> N
         log.info("offsets not stored (partition moved to another replica?): %s", exc)
 
 
-async def _pause(stop_event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop_event.wait(), seconds)
-    if stop_event.is_set():
-        raise _Stopping
-
-
 def _one_at_a_time(handler: Handler) -> BatchHandler:
     async def handle(envelopes: Sequence[EventEnvelope], conn: AsyncConnection[Any]) -> None:
         for envelope in envelopes:
@@ -749,6 +866,11 @@ def _headers(message: Message) -> list[tuple[str, str | bytes | None]]:
 
 def _without_dlq_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
     return [(name, value) for name, value in _headers(message) if not name.startswith(_DLQ_PREFIX)]
+
+
+def _partition_of(message: Message) -> tuple[str, int]:
+    topic, partition, _ = _position(message)
+    return topic, partition
 
 
 def _position(message: Message) -> tuple[str, int, int]:

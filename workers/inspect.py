@@ -32,6 +32,7 @@ from workers.codec import event_name_of
 from workers.consumer import DeadLetter
 from workers.outbox import checked_schema
 from workers.parked import ParkedRow, parked_counts
+from workers.state import ProcessState
 from workers.topics import WORKER_GROUPS
 
 DEFAULT_TIMEOUT = 3.0
@@ -236,6 +237,22 @@ def report_lines(report: PipelineReport) -> list[str]:
         lines.append(f"{backlog.schema:<{width}}  {backlog.unpublished:>11}  {parked}  {age}")
     if any(backlog.parked for backlog in report.outboxes):
         lines.append("parked rows: see `ordermesh outbox list`, then replay or discard them")
+    return lines
+
+
+def waiting_lines(states: Sequence[ProcessState], now: datetime | None = None) -> list[str]:
+    """Workers waiting for a dependency (an outage: they retry without limit), for status."""
+    now = now or datetime.now(UTC)
+    rows = [(state, blockage) for state in states for blockage in state.blocked]
+    if not rows:
+        return ["", "waiting on dependencies: none"]
+    lines = ["", "waiting on dependencies:"]
+    for state, blockage in rows:
+        waited = format_age(now - datetime.fromisoformat(blockage.since))
+        lines.append(
+            f"  {blockage.worker} (pid {state.pid}) BLOCKED {waited} on {blockage.dependency}"
+            f" after {blockage.retries} retries: {' '.join(blockage.error.split())}"
+        )
     return lines
 
 

@@ -31,6 +31,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from workers.outbox import OUTBOX_CHANNEL, checked_schema
+from workers.state import StateBoard
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ PERMANENT_ERRORS = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
+
+
+RELAY = "outbox relay"
 
 
 def is_permanent(error: KafkaError) -> bool:
@@ -156,6 +160,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         max_backoff: float = 10.0,
         coalesce: float = 0.002,
+        board: StateBoard | None = None,
     ) -> None:
         if not schemas:
             raise ValueError("the relay needs at least one schema")
@@ -209,6 +214,7 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._coalesce = coalesce
         self._owned: set[str] = set()
+        self.board = board or StateBoard("relay")
         self.published = 0
         self.failed_deliveries = 0
         self.parked = 0
@@ -226,10 +232,12 @@ class OutboxRelay:
             while not stop_event.is_set():
                 try:
                     async with self._pool.connection() as conn:
+                        self.board.unblock(RELAY)
                         await self._serve(conn, producer, stop_event)
                     backoff = self._poll_interval
                 except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                     log.warning("outbox relay lost Postgres (%s); retrying in %.1fs", exc, backoff)
+                    self.board.block(RELAY, "postgres", str(exc) or repr(exc))
                     self._owned.clear()
                     await _wait(stop_event, backoff)
                     backoff = min(backoff * 2, self._max_backoff)
@@ -278,9 +286,14 @@ class OutboxRelay:
                         delay = self._poll_interval * 2 ** (failures[schema] - 1)
                         retry_at[schema] = loop.time() + min(delay, self._max_backoff)
                         log.warning("outbox %s: retrying failed deliveries later", schema)
+                        self.board.block(
+                            RELAY, "kafka", f"outbox {schema}: {fetched - delivered} undelivered"
+                        )
                         continue
                     failures.pop(schema, None)
                     retry_at.pop(schema, None)
+                    if not failures:
+                        self.board.unblock(RELAY)
                     if fetched == self._batch_size:
                         busy.add(schema)
                 due = busy

@@ -52,4 +52,9 @@ class DependencyUnavailable(DomainError):
     """A dependency (a database, the broker, another service) cannot be reached or is
     overloaded right now; retrying later may succeed (503). Adapters raise it at their port,
     so callers tell an outage from a problem with their own input by type: the event
-    consumers retry it without limit instead of counting it against the event."""
+    consumers retry it without limit instead of counting it against the event. ``dependency``
+    names what is away, for operators."""
+
+    def __init__(self, message: str, *, dependency: str = "a dependency") -> None:
+        super().__init__(message)
+        self.dependency = dependency

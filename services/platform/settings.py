@@ -52,6 +52,7 @@ class Settings:
     shutdown_grace_seconds: float
     idempotency_ttl_seconds: int
     schemas_dir: Path
+    state_dir: Path | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -99,6 +100,7 @@ class Settings:
                 "ORDERMESH_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60
             ),
             schemas_dir=Path(reader.text("ORDERMESH_SCHEMAS_DIR", str(DEFAULT_SCHEMAS_DIR))),
+            state_dir=Path(state) if (state := reader.text("ORDERMESH_STATE_DIR", "")) else None,
         )
 
 

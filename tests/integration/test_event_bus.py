@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from devstack import kafka, postgres
+from services.common.errors import DependencyUnavailable
 from tests.unit.test_codec import SAMPLES
 from workers import parked
 from workers.admin import delete_topics, ensure_topics
@@ -370,6 +371,69 @@ async def test_a_batch_handler_gets_the_new_events_of_a_batch_at_once(bus: Bus) 
     (letter,) = await bus.dead_letters(f"{bus.group}.replayer")
     assert letter.event_id == str(second[2])
     assert "cannot apply this one" in letter.error
+
+
+async def test_an_outage_is_waited_out_without_limit_while_the_consumer_stays_in_its_group(
+    bus: Bus,
+) -> None:
+    outage = asyncio.Event()
+    outage.set()
+    attempts = 0
+
+    async def apply(envelope: EventEnvelope, conn: AsyncConnection[Any]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if outage.is_set():
+            raise DependencyUnavailable("inventory is restarting", dependency="inventory")
+        await bus.apply_handler()(envelope, conn)
+
+    consumer = EventConsumer(
+        bus.bootstrap,
+        bus.group,
+        [bus.topic],
+        {"OrderCreated": apply},
+        pool=bus.pool,
+        codec=bus.codec,
+        inbox_schema=bus.schema,
+        dead_letter_topic=bus.dead_letter_topic,
+        retry=FAST_RETRY,
+        poll_timeout=0.1,
+        # A consumer that stopped polling for 6 s would be evicted from its group.
+        consumer_config={**FAST_CONSUMER, "max.poll.interval.ms": 6000},
+    )
+    async with running(bus.relay(), consumer):
+        event_ids = await bus.emit(6)
+
+        async def blocked_many_times() -> bool:
+            return attempts > 4 * FAST_RETRY.max_attempts
+
+        await eventually(blocked_many_times)
+        assigned = consumer.assigned
+        assert assigned, "the consumer owns partitions while it waits"
+        [blockage] = consumer.board.blocked()
+        assert (blockage.worker, blockage.dependency) == (bus.group, "inventory")
+        assert "inventory is restarting" in blockage.error
+        # Outlast the poll interval: a consumer that did not poll while waiting is evicted.
+        await asyncio.sleep(8)
+        assert consumer.assigned == assigned
+        assert consumer.stats.dead_lettered == 0
+        outage.clear()
+
+        async def all_applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(DISTINCT event_id) = 6 FROM {schema}.applied"
+                    " WHERE event_id = ANY(%s)",
+                    event_ids,
+                )
+            )
+
+        await eventually(all_applied)
+        assert consumer.board.blocked() == ()
+        assert consumer.stats.dead_lettered == 0
+        assert consumer.stats.outage_retries > 4 * FAST_RETRY.max_attempts
+    assert await bus.scalar("SELECT count(*) FROM {schema}.applied") == 6
+    assert await bus.dead_letters(f"{bus.group}.replayer") == []
 
 
 async def test_poison_and_failing_events_are_dead_lettered_and_replayed(

@@ -139,7 +139,7 @@ def test_backlog_counts_unpublished_rows_and_ages_the_oldest(
         outboxes=[backlog, missing], outbox_schemas=(schema, f"{schema}_missing")
     )
     lines = inspect.report_lines(report)
-    assert any(re.fullmatch(rf"{schema}\s+1\s+1m3\ds", line) for line in lines), lines
+    assert any(re.fullmatch(rf"{schema}\s+1\s+0\s+1m3\ds", line) for line in lines), lines
 
 
 def test_an_unreachable_broker_and_database_are_reported_not_raised() -> None:

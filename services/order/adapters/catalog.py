@@ -9,6 +9,19 @@ from services.common.errors import DependencyUnavailable
 from services.common.money import Money
 from services.order.domain.pricing import CatalogEntry
 
+DEPENDENCY = "inventory service (catalog)"
+
+# Answers that mean the inventory service is away or overloaded, not that the question was
+# wrong: the caller may retry them.
+OUTAGE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
 
 class InventoryCatalog:
     def __init__(self, channel: grpc.aio.Channel, timeout: float = 5.0) -> None:
@@ -22,7 +35,12 @@ class InventoryCatalog:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            raise DependencyUnavailable(f"catalog unavailable: {error.details()}") from error
+            if error.code() in OUTAGE_CODES:
+                raise DependencyUnavailable(
+                    f"catalog unavailable: {error.code().name} {error.details()}",
+                    dependency=DEPENDENCY,
+                ) from error
+            raise
         return {
             product.product_id: CatalogEntry(
                 product_id=product.product_id,
