@@ -12,7 +12,7 @@ from services.common.money import Money
 from services.payment import handlers
 from services.payment.adapters.outbox import PaymentOutbox
 from services.payment.adapters.repository import PaymentRepository
-from services.payment.domain.commands import ChargeOrder, RefundOrder
+from services.payment.domain.commands import CancelPayment, ChargeOrder, RefundOrder
 from services.payment.domain.events import Event
 from services.payment.domain.ports import PaymentProvider
 from services.platform.db import Connection
@@ -25,8 +25,10 @@ OUT_OF_STOCK = "out of stock"
 
 
 class PaymentProcessor:
-    """OrderValidated → PaymentProcessed or PaymentFailed; OrderCancelled and OutOfStock →
-    PaymentRefunded when the order's payment was captured and not yet refunded."""
+    """OrderValidated → PaymentProcessed or PaymentFailed, unless the order was cancelled;
+    OrderCancelled and OutOfStock → PaymentRefunded when the order's payment was captured and
+    not yet refunded. A cancellation is remembered, so a validation that arrives after it
+    (late, replayed from the dead-letter topic, or duplicated) takes no money."""
 
     def __init__(self, codec: EventCodec, provider: PaymentProvider) -> None:
         self._outbox = PaymentOutbox(codec)
@@ -52,8 +54,12 @@ class PaymentProcessor:
 
     async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
         order = envelope.record
-        command = RefundOrder(str(order["order_id"]), str(order["reason"]) or "order cancelled")
-        event = await handlers.refund_order(command, PaymentRepository(conn), self._provider)
+        command = CancelPayment(
+            str(order["order_id"]),
+            str(order["reason"]) or "order cancelled",
+            order["cancelled_at"],
+        )
+        event = await handlers.cancel_payment(command, PaymentRepository(conn), self._provider)
         await self._publish(conn, event, envelope)
 
     async def on_out_of_stock(self, envelope: EventEnvelope, conn: Connection) -> None:

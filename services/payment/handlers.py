@@ -6,7 +6,7 @@ import uuid
 
 from services.common.errors import InvalidArgument, NotFound
 from services.common.identity import Principal
-from services.payment.domain.commands import ChargeOrder, RefundOrder
+from services.payment.domain.commands import CancelPayment, ChargeOrder, RefundOrder
 from services.payment.domain.events import PaymentFailed, PaymentProcessed, PaymentRefunded
 from services.payment.domain.model import ChargeApproved, NewPayment, Payment
 from services.payment.domain.ports import PaymentLedger, PaymentProvider, PaymentReader
@@ -18,11 +18,16 @@ async def charge_order(
     payments: PaymentLedger,
     provider: PaymentProvider,
 ) -> PaymentProcessed | PaymentFailed | None:
-    """Charges the order and records the outcome; None when it was recorded before.
+    """Charges the order and records the outcome; None when it was recorded before, or when
+    the order has been cancelled (a late, replayed or duplicated validation never takes money
+    for a cancelled order).
 
     The provider is idempotent on the order id, so if a previous attempt charged but
     crashed before its commit, this one gets the same charge back instead of a second.
     """
+    await payments.lock_order(command.order_id)
+    if await payments.is_cancelled(command.order_id):
+        return None
     if await payments.by_order(command.order_id) is not None:
         return None
     result = await provider.charge(
@@ -42,6 +47,16 @@ async def charge_order(
         # A concurrent attempt recorded the same outcome first, and publishes it.
         return None
     return event
+
+
+async def cancel_payment(
+    command: CancelPayment, payments: PaymentLedger, provider: PaymentProvider
+) -> PaymentRefunded | None:
+    """Records the cancellation, so no later charge happens, and refunds a payment that was
+    already captured (once)."""
+    await payments.lock_order(command.order_id)
+    await payments.record_cancellation(command.order_id, command.reason, command.cancelled_at)
+    return await refund_order(RefundOrder(command.order_id, command.reason), payments, provider)
 
 
 async def refund_order(

@@ -327,3 +327,34 @@ async def test_a_cancellation_and_a_shortage_at_once_refund_once(
     assert payment is not None and payment.status is PaymentStatus.REFUNDED
     assert [event.name for event in published] == ["PaymentRefunded"]
     assert provider.refunds == [captured.payment_id]
+
+
+async def test_a_validation_delivered_after_the_cancellation_takes_no_money(
+    scenario: Scenario,
+) -> None:
+    await scenario.deliver(scenario.order_cancelled("cancelled while pending"))
+    await scenario.deliver(scenario.order_validated("tok_visa"))
+    assert scenario.provider.charges == []
+    assert await scenario.payment() is None
+    assert await scenario.published() == []
+    cursor = await scenario.conn.execute(
+        "SELECT reason FROM payment.cancelled_orders WHERE order_id = %s", (scenario.order_id,)
+    )
+    assert await cursor.fetchone() == {"reason": "cancelled while pending"}
+
+
+async def test_a_cancellation_after_the_capture_refunds_once_and_a_late_validation_is_ignored(
+    scenario: Scenario,
+) -> None:
+    await scenario.deliver(scenario.order_validated("tok_visa"))
+    await scenario.deliver(scenario.order_cancelled())
+    await scenario.deliver(scenario.order_cancelled())
+    await scenario.deliver(scenario.order_validated("tok_visa"))
+    assert len(scenario.provider.charges) == 1
+    assert len(scenario.provider.refunds) == 1
+    payment = await scenario.payment()
+    assert payment is not None and payment.status is PaymentStatus.REFUNDED
+    assert [event.name for event in await scenario.published()] == [
+        "PaymentProcessed",
+        "PaymentRefunded",
+    ]

@@ -10,7 +10,7 @@ from services.common.errors import NotFound
 from services.common.money import Money
 from services.payment import handlers
 from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
-from services.payment.domain.commands import ChargeOrder, RefundOrder
+from services.payment.domain.commands import CancelPayment, ChargeOrder, RefundOrder
 from services.payment.domain.events import PaymentFailed, PaymentProcessed, PaymentRefunded
 from services.payment.domain.model import (
     ChargeResult,
@@ -31,6 +31,17 @@ class FakeLedger:
 
     payments: dict[str, Payment] = field(default_factory=dict)
     locked: list[str] = field(default_factory=list)
+    order_locks: list[str] = field(default_factory=list)
+    cancelled: dict[str, str] = field(default_factory=dict)
+
+    async def lock_order(self, order_id: str) -> None:
+        self.order_locks.append(order_id)
+
+    async def is_cancelled(self, order_id: str) -> bool:
+        return order_id in self.cancelled
+
+    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
+        self.cancelled.setdefault(order_id, reason)
 
     async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
         if for_update:
@@ -237,3 +248,32 @@ async def test_nothing_is_refunded_without_a_capture(
     assert await handlers.refund_order(cancel, ledger, provider) is None
     assert provider.refunds == []
     assert ledger.payments[cancel.order_id].status is PaymentStatus.DECLINED
+
+
+async def test_a_validation_that_arrives_after_the_cancellation_takes_no_money(
+    ledger: FakeLedger, provider: RecordingProvider
+) -> None:
+    command = charge()
+    cancel = CancelPayment(command.order_id, "cancelled by the customer", NOW)
+    assert await handlers.cancel_payment(cancel, ledger, provider) is None
+    assert await handlers.charge_order(command, ledger, provider) is None
+    assert provider.charges == []
+    assert command.order_id not in ledger.payments
+    assert ledger.order_locks == [command.order_id, command.order_id]
+
+
+async def test_a_cancellation_after_the_capture_refunds_once_however_often_it_comes(
+    ledger: FakeLedger, provider: RecordingProvider
+) -> None:
+    captured = await handlers.charge_order(charge(), ledger, provider)
+    assert isinstance(captured, PaymentProcessed)
+    order_id = captured.payment.order_id
+    cancel = CancelPayment(order_id, "cancelled by the customer", NOW)
+    refunded = await handlers.cancel_payment(cancel, ledger, provider)
+    assert isinstance(refunded, PaymentRefunded)
+    assert await handlers.cancel_payment(cancel, ledger, provider) is None
+    # A late or replayed validation of the same order changes nothing either.
+    assert await handlers.charge_order(charge(order_id=order_id), ledger, provider) is None
+    assert len(provider.charges) == 1
+    assert len(provider.refunds) == 1
+    assert ledger.payments[order_id].status is PaymentStatus.REFUNDED

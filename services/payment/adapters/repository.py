@@ -5,6 +5,7 @@ The table enforces what the rules promise: `order_id` is unique (one outcome, so
 capture, per order) and the refund lives on the payment row (at most one refund each).
 """
 
+from datetime import datetime
 from typing import Any
 
 from services.common.errors import NotFound
@@ -12,6 +13,9 @@ from services.common.money import Money
 from services.payment.domain.model import NewPayment, Payment, PaymentStatus
 from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
 from services.platform.db import Connection, Pool
+from services.platform.order_guard import OrderGuard
+
+SCHEMA = "payment"
 
 _COLUMNS = (
     "payment_id::text, order_id, user_id, status, amount_minor, currency, method,"
@@ -38,6 +42,16 @@ def _payment(row: dict[str, Any]) -> Payment:
 class PaymentRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._guard = OrderGuard(conn, SCHEMA)
+
+    async def lock_order(self, order_id: str) -> None:
+        await self._guard.lock_order(order_id)
+
+    async def is_cancelled(self, order_id: str) -> bool:
+        return await self._guard.is_cancelled(order_id)
+
+    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
+        await self._guard.record_cancellation(order_id, reason, at)
 
     async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
         """The order's payment; with ``for_update`` its row stays locked until the

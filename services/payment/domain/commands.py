@@ -1,6 +1,7 @@
 """What the payment worker is asked to do, translated from the order and inventory events."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.money import Money
 
@@ -13,6 +14,16 @@ class ChargeOrder:
     user_id: str
     amount: Money
     method: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPayment:
+    """The order was cancelled: take no payment for it from now on, and give back one that
+    was taken."""
+
+    order_id: str
+    reason: str
+    cancelled_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """What the payment handlers need from the outside world."""
 
+from datetime import datetime
 from typing import Protocol
 
 from services.common.money import Money
@@ -12,6 +13,15 @@ class PaymentReader(Protocol):
 
 class PaymentLedger(Protocol):
     """The payments of one transaction: what a handler records commits with its event."""
+
+    async def lock_order(self, order_id: str) -> None:
+        """Serialise this transaction with every other payment handler of the order."""
+
+    async def is_cancelled(self, order_id: str) -> bool:
+        """Whether the order's cancellation has been recorded."""
+
+    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
+        """Remember that the order was cancelled (idempotent)."""
 
     async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
         """The order's payment; with ``for_update`` it stays locked until the transaction
