@@ -1,4 +1,11 @@
-"""A private PostgreSQL cluster in ``.run/postgres``, listening on 127.0.0.1."""
+"""A private PostgreSQL cluster in ``.run/postgres``, listening on 127.0.0.1.
+
+Connections over TCP need a password (scram-sha-256). The superuser, the owner role that
+migrates (``ordermesh``) and one login role per component (``ordermesh_<component>``, see
+:data:`services.platform.db.DATABASE_COMPONENTS`) get random passwords generated into
+``.run/secrets`` (:mod:`devstack.secrets`); the migrations grant each component's role its
+own schema only. The Unix socket lives in ``.run/postgres``, which only the cluster's OS
+user can enter."""
 
 from __future__ import annotations
 
@@ -12,14 +19,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devstack import apt, procs
+from devstack import apt, procs, secrets
 from devstack.paths import RUN_DIR, ensure_run_dirs
 from devstack.ports import HOST, current
+from services.platform.db import DATABASE_COMPONENTS, OWNER_ROLE, role_name
 
 NAME = "postgres"
-ROLE = "ordermesh"
-PASSWORD = "ordermesh"
+ROLE = OWNER_ROLE
 DATABASE = "ordermesh"
+SUPERUSER = "postgres"
 OS_USER = "postgres"
 PG_ROOT = RUN_DIR / "postgres"
 DATA_DIR = PG_ROOT / "data"
@@ -34,10 +42,14 @@ _SETTINGS = {
     "log_line_prefix": "%m [%p] ",
 }
 _HBA = """\
+# Written by devstack/postgres.py. The socket directory is reachable by the cluster's OS user
+# only; over TCP every role needs its password.
 local   all all                trust
-host    all all 127.0.0.1/32   trust
-host    all all ::1/128        trust
+host    all all 127.0.0.1/32   scram-sha-256
+host    all all ::1/128        scram-sha-256
 """
+# What earlier versions of the local stack wrote: upgraded in place on start.
+_TRUSTING_HOST_LINE = "host    all all 127.0.0.1/32   trust"
 
 
 def _bin_dir() -> Path | None:
@@ -109,29 +121,58 @@ def _initdb(bin_dir: Path, user: str | None) -> None:
         return
     if DATA_DIR.exists():
         shutil.rmtree(DATA_DIR)
-    result = subprocess.run(
-        [
-            bin_dir / "initdb",
-            "-D",
-            DATA_DIR,
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-            "--no-instructions",
-        ],
-        cwd=PG_ROOT,
-        env=_env(user),
-        **procs.as_user(user),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    password_file = PG_ROOT / "initdb-password"
+    password_file.write_text(secrets.database_password(SUPERUSER) + "\n")
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(password_file, entry.pw_uid, entry.pw_gid)
+    password_file.chmod(0o600)
+    try:
+        result = subprocess.run(
+            [
+                bin_dir / "initdb",
+                "-D",
+                DATA_DIR,
+                "-U",
+                SUPERUSER,
+                f"--pwfile={password_file}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            cwd=PG_ROOT,
+            env=_env(user),
+            **procs.as_user(user),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        password_file.unlink(missing_ok=True)
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed:\n{result.stdout}{result.stderr}")
-    (DATA_DIR / "pg_hba.conf").write_text(_HBA)
+    _write_hba(user)
+
+
+def _write_hba(user: str | None) -> None:
+    hba = DATA_DIR / "pg_hba.conf"
+    hba.write_text(_HBA)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(hba, entry.pw_uid, entry.pw_gid)
+
+
+def _require_passwords(user: str | None) -> None:
+    """Upgrade a cluster an earlier version created with TCP trust: give the superuser its
+    password (trust still lets us in), then require passwords and reload."""
+    hba = DATA_DIR / "pg_hba.conf"
+    if _TRUSTING_HOST_LINE not in hba.read_text():
+        return
+    psql(f"ALTER ROLE {SUPERUSER} PASSWORD '{secrets.database_password(SUPERUSER)}'")
+    _write_hba(user)
+    psql("SELECT pg_reload_conf()")
 
 
 def _env(user: str | None) -> dict[str, str]:
@@ -160,9 +201,10 @@ def _argv(bin_dir: Path, port: int) -> list[str]:
     return argv
 
 
-def _client_env() -> dict[str, str]:
+def _client_env(user: str = SUPERUSER) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGCONNECT_TIMEOUT"] = "3"
+    env["PGPASSWORD"] = secrets.database_password(user)
     return env
 
 
@@ -179,7 +221,7 @@ def is_ready(port: int | None = None) -> bool:
     return result.returncode == 0
 
 
-def psql(sql: str, *, database: str = "postgres", user: str = "postgres") -> str:
+def psql(sql: str, *, database: str = "postgres", user: str = SUPERUSER) -> str:
     """Run ``sql`` with psql over TCP and return its unaligned, tuples-only output."""
     bin_dir = ensure_installed()
     result = subprocess.run(
@@ -202,7 +244,7 @@ def psql(sql: str, *, database: str = "postgres", user: str = "postgres") -> str
             "-c",
             sql,
         ],
-        env=_client_env(),
+        env=_client_env(user),
         capture_output=True,
         text=True,
         check=False,
@@ -212,11 +254,21 @@ def psql(sql: str, *, database: str = "postgres", user: str = "postgres") -> str
     return result.stdout.strip()
 
 
-def _ensure_role_and_database() -> None:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", ROLE + DATABASE):
+def _ensure_roles_and_database() -> None:
+    """The owner role, one login role per component (each with its generated password,
+    set again on every start so a regenerated secret takes effect) and the database."""
+    roles = [ROLE, *(role_name(component) for component in DATABASE_COMPONENTS)]
+    if not all(re.fullmatch(r"[a-z_][a-z0-9_]*", name) for name in [*roles, DATABASE]):
         raise ValueError("role and database names must be plain identifiers")
-    if psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}'") != "1":
-        psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
+    statements = []
+    for role in roles:
+        password = secrets.database_password(role)
+        statements.append(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
+            f" CREATE ROLE {role} LOGIN; END IF; END $$;"
+            f" ALTER ROLE {role} LOGIN PASSWORD '{password}';"
+        )
+    psql(" ".join(statements))
     if psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
         psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
 
@@ -234,7 +286,8 @@ def start(timeout: float = 60.0) -> None:
     procs.wait_until(
         lambda: is_ready(port), timeout, f"postgres on {HOST}:{port}", name=NAME, interval=0.2
     )
-    _ensure_role_and_database()
+    _require_passwords(_run_as_user())
+    _ensure_roles_and_database()
 
 
 def stop(timeout: float = 30.0) -> bool:
@@ -242,5 +295,8 @@ def stop(timeout: float = 30.0) -> bool:
     return procs.stop(NAME, timeout, sig=signal.SIGINT, leader_only=True)
 
 
-def dsn() -> str:
-    return f"postgresql://{ROLE}:{PASSWORD}@{HOST}:{current().postgres}/{DATABASE}"
+def dsn(component: str | None = None) -> str:
+    """The owner's DSN (migrations, seed, operator tools), or a component's own role's."""
+    role = ROLE if component is None else role_name(component)
+    password = secrets.database_password(role)
+    return f"postgresql://{role}:{password}@{HOST}:{current().postgres}/{DATABASE}"

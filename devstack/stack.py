@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import edge, envoy, kafka, postgres, procs, redis
+from devstack import edge, envoy, kafka, postgres, procs, redis, secrets
 from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
+from services.platform.db import DATABASE_COMPONENTS
 
 ENVOY_CONFIG = RUN_DIR / "envoy" / "envoy.yaml"
 # Worker processes write what they are waiting for here (workers.state); `status` reads it.
@@ -106,10 +107,19 @@ def replica_names(directory: Path = PID_DIR, suffix: str = ".pid") -> list[str]:
 
 
 def app_env(ports: Ports) -> dict[str, str]:
+    """The environment of every ordermesh process of the local stack: each component connects
+    as its own database role, and the secrets come from files in the run dir."""
     env = dict(os.environ)
     env.setdefault("ORDERMESH_ENV", "development")
     env.update(
         {
+            f"ORDERMESH_{component.upper()}_DATABASE_URL": postgres.dsn(component)
+            for component in DATABASE_COMPONENTS
+        }
+    )
+    env.update(
+        {
+            "ORDERMESH_KEY_ENCRYPTION_SECRET_FILE": str(secrets.key_encryption_secret_file()),
             "ORDERMESH_DATABASE_URL": postgres.dsn(),
             "ORDERMESH_REDIS_URL": redis.url(),
             "ORDERMESH_KAFKA_BOOTSTRAP": kafka.bootstrap(),

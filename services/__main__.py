@@ -6,7 +6,8 @@ container hosts one. The components do not know which.
 
 import argparse
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ from services.inventory import api as inventory_api
 from services.order import api as order_api
 from services.payment import api as payment_api
 from services.platform import migrations
-from services.platform.db import open_pool
+from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost, run_until_signalled
-from services.platform.settings import Settings
+from services.platform.settings import Settings, SettingsError
 from services.platform.tokens import TokenVerifier
 from services.webhook import api as webhook_api
 from workers.codec import EventCodec
@@ -66,16 +67,22 @@ def jwks_fetcher(channel: grpc.aio.Channel) -> Callable[[], Any]:
 
 
 async def serve(settings: Settings, names: Sequence[str]) -> None:
-    pool = await open_pool(settings, name="api")
+    # Each hosted component connects as its own database role.
+    pools = {name: await open_pool(settings, name=name, component=name) for name in names}
     auth_channel = grpc.aio.insecure_channel(settings.auth_service_addr)
     inventory_channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
     verifier = TokenVerifier(
         jwks_fetcher(auth_channel), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
     codec = EventCodec.from_directory(settings.schemas_dir)
-    resources = Resources(settings, pool, verifier, auth_channel, inventory_channel, codec)
+    resources = Resources(settings, pools, verifier, auth_channel, inventory_channel, codec)
+    try:
+        components = [COMPONENTS[name](resources) for name in names]
+    except SettingsError:
+        await _close(pools.values(), (auth_channel, inventory_channel))
+        raise
     host = GrpcHost(
-        [COMPONENTS[name](resources) for name in names],
+        components,
         verifier,
         host=settings.grpc_host,
         port=settings.grpc_port,
@@ -85,8 +92,13 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
     try:
         await run_until_signalled(host.start, host.stop)
     finally:
-        await auth_channel.close()
-        await inventory_channel.close()
+        await _close(pools.values(), (auth_channel, inventory_channel))
+
+
+async def _close(pools: Iterable[Pool], channels: Iterable[grpc.aio.Channel]) -> None:
+    for channel in channels:
+        await channel.close()
+    for pool in pools:
         await pool.close()
 
 
@@ -107,16 +119,19 @@ def main() -> None:
     )
     parser.add_argument("--migrate", action="store_true", help="apply migrations and exit")
     args = parser.parse_args()
-    settings = Settings.from_env()
-    configure_logging("api", settings.log_level)
-    if args.migrate:
-        uvloop.run(migrate(settings))
-        return
     names = [name.strip() for name in args.components.split(",") if name.strip()]
     unknown = sorted(set(names) - set(COMPONENTS))
     if unknown:
         parser.error(f"unknown components: {', '.join(unknown)}")
-    uvloop.run(serve(settings, names))
+    try:
+        settings = Settings.from_env()
+        configure_logging("api", settings.log_level)
+        if args.migrate:
+            uvloop.run(migrate(settings))
+            return
+        uvloop.run(serve(settings, names))
+    except SettingsError as error:
+        sys.exit(f"python -m services: refusing to start: {error}")
 
 
 if __name__ == "__main__":

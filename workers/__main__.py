@@ -9,7 +9,8 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Mapping
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from services.payment.adapters.simulated_provider import SimulatedPaymentProvide
 from services.payment.consumers import PaymentProcessor
 from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
-from services.platform.settings import Settings
+from services.platform.settings import Settings, SettingsError
 from workers import topics
 from workers.admin import ensure_topics
 from workers.codec import EventCodec
@@ -41,7 +42,7 @@ OUTBOX_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")
 @dataclass(frozen=True, slots=True)
 class WorkerResources:
     settings: Settings
-    pool: Pool
+    pools: Mapping[str, Pool]
     codec: EventCodec
     inventory_channel: grpc.aio.Channel
     board: StateBoard
@@ -55,6 +56,7 @@ class ConsumerSpec:
 
     group: str
     topics: tuple[str, ...]
+    component: str
     inbox_schema: str
     handlers: Callable[[WorkerResources], Mapping[str, Handler]]
     batch_handlers: Callable[[WorkerResources], Mapping[str, BatchHandler]] | None = None
@@ -64,6 +66,7 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
     "order_validator": ConsumerSpec(
         topics.ORDER_VALIDATOR_GROUP,
         (topics.ORDERS,),
+        "order",
         "orders",
         lambda _: {},
         batch_handlers=lambda r: OrderValidator(
@@ -73,6 +76,7 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
     "order_status_projector": ConsumerSpec(
         topics.ORDER_STATUS_PROJECTOR_GROUP,
         (topics.ORDERS, topics.PAYMENTS, topics.INVENTORY, topics.FULFILLMENT),
+        "order",
         "orders",
         lambda _: {},
         batch_handlers=lambda r: OrderStatusProjector(r.codec).batch_handlers(),
@@ -81,11 +85,13 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         topics.PAYMENT_PROCESSOR_GROUP,
         (topics.ORDERS, topics.INVENTORY),
         "payment",
+        "payment",
         lambda r: PaymentProcessor(r.codec, SimulatedPaymentProvider()).handlers(),
     ),
     "inventory_manager": ConsumerSpec(
         topics.INVENTORY_MANAGER_GROUP,
         (topics.PAYMENTS, topics.ORDERS),
+        "inventory",
         "inventory",
         lambda r: InventoryManager(r.codec).single_handlers(),
         batch_handlers=lambda r: InventoryManager(r.codec).batch_handlers(),
@@ -94,16 +100,24 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
         topics.FULFILLMENT_GROUP,
         (topics.ORDERS,),
         "fulfillment",
+        "fulfillment",
         lambda r: FulfillmentWorker(r.codec).handlers(),
     ),
 }
 
 WORKER_NAMES = ("relay", *CONSUMERS)
+RELAY_COMPONENT = "relay"
+
+
+def database_components(names: Sequence[str]) -> list[str]:
+    """The database roles the workers ``names`` connect as, each once."""
+    wanted = [RELAY_COMPONENT if name == "relay" else CONSUMERS[name].component for name in names]
+    return list(dict.fromkeys(wanted))
 
 
 async def run_relay(resources: WorkerResources, stop: asyncio.Event) -> None:
     relay = OutboxRelay(
-        resources.pool,
+        resources.pools[RELAY_COMPONENT],
         {"bootstrap.servers": resources.settings.kafka_bootstrap},
         OUTBOX_SCHEMAS,
         board=resources.board,
@@ -122,7 +136,7 @@ def consumer_runner(spec: ConsumerSpec) -> Runner:
             spec.topics,
             spec.handlers(resources),
             batch_handlers=None if spec.batch_handlers is None else spec.batch_handlers(resources),
-            pool=resources.pool,
+            pool=resources.pools[spec.component],
             codec=resources.codec,
             inbox_schema=spec.inbox_schema,
             # A replica that died (kill -9, lost host) hands its partitions over after 10 s
@@ -140,13 +154,16 @@ async def run(settings: Settings, names: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    pool = await open_pool(settings, name="workers")
+    pools = {
+        component: await open_pool(settings, name=f"workers-{component}", component=component)
+        for component in database_components(names)
+    }
     channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
     state_dir = settings.state_dir
     label = names[0] if len(names) == 1 else "workers"
     board = StateBoard(label, None if state_dir is None else state_path(state_dir, label))
     resources = WorkerResources(
-        settings, pool, EventCodec.from_directory(settings.schemas_dir), channel, board
+        settings, pools, EventCodec.from_directory(settings.schemas_dir), channel, board
     )
     runners: dict[str, Runner] = {
         "relay": run_relay,
@@ -160,7 +177,8 @@ async def run(settings: Settings, names: list[str]) -> None:
                 group.create_task(runners[name](resources, stop), name=name)
     finally:
         await channel.close()
-        await pool.close()
+        for pool in pools.values():
+            await pool.close()
     log.info("workers stopped")
 
 
@@ -176,17 +194,20 @@ def main() -> None:
         "--create-topics", action="store_true", help="create the Kafka topics and exit"
     )
     args = parser.parse_args()
-    settings = Settings.from_env()
-    configure_logging("workers", settings.log_level)
-    if args.create_topics:
-        ensure_topics(settings.kafka_bootstrap)
-        return
     names = [name.strip() for name in args.components.split(",") if name.strip()]
     if "consumers" in names:
         names = [n for n in names if n != "consumers"] + [n for n in CONSUMERS if n not in names]
     unknown = sorted(set(names) - set(WORKER_NAMES))
     if unknown:
         parser.error(f"unknown workers: {', '.join(unknown)}")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        sys.exit(f"python -m workers: refusing to start: {error}")
+    configure_logging("workers", settings.log_level)
+    if args.create_topics:
+        ensure_topics(settings.kafka_bootstrap)
+        return
     uvloop.run(run(settings, names))
 
 

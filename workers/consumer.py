@@ -319,12 +319,12 @@ class EventConsumer:
                     outages += 1
                     await self._wait_out(consumer, exc, outages, stop_event)
                     continue
-                self._recovered(consumer, outages)
+                self._recovered(outages)
                 if len(jobs) > 1:
                     log.warning("batch of %d failed (%r); retrying one by one", len(jobs), exc)
                 await self._apply_one_by_one(consumer, producer, jobs, stop_event)
                 return
-            self._recovered(consumer, outages)
+            self._recovered(outages)
             return
 
     async def _apply_one_by_one(
@@ -348,7 +348,7 @@ class EventConsumer:
                         outages += 1
                         await self._wait_out(consumer, exc, outages, stop_event)
                         continue
-                    self._recovered(consumer, outages)
+                    self._recovered(outages)
                     outages = 0
                     failures += 1
                     if isinstance(exc, NonRetryableError) or failures >= self._retry.max_attempts:
@@ -364,7 +364,7 @@ class EventConsumer:
                         )
                         break
                     await self._wait_polling(consumer, self._retry.backoff(failures), stop_event)
-            self._recovered(consumer, outages)
+            self._recovered(outages)
             topic, partition, offset = _position(job.message)
             _store(consumer, {(topic, partition): offset})
 
@@ -378,47 +378,39 @@ class EventConsumer:
             log.warning(
                 "%s waits for %s: %s", self._group_id, dependency, error, extra={"retry": True}
             )
-            self._pause_all(consumer)
         self.board.block(self._group_id, dependency, str(error) or repr(error))
         self.stats.outage_retries += 1
         await self._wait_polling(consumer, self._retry.backoff(outages), stop_event)
 
-    def _recovered(self, consumer: Consumer, outages: int) -> None:
+    def _recovered(self, outages: int) -> None:
         if outages == 0:
             return
         log.info("%s resumes after %d retries", self._group_id, outages)
         self.board.unblock(self._group_id)
-        self._resume_all(consumer)
-
-    def _pause_all(self, consumer: Consumer) -> None:
-        assignment = consumer.assignment()
-        if assignment:
-            consumer.pause(assignment)
-
-    def _resume_all(self, consumer: Consumer) -> None:
-        assignment = consumer.assignment()
-        if assignment:
-            consumer.resume(assignment)
 
     async def _wait_polling(
         self, consumer: Consumer, seconds: float, stop_event: asyncio.Event
     ) -> None:
         """Wait ``seconds`` while still polling, so the consumer keeps its group membership
-        and serves rebalances. Paused partitions yield nothing; a message that arrives anyway
-        (a partition assigned during the wait) is put back: its partition is paused and
-        rewound to it, so it is fetched again once the consumer resumes."""
+        and serves rebalances: every partition is paused meanwhile and resumed at the end. A
+        message that arrives anyway (from a partition assigned during the wait) is put back:
+        its partition is paused and rewound to it, so it is fetched again after the wait."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while True:
-            if stop_event.is_set():
-                raise _Stopping
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            messages = await asyncio.to_thread(
-                consumer.consume, self._batch_size, min(remaining, self._poll_timeout)
-            )
-            self._put_back(consumer, messages)
+        _set_paused(consumer, paused=True)
+        try:
+            while True:
+                if stop_event.is_set():
+                    raise _Stopping
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                messages = await asyncio.to_thread(
+                    consumer.consume, self._batch_size, min(remaining, self._poll_timeout)
+                )
+                self._put_back(consumer, messages)
+        finally:
+            _set_paused(consumer, paused=False)
 
     def _put_back(self, consumer: Consumer, messages: Sequence[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
@@ -540,13 +532,11 @@ class EventConsumer:
             await flush_until_reported(producer, tracker, 1, 60.0)
             if tracker.acknowledged[0]:
                 self.stats.dead_lettered += 1
-                self._recovered(consumer, failures)
+                self._recovered(failures)
                 return
             failures += 1
             problem = str(tracker.errors.get(0) or "no delivery report")
             log.error("dead-lettering %s failed: %s", _where(message), problem)
-            if failures == 1:
-                self._pause_all(consumer)
             self.board.block(self._group_id, "kafka", f"dead-lettering failed: {problem}")
             await self._wait_polling(consumer, self._retry.backoff(failures), stop_event)
 
@@ -866,6 +856,12 @@ def _headers(message: Message) -> list[tuple[str, str | bytes | None]]:
 
 def _without_dlq_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
     return [(name, value) for name, value in _headers(message) if not name.startswith(_DLQ_PREFIX)]
+
+
+def _set_paused(consumer: Consumer, *, paused: bool) -> None:
+    assignment = consumer.assignment()
+    if assignment:
+        (consumer.pause if paused else consumer.resume)(assignment)
 
 
 def _partition_of(message: Message) -> tuple[str, int]:

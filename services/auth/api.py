@@ -137,9 +137,9 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
 
 def component(resources: Resources) -> Component:
     settings = resources.settings
-    keys = signing_key_store(settings, resources.pool)
+    keys = signing_key_store(settings, resources.pool("auth"))
     api = AuthApi(
-        users=PostgresUserRepository(resources.pool),
+        users=PostgresUserRepository(resources.pool("auth")),
         hasher=Argon2PasswordHasher(),
         tokens=JwtTokenIssuer(keys, token_policy(settings)),
         keys=keys,

@@ -20,5 +20,5 @@ def token_policy(settings: Settings) -> TokenPolicy:
 
 def signing_key_store(settings: Settings, pool: Pool) -> PostgresSigningKeyStore:
     return PostgresSigningKeyStore(
-        pool, fernet_for(settings.key_encryption_secret, SIGNING_KEYS_PURPOSE)
+        pool, fernet_for(settings.require_key_encryption_secret(), SIGNING_KEYS_PURPOSE)
     )

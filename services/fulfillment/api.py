@@ -45,7 +45,7 @@ class FulfillmentApi(fulfillment_pb2_grpc.FulfillmentServiceServicer):
 
 
 def component(resources: Resources) -> Component:
-    api = FulfillmentApi(PooledShipmentReader(resources.pool))
+    api = FulfillmentApi(PooledShipmentReader(resources.pool("fulfillment")))
     return Component(
         service_name=SERVICE,
         register=lambda server: fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server(

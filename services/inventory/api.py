@@ -69,7 +69,7 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
 
 
 def component(resources: Resources) -> Component:
-    api = InventoryApi(CatalogRepository(resources.pool))
+    api = InventoryApi(CatalogRepository(resources.pool("inventory")))
     return Component(
         service_name=SERVICE,
         register=lambda server: inventory_pb2_grpc.add_InventoryServiceServicer_to_server(

@@ -185,7 +185,7 @@ class OrderApi(order_pb2_grpc.OrderServiceServicer):
 def component(resources: Resources) -> Component:
     settings = resources.settings
     store = PostgresOrderStore(
-        resources.pool,
+        resources.pool("order"),
         OrderOutbox(resources.codec),
         timedelta(seconds=settings.idempotency_ttl_seconds),
     )

@@ -52,7 +52,7 @@ class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
 
 
 def component(resources: Resources) -> Component:
-    api = PaymentApi(PooledPaymentReader(resources.pool))
+    api = PaymentApi(PooledPaymentReader(resources.pool("payment")))
     return Component(
         service_name=SERVICE,
         register=lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(api, server),

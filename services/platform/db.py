@@ -12,15 +12,30 @@ from services.platform.settings import Settings
 Connection = AsyncConnection[DictRow]
 Pool = AsyncConnectionPool[Connection]
 
+# The parts of ordermesh that keep state in Postgres. Each connects as a login role of its
+# own, ``ordermesh_<component>``, which its migrations grant its own schema only (the relay:
+# every outbox); the owner role that migrates is the only one with more.
+DATABASE_COMPONENTS = ("auth", "order", "inventory", "payment", "fulfillment", "webhook", "relay")
+OWNER_ROLE = "ordermesh"
 
-async def open_pool(settings: Settings, *, name: str) -> Pool:
+
+def role_name(component: str) -> str:
+    if component not in DATABASE_COMPONENTS:
+        raise ValueError(f"{component!r} keeps no state in Postgres")
+    return f"ordermesh_{component}"
+
+
+async def open_pool(settings: Settings, *, name: str, component: str | None = None) -> Pool:
+    """A pool for ``component`` (connecting as its own role, see
+    :meth:`Settings.database_url_for`), or the owner's pool when no component is given."""
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "row_factory": dict_row,
         "application_name": f"ordermesh-{name}",
     }
+    url = settings.database_url if component is None else settings.database_url_for(component)
     pool = Pool(
-        settings.database_url,
+        url,
         connection_class=Connection,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,

@@ -1,5 +1,6 @@
 """What the composition root hands to each component it hosts."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -13,8 +14,15 @@ from workers.codec import EventCodec
 @dataclass(frozen=True, slots=True)
 class Resources:
     settings: Settings
-    pool: Pool
+    pools: Mapping[str, Pool]
     verifier: TokenVerifier
     auth_channel: grpc.aio.Channel
     inventory_channel: grpc.aio.Channel
     codec: EventCodec
+
+    def pool(self, component: str) -> Pool:
+        """The pool of ``component``, connected as its own database role."""
+        try:
+            return self.pools[component]
+        except KeyError:
+            raise KeyError(f"no database pool was opened for {component!r}") from None

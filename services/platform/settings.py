@@ -1,11 +1,18 @@
 """Typed settings, read once from the environment by the composition root.
 
 Every variable is `ORDERMESH_<NAME>`, except the per-service addresses, which follow the
-`<NAME>_SERVICE_ADDR` convention. Defaults suit the local stack; outside development a
-missing secret is an error rather than a silent default.
+`<NAME>_SERVICE_ADDR` convention. Any `ORDERMESH_<NAME>` may instead be given as
+`ORDERMESH_<NAME>_FILE`, the path of a file holding the value (Docker secrets).
+
+Secrets fail closed: the auth service refuses to start without a key-encryption secret of at
+least 32 characters (`make up` generates one into the run dir), unless the explicit,
+development-only `ORDERMESH_INSECURE_DEV_SECRETS=true` lets it use a published constant.
+Each component connects to Postgres as its own role, `ORDERMESH_<COMPONENT>_DATABASE_URL`;
+without one it uses `ORDERMESH_DATABASE_URL` (the owner), which production refuses.
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,7 +34,12 @@ _E = TypeVar("_E", bound=StrEnum)
 
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
+# Published in this repository, so it protects nothing: usable only with the explicit
+# ORDERMESH_INSECURE_DEV_SECRETS=true, never in production.
 DEV_KEY_ENCRYPTION_SECRET = "ordermesh-development-only-key-encryption-secret"
+MIN_SECRET_LENGTH = 32
+
+_COMPONENT_URL = re.compile(r"ORDERMESH_([A-Z]+)_DATABASE_URL(?:_FILE)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +60,9 @@ class Settings:
     jwt_audience: str
     access_token_ttl_seconds: int
     refresh_token_ttl_seconds: int
-    key_encryption_secret: str
+    key_encryption_secret: str | None
+    insecure_dev_secrets: bool
+    component_database_urls: Mapping[str, str]
     shutdown_grace_seconds: float
     idempotency_ttl_seconds: int
     schemas_dir: Path
@@ -61,13 +75,14 @@ class Settings:
         environment = reader.enum("ORDERMESH_ENV", Environment, Environment.DEVELOPMENT)
         grpc_port = reader.integer("ORDERMESH_GRPC_PORT", 50051, minimum=0, maximum=65535)
         local = f"127.0.0.1:{grpc_port}"
-        secret = source.get("ORDERMESH_KEY_ENCRYPTION_SECRET", "")
-        if not secret:
-            if environment is Environment.PRODUCTION:
-                raise SettingsError("ORDERMESH_KEY_ENCRYPTION_SECRET must be set in production")
-            secret = DEV_KEY_ENCRYPTION_SECRET
-        elif environment is Environment.PRODUCTION and secret == DEV_KEY_ENCRYPTION_SECRET:
-            raise SettingsError("ORDERMESH_KEY_ENCRYPTION_SECRET is the development default")
+        insecure = reader.boolean("ORDERMESH_INSECURE_DEV_SECRETS", default=False)
+        if insecure and environment is Environment.PRODUCTION:
+            raise SettingsError("ORDERMESH_INSECURE_DEV_SECRETS cannot be used in production")
+        component_urls = {
+            match.group(1).lower(): reader.text(f"ORDERMESH_{match.group(1)}_DATABASE_URL", "")
+            for name in source
+            if (match := _COMPONENT_URL.fullmatch(name))
+        }
         return cls(
             environment=environment,
             database_url=reader.text(
@@ -94,7 +109,9 @@ class Settings:
             refresh_token_ttl_seconds=reader.integer(
                 "ORDERMESH_REFRESH_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=1
             ),
-            key_encryption_secret=secret,
+            key_encryption_secret=reader.text("ORDERMESH_KEY_ENCRYPTION_SECRET", "") or None,
+            insecure_dev_secrets=insecure,
+            component_database_urls={name: url for name, url in component_urls.items() if url},
             shutdown_grace_seconds=reader.number("ORDERMESH_SHUTDOWN_GRACE_SECONDS", 10.0),
             idempotency_ttl_seconds=reader.integer(
                 "ORDERMESH_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60
@@ -103,14 +120,72 @@ class Settings:
             state_dir=Path(state) if (state := reader.text("ORDERMESH_STATE_DIR", "")) else None,
         )
 
+    def database_url_for(self, component: str) -> str:
+        """The DSN ``component`` connects with: its own role's; the owner's only outside
+        production, where a missing one is an error."""
+        url = self.component_database_urls.get(component)
+        if url:
+            return url
+        if self.environment is Environment.PRODUCTION:
+            raise SettingsError(
+                f"ORDERMESH_{component.upper()}_DATABASE_URL must be set in production: each"
+                " component connects as its own database role"
+            )
+        return self.database_url
+
+    def require_key_encryption_secret(self) -> str:
+        """The secret the auth service encrypts its signing keys with; refuses a missing,
+        short or published one (unless ORDERMESH_INSECURE_DEV_SECRETS allows the last)."""
+        secret = self.key_encryption_secret
+        if secret is None and self.insecure_dev_secrets:
+            return DEV_KEY_ENCRYPTION_SECRET
+        if secret is None:
+            raise SettingsError(
+                "ORDERMESH_KEY_ENCRYPTION_SECRET (or ORDERMESH_KEY_ENCRYPTION_SECRET_FILE) must"
+                f" be set to a random secret of at least {MIN_SECRET_LENGTH} characters"
+                " (`make up` generates one into .run/secrets)"
+            )
+        if secret == DEV_KEY_ENCRYPTION_SECRET and not self.insecure_dev_secrets:
+            raise SettingsError(
+                "ORDERMESH_KEY_ENCRYPTION_SECRET is the published development constant"
+            )
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"ORDERMESH_KEY_ENCRYPTION_SECRET is {len(secret)} characters; it must have at"
+                f" least {MIN_SECRET_LENGTH}"
+            )
+        return secret
+
 
 class _Reader:
     def __init__(self, source: Mapping[str, str]) -> None:
         self._source = source
 
     def text(self, name: str, default: str) -> str:
+        """``name``'s value, else the content of the file ``name_FILE`` names, else
+        ``default``."""
         value = self._source.get(name, "").strip()
+        if value:
+            return value
+        file_name = self._source.get(f"{name}_FILE", "").strip()
+        if file_name:
+            try:
+                value = Path(file_name).read_text().strip()
+            except OSError as error:
+                raise SettingsError(f"{name}_FILE={file_name}: {error.strerror}") from None
+            if not value:
+                raise SettingsError(f"{name}_FILE={file_name} is empty")
         return value or default
+
+    def boolean(self, name: str, *, default: bool) -> bool:
+        raw = self.text(name, "").lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
     def integer(
         self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None

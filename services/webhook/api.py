@@ -83,7 +83,8 @@ def component(resources: Resources, env: Mapping[str, str] | None = None) -> Com
     """`env` defaults to the process environment, where the webhook settings are read."""
     api = WebhookApi(
         PostgresWebhookRepository(
-            resources.pool, SecretCipher(resources.settings.key_encryption_secret)
+            resources.pool("webhook"),
+            SecretCipher(resources.settings.require_key_encryption_secret()),
         ),
         DnsResolver(),
         WebhookSettings.from_env(env),

@@ -8,7 +8,7 @@ from types import ModuleType
 import psycopg
 import pytest
 
-from devstack import kafka, postgres, redis
+from devstack import kafka, postgres, redis, secrets
 from services.__main__ import all_migrations
 from services.platform import migrations
 from services.platform.db import Pool, open_pool
@@ -38,6 +38,8 @@ def settings(servers: None) -> Settings:
         {
             "ORDERMESH_ENV": "test",
             "ORDERMESH_DATABASE_URL": postgres.dsn(),
+            # The running stack's secret: its signing keys are encrypted with it.
+            "ORDERMESH_KEY_ENCRYPTION_SECRET_FILE": str(secrets.key_encryption_secret_file()),
             "ORDERMESH_REDIS_URL": redis.url(),
             "ORDERMESH_KAFKA_BOOTSTRAP": kafka.bootstrap(),
             "ORDERMESH_GRPC_PORT": "0",

@@ -15,7 +15,7 @@ from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from devstack.ports import HOST
 from services.__main__ import jwks_fetcher
-from services.platform.db import Pool
+from services.platform.db import DATABASE_COMPONENTS, Pool
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost
 from services.platform.settings import Settings
@@ -61,8 +61,11 @@ async def grpc_stack(
     verifier = TokenVerifier(
         jwks_fetcher(channel), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
+    # Tests connect every component through one pool (the owner's); the roles' separation has
+    # its own test (test_database_roles.py).
+    pools = dict.fromkeys(DATABASE_COMPONENTS, pool)
     resources = Resources(
-        settings, pool, verifier, channel, channel, EventCodec.from_directory(settings.schemas_dir)
+        settings, pools, verifier, channel, channel, EventCodec.from_directory(settings.schemas_dir)
     )
     host = GrpcHost(
         [build(resources) for build in components],

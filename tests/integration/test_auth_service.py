@@ -311,7 +311,11 @@ async def key_database(settings: Settings) -> AsyncIterator[KeyDatabase]:
         async with await psycopg.AsyncConnection.connect(
             isolated.database_url, autocommit=True
         ) as conn:
-            await migrations.apply(conn, migrations.discover("auth", AUTH_MIGRATIONS))
+            await migrations.apply(
+                conn,
+                migrations.discover("platform", migrations.PLATFORM_FOLDER)
+                + migrations.discover("auth", AUTH_MIGRATIONS),
+            )
         pool = await open_pool(isolated, name="tests-auth-keys")
         try:
             yield KeyDatabase(isolated, pool)
@@ -386,6 +390,6 @@ async def test_private_keys_are_encrypted_at_rest(key_database: KeyDatabase) -> 
         row = await cursor.fetchone()
     assert row is not None
     assert b"PRIVATE KEY" not in bytes(row["private_key_encrypted"])
-    other_secret = dataclasses.replace(settings, key_encryption_secret="another secret")
+    other_secret = dataclasses.replace(settings, key_encryption_secret="another secret " * 4)
     with pytest.raises(SigningKeyUnavailable, match="ORDERMESH_KEY_ENCRYPTION_SECRET"):
         await signing_key_store(other_secret, key_database.pool).signing_key()

@@ -116,7 +116,11 @@ def test_up_probe_down(isolated_env: dict[str, str]) -> None:
     assert all(isinstance(pid, int) for pid in pids.values()), pids
     assert facts["psql"] == "ordermesh"
     port = isolated_env["ORDERMESH_POSTGRES_PORT"]
-    assert facts["dsn"] == f"postgresql://ordermesh:ordermesh@127.0.0.1:{port}/ordermesh"
+    secrets_dir = Path(isolated_env["ORDERMESH_RUN_DIR"]) / "secrets"
+    password = (secrets_dir / "postgres-ordermesh").read_text().strip()
+    assert len(password) >= 32
+    assert facts["dsn"] == f"postgresql://ordermesh:{password}@127.0.0.1:{port}/ordermesh"
+    assert oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
     assert facts["redis"] == "+OK\r\n$2\r\nok\r\n"
     assert facts["brokers"] == 1
     assert facts["bootstrap"] == f"127.0.0.1:{isolated_env['ORDERMESH_KAFKA_PORT']}"

@@ -126,7 +126,7 @@ async def test_the_secret_is_stored_encrypted(
     assert row is not None
     sealed = bytes(row["secret_encrypted"])
     assert created.secret.encode() not in sealed
-    assert SecretCipher(settings.key_encryption_secret).decrypt(sealed) == created.secret
+    assert SecretCipher(settings.require_key_encryption_secret()).decrypt(sealed) == created.secret
 
 
 @pytest.mark.parametrize(

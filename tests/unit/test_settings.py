@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from services.platform.settings import (
     DEV_KEY_ENCRYPTION_SECRET,
+    MIN_SECRET_LENGTH,
     Environment,
     Settings,
     SettingsError,
@@ -14,23 +17,63 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.grpc_port == 50051
     assert settings.access_token_ttl_seconds == 15 * 60
     assert settings.refresh_token_ttl_seconds == 7 * 24 * 3600
-    assert settings.key_encryption_secret == DEV_KEY_ENCRYPTION_SECRET
 
 
-def test_production_refuses_default_secrets() -> None:
-    with pytest.raises(SettingsError, match="must be set in production"):
-        Settings.from_env({"ORDERMESH_ENV": "production"})
-    with pytest.raises(SettingsError, match="development default"):
-        Settings.from_env(
-            {
-                "ORDERMESH_ENV": "production",
-                "ORDERMESH_KEY_ENCRYPTION_SECRET": DEV_KEY_ENCRYPTION_SECRET,
-            }
-        )
+GOOD_SECRET = "k" * MIN_SECRET_LENGTH
+
+
+def test_the_key_encryption_secret_fails_closed() -> None:
+    with pytest.raises(SettingsError, match=r"ORDERMESH_KEY_ENCRYPTION_SECRET .* must be set"):
+        Settings.from_env({}).require_key_encryption_secret()
+    short = Settings.from_env({"ORDERMESH_KEY_ENCRYPTION_SECRET": "s3cret"})
+    with pytest.raises(SettingsError, match="is 6 characters; it must have at least 32"):
+        short.require_key_encryption_secret()
+    published = Settings.from_env({"ORDERMESH_KEY_ENCRYPTION_SECRET": DEV_KEY_ENCRYPTION_SECRET})
+    with pytest.raises(SettingsError, match="published development constant"):
+        published.require_key_encryption_secret()
+    good = Settings.from_env({"ORDERMESH_KEY_ENCRYPTION_SECRET": GOOD_SECRET})
+    assert good.require_key_encryption_secret() == GOOD_SECRET
+
+
+def test_only_the_explicit_development_flag_allows_the_published_secret() -> None:
+    flagged = Settings.from_env({"ORDERMESH_INSECURE_DEV_SECRETS": "true"})
+    assert flagged.require_key_encryption_secret() == DEV_KEY_ENCRYPTION_SECRET
+    with pytest.raises(SettingsError, match="cannot be used in production"):
+        Settings.from_env({"ORDERMESH_ENV": "production", "ORDERMESH_INSECURE_DEV_SECRETS": "1"})
+    with pytest.raises(SettingsError, match="must be true or false"):
+        Settings.from_env({"ORDERMESH_INSECURE_DEV_SECRETS": "maybe"})
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(GOOD_SECRET + "\n")
+    settings = Settings.from_env({"ORDERMESH_KEY_ENCRYPTION_SECRET_FILE": str(secret_file)})
+    assert settings.require_key_encryption_secret() == GOOD_SECRET
+    with pytest.raises(SettingsError, match=r"ORDERMESH_KEY_ENCRYPTION_SECRET_FILE=.*No such"):
+        Settings.from_env({"ORDERMESH_KEY_ENCRYPTION_SECRET_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(SettingsError, match="is empty"):
+        Settings.from_env({"ORDERMESH_KEY_ENCRYPTION_SECRET_FILE": str(tmp_path / "empty")})
+
+
+def test_each_component_connects_as_its_own_role(tmp_path: Path) -> None:
+    url_file = tmp_path / "payment-url"
+    url_file.write_text("postgresql://ordermesh_payment:pw@db/ordermesh")
     settings = Settings.from_env(
-        {"ORDERMESH_ENV": "production", "ORDERMESH_KEY_ENCRYPTION_SECRET": "s3cret-from-vault"}
+        {
+            "ORDERMESH_DATABASE_URL": "postgresql://ordermesh:pw@db/ordermesh",
+            "ORDERMESH_ORDER_DATABASE_URL": "postgresql://ordermesh_order:pw@db/ordermesh",
+            "ORDERMESH_PAYMENT_DATABASE_URL_FILE": str(url_file),
+        }
     )
-    assert settings.environment is Environment.PRODUCTION
+    assert settings.database_url_for("order") == "postgresql://ordermesh_order:pw@db/ordermesh"
+    assert settings.database_url_for("payment") == "postgresql://ordermesh_payment:pw@db/ordermesh"
+    assert settings.database_url_for("auth") == "postgresql://ordermesh:pw@db/ordermesh"
+    production = Settings.from_env(
+        {"ORDERMESH_ENV": "production", "ORDERMESH_KEY_ENCRYPTION_SECRET": GOOD_SECRET}
+    )
+    with pytest.raises(SettingsError, match="ORDERMESH_AUTH_DATABASE_URL must be set"):
+        production.database_url_for("auth")
 
 
 @pytest.mark.parametrize(
