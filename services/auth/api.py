@@ -6,10 +6,9 @@ import grpc
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth import handlers
-from services.auth.adapters.hashing import Argon2PasswordHasher
 from services.auth.adapters.tokens import ALGORITHM, JwtTokenIssuer
 from services.auth.adapters.users import PostgresUserRepository
-from services.auth.bootstrap import signing_key_store, token_policy
+from services.auth.bootstrap import password_hasher, signing_key_store, token_policy
 from services.auth.domain.commands import Login, RefreshTokens, RegisterUser
 from services.auth.domain.model import User
 from services.auth.domain.ports import (
@@ -135,12 +134,13 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         )
 
 
-def component(resources: Resources) -> Component:
+def component(resources: Resources, *, hasher: PasswordHasher | None = None) -> Component:
+    """The hosted AuthService; `hasher` replaces the settings' argon2 hasher (tests)."""
     settings = resources.settings
     keys = signing_key_store(settings, resources.pool)
     api = AuthApi(
         users=PostgresUserRepository(resources.pool),
-        hasher=Argon2PasswordHasher(),
+        hasher=hasher or password_hasher(settings),
         tokens=JwtTokenIssuer(keys, token_policy(settings)),
         keys=keys,
         verifier=resources.verifier,

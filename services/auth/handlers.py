@@ -1,5 +1,6 @@
 """One function per auth command or query, taking its ports as arguments."""
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -26,7 +27,7 @@ from services.auth.domain.rules import (
     normalise_email,
     validate_registration,
 )
-from services.common.errors import AlreadyExists, Unauthenticated
+from services.common.errors import AlreadyExists, ResourceExhausted, Unauthenticated
 from services.common.identity import Principal, Tier
 
 
@@ -61,7 +62,9 @@ async def login(
     if user is None or not matches:
         raise Unauthenticated(INVALID_CREDENTIALS)
     if hasher.needs_rehash(user.password_hash):
-        await users.set_password_hash(user.user_id, await hasher.hash(command.password))
+        # The upgrade can wait for the next login; a busy hasher must not fail this one.
+        with contextlib.suppress(ResourceExhausted):
+            await users.set_password_hash(user.user_id, await hasher.hash(command.password))
     return await tokens.issue(user)
 
 

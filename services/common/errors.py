@@ -40,3 +40,12 @@ class FailedPrecondition(DomainError):
 
 class Unavailable(DomainError):
     """A dependency is down; retrying later may succeed (503)."""
+
+
+class ResourceExhausted(DomainError):
+    """Too much work is already waiting; the same request may succeed after
+    `retry_after_seconds` (429 with Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

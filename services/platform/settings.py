@@ -47,6 +47,8 @@ class Settings:
     jwt_audience: str
     access_token_ttl_seconds: int
     refresh_token_ttl_seconds: int
+    password_hash_concurrency: int
+    password_hash_queue: int
     key_encryption_secret: str
     shutdown_grace_seconds: float
     idempotency_ttl_seconds: int
@@ -59,6 +61,9 @@ class Settings:
         environment = reader.enum("ORDERMESH_ENV", Environment, Environment.DEVELOPMENT)
         grpc_port = reader.integer("ORDERMESH_GRPC_PORT", 50051, minimum=0, maximum=65535)
         local = f"127.0.0.1:{grpc_port}"
+        hash_concurrency = reader.integer(
+            "ORDERMESH_PASSWORD_HASH_CONCURRENCY", os.cpu_count() or 1, minimum=1
+        )
         secret = source.get("ORDERMESH_KEY_ENCRYPTION_SECRET", "")
         if not secret:
             if environment is Environment.PRODUCTION:
@@ -88,6 +93,10 @@ class Settings:
             ),
             refresh_token_ttl_seconds=reader.integer(
                 "ORDERMESH_REFRESH_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=1
+            ),
+            password_hash_concurrency=hash_concurrency,
+            password_hash_queue=reader.integer(
+                "ORDERMESH_PASSWORD_HASH_QUEUE", 4 * hash_concurrency, minimum=0
             ),
             key_encryption_secret=secret,
             shutdown_grace_seconds=reader.number("ORDERMESH_SHUTDOWN_GRACE_SECONDS", 10.0),

@@ -29,6 +29,7 @@ PASSWORD = "correct horse battery staple"
 class GrpcStack:
     channel: grpc.aio.Channel
     resources: Resources
+    port: int
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ async def grpc_stack(
     )
     await host.start()
     try:
-        yield GrpcStack(channel, resources)
+        yield GrpcStack(channel, resources, port)
     finally:
         await channel.close()
         await host.stop()

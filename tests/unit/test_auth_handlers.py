@@ -17,7 +17,12 @@ from services.auth.domain.model import (
     User,
 )
 from services.auth.domain.rules import INVALID_CREDENTIALS
-from services.common.errors import AlreadyExists, InvalidArgument, Unauthenticated
+from services.common.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from services.common.identity import Principal, Role, Tier
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -56,17 +61,21 @@ class FakeUsers:
 
 @dataclass
 class FakeHasher:
-    """Hashes are "<version>:<password>"; a hash of an older version needs rehashing."""
+    """Hashes are "<version>:<password>"; a hash of an older version needs rehashing. While
+    `busy`, hashing is refused as a full queue refuses it."""
 
     version: str = "v2"
     verified_against: list[str] = field(default_factory=list)
     hashed: int = 0
+    busy: bool = False
 
     @property
     def dummy_hash(self) -> str:
         return f"{self.version}:dummy-password-nobody-has"
 
     async def hash(self, password: str) -> str:
+        if self.busy:
+            raise ResourceExhausted("busy", retry_after_seconds=1)
         self.hashed += 1
         return f"{self.version}:{password}"
 
@@ -183,6 +192,26 @@ async def test_login_upgrades_a_hash_made_with_old_parameters(
     await users.set_password_hash(user.user_id, f"v1:{PASSWORD}")
     await handlers.login(Login("ada@example.com", PASSWORD), users, hasher, FakeIssuer())
     assert users.by_user_id[user.user_id].password_hash == f"v2:{PASSWORD}"
+
+
+async def test_login_succeeds_when_the_hash_upgrade_is_refused(
+    users: FakeUsers, hasher: FakeHasher
+) -> None:
+    user = await register(users, hasher)
+    await users.set_password_hash(user.user_id, f"v1:{PASSWORD}")
+    hasher.busy = True
+    pair = await handlers.login(Login("ada@example.com", PASSWORD), users, hasher, FakeIssuer())
+    assert pair.access_token == f"access-{user.user_id}"
+    assert users.by_user_id[user.user_id].password_hash == f"v1:{PASSWORD}"
+
+
+async def test_registration_is_refused_while_the_hasher_is_full(
+    users: FakeUsers, hasher: FakeHasher
+) -> None:
+    hasher.busy = True
+    with pytest.raises(ResourceExhausted):
+        await register(users, hasher)
+    assert users.by_user_id == {}
 
 
 async def test_refresh_needs_a_refresh_token_of_an_existing_user(

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from services.platform.settings import (
@@ -15,6 +17,15 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.access_token_ttl_seconds == 15 * 60
     assert settings.refresh_token_ttl_seconds == 7 * 24 * 3600
     assert settings.key_encryption_secret == DEV_KEY_ENCRYPTION_SECRET
+    assert settings.password_hash_concurrency == (os.cpu_count() or 1)
+    assert settings.password_hash_queue == 4 * settings.password_hash_concurrency
+
+
+def test_the_hash_queue_follows_the_hash_concurrency_unless_set() -> None:
+    settings = Settings.from_env({"ORDERMESH_PASSWORD_HASH_CONCURRENCY": "3"})
+    assert (settings.password_hash_concurrency, settings.password_hash_queue) == (3, 12)
+    settings = Settings.from_env({"ORDERMESH_PASSWORD_HASH_QUEUE": "0"})
+    assert settings.password_hash_queue == 0
 
 
 def test_production_refuses_default_secrets() -> None:
@@ -40,6 +51,8 @@ def test_production_refuses_default_secrets() -> None:
         ({"ORDERMESH_GRPC_PORT": "70000"}, "outside"),
         ({"ORDERMESH_ENV": "staging"}, "ORDERMESH_ENV must be one of"),
         ({"ORDERMESH_SHUTDOWN_GRACE_SECONDS": "soon"}, "must be a number"),
+        ({"ORDERMESH_PASSWORD_HASH_CONCURRENCY": "0"}, "outside"),
+        ({"ORDERMESH_PASSWORD_HASH_QUEUE": "-1"}, "outside"),
     ],
 )
 def test_malformed_settings_fail_fast_naming_the_variable(
