@@ -47,6 +47,8 @@ class Settings:
     jwt_audience: str
     access_token_ttl_seconds: int
     refresh_token_ttl_seconds: int
+    jwks_cache_seconds: int
+    jwks_stale_grace_seconds: int
     password_hash_concurrency: int
     password_hash_queue: int
     key_encryption_secret: str
@@ -93,6 +95,10 @@ class Settings:
             ),
             refresh_token_ttl_seconds=reader.integer(
                 "ORDERMESH_REFRESH_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=1
+            ),
+            jwks_cache_seconds=reader.integer("ORDERMESH_JWKS_CACHE_SECONDS", 300, minimum=1),
+            jwks_stale_grace_seconds=reader.integer(
+                "ORDERMESH_JWKS_STALE_GRACE_SECONDS", 300, minimum=0
             ),
             password_hash_concurrency=hash_concurrency,
             password_hash_queue=reader.integer(

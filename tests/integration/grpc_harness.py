@@ -14,12 +14,11 @@ import pytest
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from devstack.ports import HOST
-from services.__main__ import jwks_fetcher
+from services.__main__ import token_verifier
 from services.platform.db import Pool
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost
 from services.platform.settings import Settings
-from services.platform.tokens import TokenVerifier
 from workers.codec import EventCodec
 
 PASSWORD = "correct horse battery staple"
@@ -59,9 +58,7 @@ async def grpc_stack(
 ) -> AsyncIterator[GrpcStack]:
     port = free_port()
     channel = grpc.aio.insecure_channel(f"{HOST}:{port}")
-    verifier = TokenVerifier(
-        jwks_fetcher(channel), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
+    verifier = token_verifier(settings, channel)
     resources = Resources(
         settings, pool, verifier, channel, channel, EventCodec.from_directory(settings.schemas_dir)
     )

@@ -17,6 +17,7 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.access_token_ttl_seconds == 15 * 60
     assert settings.refresh_token_ttl_seconds == 7 * 24 * 3600
     assert settings.key_encryption_secret == DEV_KEY_ENCRYPTION_SECRET
+    assert (settings.jwks_cache_seconds, settings.jwks_stale_grace_seconds) == (300, 300)
     assert settings.password_hash_concurrency == (os.cpu_count() or 1)
     assert settings.password_hash_queue == 4 * settings.password_hash_concurrency
 
@@ -51,6 +52,7 @@ def test_production_refuses_default_secrets() -> None:
         ({"ORDERMESH_GRPC_PORT": "70000"}, "outside"),
         ({"ORDERMESH_ENV": "staging"}, "ORDERMESH_ENV must be one of"),
         ({"ORDERMESH_SHUTDOWN_GRACE_SECONDS": "soon"}, "must be a number"),
+        ({"ORDERMESH_JWKS_CACHE_SECONDS": "0"}, "outside"),
         ({"ORDERMESH_PASSWORD_HASH_CONCURRENCY": "0"}, "outside"),
         ({"ORDERMESH_PASSWORD_HASH_QUEUE": "-1"}, "outside"),
     ],
