@@ -6,6 +6,7 @@ import grpc
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth import handlers
+from services.auth.adapters.refresh_tokens import PostgresRefreshTokenStore
 from services.auth.adapters.tokens import ALGORITHM, JwtTokenIssuer
 from services.auth.adapters.users import PostgresUserRepository
 from services.auth.bootstrap import password_hasher, signing_key_store, token_policy
@@ -13,11 +14,13 @@ from services.auth.domain.commands import Login, RefreshTokens, RegisterUser
 from services.auth.domain.model import User
 from services.auth.domain.ports import (
     PasswordHasher,
+    RefreshTokenStore,
     SigningKeyStore,
     TokenIssuer,
     TokenVerifier,
     UserRepository,
 )
+from services.common.clock import new_id, utc_now
 from services.common.identity import Role, Tier
 from services.platform.convert import timestamp
 from services.platform.interceptors import current_principal
@@ -60,15 +63,18 @@ def user_to_proto(user: User) -> auth_pb2.User:
 class AuthApi(auth_pb2_grpc.AuthServiceServicer):
     def __init__(
         self,
+        *,
         users: UserRepository,
         hasher: PasswordHasher,
         tokens: TokenIssuer,
+        refresh_store: RefreshTokenStore,
         keys: SigningKeyStore,
         verifier: TokenVerifier,
     ) -> None:
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
+        self._refresh_store = refresh_store
         self._keys = keys
         self._verifier = verifier
 
@@ -92,6 +98,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             self._users,
             self._hasher,
             self._tokens,
+            refresh_store=self._refresh_store,
+            new_id=new_id,
         )
         return auth_pb2.LoginResponse(
             access_token=pair.access_token,
@@ -108,6 +116,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             self._verifier,
             self._users,
             self._tokens,
+            refresh_store=self._refresh_store,
+            clock=utc_now,
         )
         return auth_pb2.RefreshTokenResponse(
             access_token=pair.access_token,
@@ -142,6 +152,7 @@ def component(resources: Resources, *, hasher: PasswordHasher | None = None) -> 
         users=PostgresUserRepository(resources.pool),
         hasher=hasher or password_hasher(settings),
         tokens=JwtTokenIssuer(keys, token_policy(settings)),
+        refresh_store=PostgresRefreshTokenStore(resources.pool),
         keys=keys,
         verifier=resources.verifier,
     )

@@ -81,6 +81,11 @@ async def test_issued_tokens_verify_against_the_published_key(
     )
     refresh = await verifier.claims(pair.refresh_token, expected_type="refresh")
     assert refresh["exp"] - refresh["iat"] == 7 * 24 * 3600
+    assert pair.refresh.token_id == refresh["jti"], "the server stores it under its jti"
+    assert (pair.refresh.issued_at.timestamp(), pair.refresh.expires_at.timestamp()) == (
+        refresh["iat"],
+        refresh["exp"],
+    )
     assert pair.expires_in_seconds == 15 * 60
     assert jwt.get_unverified_header(pair.access_token) == {
         "alg": "RS256",
