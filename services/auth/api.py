@@ -10,7 +10,7 @@ from services.auth.adapters.refresh_tokens import PostgresRefreshTokenStore
 from services.auth.adapters.tokens import ALGORITHM, JwtTokenIssuer
 from services.auth.adapters.users import PostgresUserRepository
 from services.auth.bootstrap import password_hasher, signing_key_store, token_policy
-from services.auth.domain.commands import Login, RefreshTokens, RegisterUser
+from services.auth.domain.commands import Login, Logout, RefreshTokens, RegisterUser
 from services.auth.domain.model import User
 from services.auth.domain.ports import (
     PasswordHasher,
@@ -29,7 +29,7 @@ from services.platform.server import Component
 
 SERVICE = "ordermesh.auth.v1.AuthService"
 PUBLIC_METHODS = tuple(
-    f"/{SERVICE}/{name}" for name in ("Register", "Login", "RefreshToken", "GetJwks")
+    f"/{SERVICE}/{name}" for name in ("Register", "Login", "RefreshToken", "Logout", "GetJwks")
 )
 TOKEN_TYPE = "bearer"
 
@@ -125,6 +125,17 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             token_type=TOKEN_TYPE,
             expires_in=pair.expires_in_seconds,
         )
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
+        await handlers.logout(
+            Logout(refresh_token=request.refresh_token),
+            self._verifier,
+            self._refresh_store,
+            utc_now,
+        )
+        return auth_pb2.LogoutResponse()
 
     async def GetCurrentUser(
         self, request: auth_pb2.GetCurrentUserRequest, context: Context

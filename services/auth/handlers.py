@@ -6,7 +6,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from services.auth.domain.commands import Login, RefreshTokens, RegisterUser, RotateSigningKey
+from services.auth.domain.commands import (
+    Login,
+    Logout,
+    RefreshTokens,
+    RegisterUser,
+    RotateSigningKey,
+)
 from services.auth.domain.model import (
     NewUser,
     PublicKey,
@@ -115,6 +121,17 @@ async def refresh_tokens(
         )
         raise Unauthenticated(REFRESH_TOKEN_REUSED)
     return pair
+
+
+async def logout(
+    command: Logout, verifier: TokenVerifier, refresh_store: RefreshTokenStore, clock: Clock
+) -> None:
+    """Revokes the family of a valid refresh token, spent or not; again is fine."""
+    claims = await verifier.claims(command.refresh_token, expected_type=TokenKind.REFRESH)
+    known = await refresh_store.find(refresh_token_id(claims))
+    if known is None:
+        raise Unauthenticated(UNKNOWN_REFRESH_TOKEN)
+    await refresh_store.revoke_family(known.family_id, at=clock())
 
 
 async def current_user(principal: Principal, users: UserRepository) -> User:

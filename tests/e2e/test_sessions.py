@@ -1,4 +1,5 @@
-"""Refresh-token rotation with reuse detection, through the public port over REST and gRPC."""
+"""Refresh-token rotation with reuse detection, and logout, through the public port over
+REST and gRPC."""
 
 import grpc
 import httpx
@@ -12,6 +13,10 @@ pytestmark = pytest.mark.e2e
 
 def refresh(http: httpx.Client, refresh_token: str) -> httpx.Response:
     return http.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+def logout(http: httpx.Client, refresh_token: str) -> httpx.Response:
+    return http.post("/api/v1/auth/logout", json={"refresh_token": refresh_token})
 
 
 def test_a_refresh_token_works_once(http: httpx.Client, user: User) -> None:
@@ -52,3 +57,28 @@ async def test_rotation_and_reuse_over_grpc(channel: grpc.aio.Channel, user: Use
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=spent_or_revoked))
         assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_after_logout_refresh_fails(http: httpx.Client, user: User) -> None:
+    current = refresh(http, user.refresh_token).json()["refresh_token"]
+    response = logout(http, current)  # no Authorization header: the refresh token suffices
+    assert response.status_code == 200, response.text
+    assert response.json() == {}
+    assert refresh(http, current).status_code == 401
+    assert logout(http, current).status_code == 200, "logging out twice is fine"
+
+
+def test_logout_with_an_invalid_token_is_401(http: httpx.Client, user: User) -> None:
+    for token in ("not.a.jwt", user.access_token, ""):
+        response = logout(http, token)
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == 16
+    assert refresh(http, user.refresh_token).status_code == 200, "nothing was revoked"
+
+
+async def test_logout_over_grpc(channel: grpc.aio.Channel, user: User) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    await auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.refresh_token))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=user.refresh_token))
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -149,6 +149,24 @@ async def test_a_refresh_token_works_once_and_a_reuse_ends_the_session(
     ), "a new login starts a new family"
 
 
+async def test_logout_ends_the_login_and_needs_only_the_refresh_token(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+) -> None:
+    email = unique_email()
+    await register(auth, email)
+    tokens = await login(auth, email)
+    logout = auth_pb2.LogoutRequest(refresh_token=tokens.refresh_token)
+    assert await auth.Logout(logout) == auth_pb2.LogoutResponse()
+    error = await rpc_error(
+        auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+    )
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert await auth.Logout(logout) == auth_pb2.LogoutResponse(), "idempotent"
+    for wrong in (tokens.access_token, "not.a.jwt", ""):
+        error = await rpc_error(auth.Logout(auth_pb2.LogoutRequest(refresh_token=wrong)))
+        assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_email_is_unique_whatever_its_case(auth: auth_pb2_grpc.AuthServiceAsyncStub) -> None:
     email = unique_email()
     await register(auth, email)

@@ -210,7 +210,8 @@ def test_jwt_required(client: httpx.Client, method: str, path: str) -> None:
 def test_jwt_not_required(client: httpx.Client) -> None:
     for path in ("/api/v1/products", "/.well-known/jwks.json", "/api/v1/products/p-1"):
         assert client.get(path).status_code == 503, path  # reached the (absent) backend
-    assert client.post("/api/v1/auth/login", json={}).status_code == 503
+    for path in ("/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"):
+        assert client.post(path, json={}).status_code == 503, path
 
 
 def test_grpc_jwt_and_unavailable(envoy_edge: Edge) -> None:

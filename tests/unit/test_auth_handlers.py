@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from services.auth import handlers
-from services.auth.domain.commands import Login, RefreshTokens, RegisterUser, RotateSigningKey
+from services.auth.domain.commands import (
+    Login,
+    Logout,
+    RefreshTokens,
+    RegisterUser,
+    RotateSigningKey,
+)
 from services.auth.domain.model import (
     IssuedRefreshToken,
     NewUser,
@@ -246,6 +252,9 @@ class Sessions:
             clock=self.clock,
         )
 
+    async def logout(self, refresh_token: str) -> None:
+        await handlers.logout(Logout(refresh_token), self.tokens, self.store, self.clock)
+
     def family_of(self, pair: TokenPair) -> str:
         return self.store.records[pair.refresh.token_id].family_id
 
@@ -402,6 +411,48 @@ async def test_refresh_needs_a_refresh_token_of_an_existing_user(sessions: Sessi
         await sessions.refresh("orphan")
     assert set(sessions.tokens.asked_for) == {"refresh"}
     assert sessions.store.records[login.refresh.token_id].used_at is None
+
+
+async def test_logout_revokes_the_family_and_may_be_repeated(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    other_device = await sessions.login()
+    login = await sessions.login()
+    current = await sessions.refresh(login.refresh_token)
+    sessions.clock.now = T0 + timedelta(hours=1)
+
+    await sessions.logout(current.refresh_token)
+    assert sessions.store.family_revoked(sessions.family_of(login))
+    with pytest.raises(Unauthenticated):
+        await sessions.refresh(current.refresh_token)
+    await sessions.logout(current.refresh_token)
+    assert sessions.store.records[login.refresh.token_id].revoked_at == sessions.clock.now
+    assert await sessions.refresh(other_device.refresh_token), "other logins are untouched"
+
+
+async def test_logout_with_a_spent_token_still_ends_its_login(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    login = await sessions.login()
+    current = await sessions.refresh(login.refresh_token)
+    await sessions.logout(login.refresh_token)
+    with pytest.raises(Unauthenticated):
+        await sessions.refresh(current.refresh_token)
+
+
+async def test_logout_needs_a_valid_refresh_token_the_server_issued(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    login, expired = await sessions.login(), await sessions.login()
+    sessions.tokens.expired.add(expired.refresh_token)
+    sessions.tokens.claims_by_token["unrecorded"] = {
+        "sub": user.user_id,
+        "typ": "refresh",
+        "jti": "never-stored",
+    }
+    for token in ("garbage", expired.refresh_token, login.access_token, "unrecorded"):
+        with pytest.raises(Unauthenticated):
+            await sessions.logout(token)
+    assert not sessions.store.family_revoked(sessions.family_of(expired))
+    assert not sessions.store.family_revoked(sessions.family_of(login))
+    assert await sessions.refresh(login.refresh_token)
 
 
 async def test_current_user_is_the_callers_account(users: FakeUsers, hasher: FakeHasher) -> None:
