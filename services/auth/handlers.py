@@ -16,6 +16,7 @@ from services.auth.domain.commands import (
 from services.auth.domain.model import (
     NewUser,
     PublicKey,
+    RefreshTokenRecord,
     RotationOutcome,
     TokenKind,
     TokenPair,
@@ -111,14 +112,12 @@ async def refresh_tokens(
         raise Unauthenticated("the token's account no longer exists")
     pair = await tokens.issue(user)
     if await refresh_store.spend(token_id, pair.refresh, at=clock()) is None:
-        known = await refresh_store.find(token_id)
-        if known is None:
-            raise Unauthenticated(UNKNOWN_REFRESH_TOKEN)
-        await refresh_store.revoke_family(known.family_id, at=clock())
-        log.warning(
-            "refresh token reused; family revoked",
-            extra={"user_id": known.user_id, "family_id": known.family_id},
-        )
+        reused = await _revoke_family_of(token_id, refresh_store, clock)
+        if reused.revoked_at is None:
+            log.warning(
+                "refresh token reused; its family is revoked",
+                extra={"user_id": reused.user_id, "family_id": reused.family_id},
+            )
         raise Unauthenticated(REFRESH_TOKEN_REUSED)
     return pair
 
@@ -128,10 +127,18 @@ async def logout(
 ) -> None:
     """Revokes the family of a valid refresh token, spent or not; again is fine."""
     claims = await verifier.claims(command.refresh_token, expected_type=TokenKind.REFRESH)
-    known = await refresh_store.find(refresh_token_id(claims))
+    await _revoke_family_of(refresh_token_id(claims), refresh_store, clock)
+
+
+async def _revoke_family_of(
+    token_id: str, refresh_store: RefreshTokenStore, clock: Clock
+) -> RefreshTokenRecord:
+    """Revokes the family of a token the server issued; the token as it was before."""
+    known = await refresh_store.find(token_id)
     if known is None:
         raise Unauthenticated(UNKNOWN_REFRESH_TOKEN)
     await refresh_store.revoke_family(known.family_id, at=clock())
+    return known
 
 
 async def current_user(principal: Principal, users: UserRepository) -> User:
