@@ -66,14 +66,22 @@ def jwks_fetcher(channel: grpc.aio.Channel) -> Callable[[], Any]:
     return fetch
 
 
+def token_verifier(settings: Settings, auth_channel: grpc.aio.Channel) -> TokenVerifier:
+    return TokenVerifier(
+        jwks_fetcher(auth_channel),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        cache_seconds=settings.jwks_cache_seconds,
+        stale_grace_seconds=settings.jwks_stale_grace_seconds,
+    )
+
+
 async def serve(settings: Settings, names: Sequence[str]) -> None:
     # Each hosted component connects as its own database role.
     pools = {name: await open_pool(settings, name=name, component=name) for name in names}
     auth_channel = grpc.aio.insecure_channel(settings.auth_service_addr)
     inventory_channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
-    verifier = TokenVerifier(
-        jwks_fetcher(auth_channel), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
+    verifier = token_verifier(settings, auth_channel)
     codec = EventCodec.from_directory(settings.schemas_dir)
     resources = Resources(settings, pools, verifier, auth_channel, inventory_channel, codec)
     try:

@@ -7,6 +7,7 @@ return {
     {method = "POST", segments = {"api", "v1", "auth", "register"}, verb = nil, body = "ordermesh.auth.v1.RegisterRequest", response_body = "user", rpc = "ordermesh.auth.v1.AuthService.Register"},
     {method = "POST", segments = {"api", "v1", "auth", "login"}, verb = nil, body = "ordermesh.auth.v1.LoginRequest", response_body = nil, rpc = "ordermesh.auth.v1.AuthService.Login"},
     {method = "POST", segments = {"api", "v1", "auth", "refresh"}, verb = nil, body = "ordermesh.auth.v1.RefreshTokenRequest", response_body = nil, rpc = "ordermesh.auth.v1.AuthService.RefreshToken"},
+    {method = "POST", segments = {"api", "v1", "auth", "logout"}, verb = nil, body = "ordermesh.auth.v1.LogoutRequest", response_body = nil, rpc = "ordermesh.auth.v1.AuthService.Logout"},
     {method = "GET", segments = {"api", "v1", "auth", "me"}, verb = nil, body = false, response_body = "user", rpc = "ordermesh.auth.v1.AuthService.GetCurrentUser"},
     {method = "GET", segments = {"api", "v1", "products", "*"}, verb = nil, body = false, response_body = "product", rpc = "ordermesh.inventory.v1.InventoryService.GetProduct"},
     {method = "GET", segments = {"api", "v1", "orders", "*"}, verb = nil, body = false, response_body = "order", rpc = "ordermesh.order.v1.OrderService.GetOrder"},
@@ -24,6 +25,10 @@ return {
     ["ordermesh.auth.v1.LoginRequest"] = {
       ["email"] = true,
       ["password"] = true,
+    },
+    ["ordermesh.auth.v1.LogoutRequest"] = {
+      ["refreshToken"] = true,
+      ["refresh_token"] = true,
     },
     ["ordermesh.auth.v1.RefreshTokenRequest"] = {
       ["refreshToken"] = true,

@@ -6,19 +6,21 @@ import grpc
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth import handlers
-from services.auth.adapters.hashing import Argon2PasswordHasher
+from services.auth.adapters.refresh_tokens import PostgresRefreshTokenStore
 from services.auth.adapters.tokens import ALGORITHM, JwtTokenIssuer
 from services.auth.adapters.users import PostgresUserRepository
-from services.auth.bootstrap import signing_key_store, token_policy
-from services.auth.domain.commands import Login, RefreshTokens, RegisterUser
+from services.auth.bootstrap import password_hasher, signing_key_store, token_policy
+from services.auth.domain.commands import Login, Logout, RefreshTokens, RegisterUser
 from services.auth.domain.model import User
 from services.auth.domain.ports import (
     PasswordHasher,
+    RefreshTokenStore,
     SigningKeyStore,
     TokenIssuer,
     TokenVerifier,
     UserRepository,
 )
+from services.common.clock import new_id, utc_now
 from services.common.identity import Role, Tier
 from services.platform.convert import timestamp
 from services.platform.interceptors import current_principal
@@ -27,7 +29,7 @@ from services.platform.server import Component
 
 SERVICE = "ordermesh.auth.v1.AuthService"
 PUBLIC_METHODS = tuple(
-    f"/{SERVICE}/{name}" for name in ("Register", "Login", "RefreshToken", "GetJwks")
+    f"/{SERVICE}/{name}" for name in ("Register", "Login", "RefreshToken", "Logout", "GetJwks")
 )
 TOKEN_TYPE = "bearer"
 
@@ -61,15 +63,18 @@ def user_to_proto(user: User) -> auth_pb2.User:
 class AuthApi(auth_pb2_grpc.AuthServiceServicer):
     def __init__(
         self,
+        *,
         users: UserRepository,
         hasher: PasswordHasher,
         tokens: TokenIssuer,
+        refresh_store: RefreshTokenStore,
         keys: SigningKeyStore,
         verifier: TokenVerifier,
     ) -> None:
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
+        self._refresh_store = refresh_store
         self._keys = keys
         self._verifier = verifier
 
@@ -93,6 +98,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             self._users,
             self._hasher,
             self._tokens,
+            refresh_store=self._refresh_store,
+            new_id=new_id,
         )
         return auth_pb2.LoginResponse(
             access_token=pair.access_token,
@@ -109,6 +116,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             self._verifier,
             self._users,
             self._tokens,
+            refresh_store=self._refresh_store,
+            clock=utc_now,
         )
         return auth_pb2.RefreshTokenResponse(
             access_token=pair.access_token,
@@ -116,6 +125,17 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             token_type=TOKEN_TYPE,
             expires_in=pair.expires_in_seconds,
         )
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
+        await handlers.logout(
+            Logout(refresh_token=request.refresh_token),
+            self._verifier,
+            self._refresh_store,
+            utc_now,
+        )
+        return auth_pb2.LogoutResponse()
 
     async def GetCurrentUser(
         self, request: auth_pb2.GetCurrentUserRequest, context: Context
@@ -135,13 +155,15 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         )
 
 
-def component(resources: Resources) -> Component:
+def component(resources: Resources, *, hasher: PasswordHasher | None = None) -> Component:
+    """The hosted AuthService; `hasher` replaces the settings' argon2 hasher (tests)."""
     settings = resources.settings
     keys = signing_key_store(settings, resources.pool("auth"))
     api = AuthApi(
         users=PostgresUserRepository(resources.pool("auth")),
-        hasher=Argon2PasswordHasher(),
+        hasher=hasher or password_hasher(settings),
         tokens=JwtTokenIssuer(keys, token_policy(settings)),
+        refresh_store=PostgresRefreshTokenStore(resources.pool("auth")),
         keys=keys,
         verifier=resources.verifier,
     )

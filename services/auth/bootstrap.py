@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from services.auth.adapters.encryption import SIGNING_KEYS_PURPOSE, fernet_for
+from services.auth.adapters.hashing import Argon2PasswordHasher
 from services.auth.adapters.keys import PostgresSigningKeyStore
 from services.auth.domain.model import TokenPolicy
 from services.platform.db import Pool
@@ -21,4 +22,11 @@ def token_policy(settings: Settings) -> TokenPolicy:
 def signing_key_store(settings: Settings, pool: Pool) -> PostgresSigningKeyStore:
     return PostgresSigningKeyStore(
         pool, fernet_for(settings.require_key_encryption_secret(), SIGNING_KEYS_PURPOSE)
+    )
+
+
+def password_hasher(settings: Settings) -> Argon2PasswordHasher:
+    return Argon2PasswordHasher(
+        max_concurrent=settings.password_hash_concurrency,
+        max_queued=settings.password_hash_queue,
     )

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from services.auth import handlers
-from services.auth.adapters.hashing import Argon2PasswordHasher
 from services.auth.adapters.users import PostgresUserRepository
+from services.auth.bootstrap import password_hasher
 from services.auth.domain.commands import RegisterUser
 from services.auth.domain.model import User
 from services.common.errors import DomainError
@@ -28,7 +28,7 @@ async def create_admin(settings: Settings, *, email: str, password: str, full_na
         return await handlers.register_user(
             RegisterUser(email=email, password=password, full_name=full_name, role=Role.ADMIN),
             PostgresUserRepository(pool),
-            Argon2PasswordHasher(),
+            password_hasher(settings),
         )
     finally:
         await pool.close()

@@ -1,13 +1,22 @@
 """One function per auth command or query, taking its ports as arguments."""
 
+import contextlib
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from services.auth.domain.commands import Login, RefreshTokens, RegisterUser, RotateSigningKey
+from services.auth.domain.commands import (
+    Login,
+    Logout,
+    RefreshTokens,
+    RegisterUser,
+    RotateSigningKey,
+)
 from services.auth.domain.model import (
     NewUser,
     PublicKey,
+    RefreshTokenRecord,
     RotationOutcome,
     TokenKind,
     TokenPair,
@@ -15,6 +24,7 @@ from services.auth.domain.model import (
 )
 from services.auth.domain.ports import (
     PasswordHasher,
+    RefreshTokenStore,
     SigningKeyStore,
     TokenIssuer,
     TokenVerifier,
@@ -22,12 +32,19 @@ from services.auth.domain.ports import (
 )
 from services.auth.domain.rules import (
     INVALID_CREDENTIALS,
+    REFRESH_TOKEN_REUSED,
+    UNKNOWN_REFRESH_TOKEN,
     keys_to_retire,
     normalise_email,
+    refresh_token_id,
     validate_registration,
 )
-from services.common.errors import AlreadyExists, Unauthenticated
+from services.common.errors import AlreadyExists, ResourceExhausted, Unauthenticated
 from services.common.identity import Principal, Tier
+
+log = logging.getLogger("ordermesh.auth")
+
+Clock = Callable[[], datetime]
 
 
 async def register_user(
@@ -51,8 +68,15 @@ async def register_user(
 
 
 async def login(
-    command: Login, users: UserRepository, hasher: PasswordHasher, tokens: TokenIssuer
+    command: Login,
+    users: UserRepository,
+    hasher: PasswordHasher,
+    tokens: TokenIssuer,
+    *,
+    refresh_store: RefreshTokenStore,
+    new_id: Callable[[], str],
 ) -> TokenPair:
+    """Checks the password and starts a new token family."""
     user = await users.by_email(normalise_email(command.email))
     # An unknown email costs the same hash verification as a wrong password, so neither the
     # answer nor its timing tells which accounts exist.
@@ -61,18 +85,60 @@ async def login(
     if user is None or not matches:
         raise Unauthenticated(INVALID_CREDENTIALS)
     if hasher.needs_rehash(user.password_hash):
-        await users.set_password_hash(user.user_id, await hasher.hash(command.password))
-    return await tokens.issue(user)
+        # The upgrade can wait for the next login; a busy hasher must not fail this one.
+        with contextlib.suppress(ResourceExhausted):
+            await users.set_password_hash(user.user_id, await hasher.hash(command.password))
+    pair = await tokens.issue(user)
+    await refresh_store.start_family(pair.refresh, family_id=new_id(), user_id=user.user_id)
+    return pair
 
 
 async def refresh_tokens(
-    command: RefreshTokens, verifier: TokenVerifier, users: UserRepository, tokens: TokenIssuer
+    command: RefreshTokens,
+    verifier: TokenVerifier,
+    users: UserRepository,
+    tokens: TokenIssuer,
+    *,
+    refresh_store: RefreshTokenStore,
+    clock: Clock,
 ) -> TokenPair:
+    """Spends the refresh token for a new pair whose refresh token joins the same family. A
+    token that exists but cannot be spent was used (or revoked) before: whoever holds a copy
+    must not keep a session, so the whole family is revoked."""
     claims = await verifier.claims(command.refresh_token, expected_type=TokenKind.REFRESH)
+    token_id = refresh_token_id(claims)
     user = await users.by_id(str(claims["sub"]))
     if user is None:
         raise Unauthenticated("the token's account no longer exists")
-    return await tokens.issue(user)
+    pair = await tokens.issue(user)
+    if await refresh_store.spend(token_id, pair.refresh, at=clock()) is None:
+        reused = await _revoke_family_of(token_id, refresh_store, clock)
+        if reused.revoked_at is None:
+            log.warning(
+                "refresh token reused; its family is revoked",
+                extra={"user_id": reused.user_id, "family_id": reused.family_id},
+            )
+        raise Unauthenticated(REFRESH_TOKEN_REUSED)
+    return pair
+
+
+async def logout(
+    command: Logout, verifier: TokenVerifier, refresh_store: RefreshTokenStore, clock: Clock
+) -> None:
+    """Revokes the family of a valid refresh token, spent or not; again is fine."""
+    claims = await verifier.claims(command.refresh_token, expected_type=TokenKind.REFRESH)
+    await _revoke_family_of(refresh_token_id(claims), refresh_store, clock)
+
+
+async def _revoke_family_of(
+    token_id: str, refresh_store: RefreshTokenStore, clock: Clock
+) -> RefreshTokenRecord:
+    """Revokes the family of a token the server issued; the token as it was before."""
+    known = await refresh_store.find(token_id)
+    if known is None:
+        raise Unauthenticated(UNKNOWN_REFRESH_TOKEN)
+    await refresh_store.revoke_family(known.family_id, at=clock())
+    return known
 
 
 async def current_user(principal: Principal, users: UserRepository) -> User:
@@ -89,7 +155,7 @@ async def published_keys(keys: SigningKeyStore) -> list[PublicKey]:
 async def rotate_signing_key(
     command: RotateSigningKey,
     keys: SigningKeyStore,
-    clock: Callable[[], datetime],
+    clock: Clock,
     sleep: Callable[[float], Awaitable[None]],
 ) -> RotationOutcome:
     pending = await keys.pending_or_new()

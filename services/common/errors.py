@@ -58,3 +58,12 @@ class DependencyUnavailable(DomainError):
     def __init__(self, message: str, *, dependency: str = "a dependency") -> None:
         super().__init__(message)
         self.dependency = dependency
+
+
+class ResourceExhausted(DomainError):
+    """Too much work is already waiting; the same request may succeed after
+    `retry_after_seconds` (429 with Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

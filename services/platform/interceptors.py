@@ -18,12 +18,11 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
-from grpc_status import rpc_status
 
 from services.common.errors import DomainError, InvalidArgument, Unauthenticated
 from services.common.identity import Principal
 from services.platform import validation
-from services.platform.errors import rich_status, status_code_for
+from services.platform.errors import error_status, status_code_for
 from services.platform.logging import request_id_var
 from services.platform.tokens import TokenVerifier
 
@@ -130,7 +129,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             yield
         except DomainError as error:
             code = status_code_for(error)
-            await context.abort_with_status(rpc_status.to_status(rich_status(error)))
+            await context.abort_with_status(error_status(error))
         except Exception as error:
             code = _code_of(error, context)
             if code is grpc.StatusCode.UNKNOWN:

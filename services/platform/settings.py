@@ -60,6 +60,10 @@ class Settings:
     jwt_audience: str
     access_token_ttl_seconds: int
     refresh_token_ttl_seconds: int
+    jwks_cache_seconds: int
+    jwks_stale_grace_seconds: int
+    password_hash_concurrency: int
+    password_hash_queue: int
     key_encryption_secret: str | None
     insecure_dev_secrets: bool
     component_database_urls: Mapping[str, str]
@@ -83,6 +87,9 @@ class Settings:
             for name in source
             if (match := _COMPONENT_URL.fullmatch(name))
         }
+        hash_concurrency = reader.integer(
+            "ORDERMESH_PASSWORD_HASH_CONCURRENCY", os.cpu_count() or 1, minimum=1
+        )
         return cls(
             environment=environment,
             database_url=reader.text(
@@ -108,6 +115,14 @@ class Settings:
             ),
             refresh_token_ttl_seconds=reader.integer(
                 "ORDERMESH_REFRESH_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=1
+            ),
+            jwks_cache_seconds=reader.integer("ORDERMESH_JWKS_CACHE_SECONDS", 300, minimum=1),
+            jwks_stale_grace_seconds=reader.integer(
+                "ORDERMESH_JWKS_STALE_GRACE_SECONDS", 300, minimum=0
+            ),
+            password_hash_concurrency=hash_concurrency,
+            password_hash_queue=reader.integer(
+                "ORDERMESH_PASSWORD_HASH_QUEUE", 4 * hash_concurrency, minimum=0
             ),
             key_encryption_secret=reader.text("ORDERMESH_KEY_ENCRYPTION_SECRET", "") or None,
             insecure_dev_secrets=insecure,

@@ -1,9 +1,13 @@
 """Verification of the auth service's RS256 access tokens against its published JWKS.
 
 Every service verifies tokens itself (clients may call gRPC directly, not only through
-Envoy). Keys are cached by `kid`; an unknown `kid` triggers a refetch, rate-limited so a
-flood of forged tokens cannot hammer the auth service. That is what makes key rotation work:
-the auth service publishes the new key before signing with it.
+Envoy). Keys are cached by `kid` for `cache_seconds`; the first call after that refetches the
+set, so a key the auth service no longer publishes stops being accepted within that time. An
+unknown `kid` triggers a refetch too, at most one per `min_refetch_interval`, so a flood of
+forged tokens cannot hammer the auth service; that is what makes key rotation work: the auth
+service publishes the new key before signing with it. When a refetch fails, the keys already
+known keep serving for `stale_grace_seconds` past their cache time (an auth-service blip must
+not fail every call); after that, calls fail UNAVAILABLE until a fetch succeeds.
 """
 
 import asyncio
@@ -26,6 +30,8 @@ JwksFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
 ALGORITHM = "RS256"
 ACCESS = "access"
 REFRESH = "refresh"
+KEYS_UNAVAILABLE = "cannot verify tokens right now: key set unavailable"
+JWKS_DEPENDENCY = "auth service (JWKS)"
 
 
 class TokenVerifier:
@@ -35,16 +41,21 @@ class TokenVerifier:
         *,
         issuer: str,
         audience: str,
+        cache_seconds: float = 300.0,
+        stale_grace_seconds: float = 300.0,
         min_refetch_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch_jwks = fetch_jwks
         self._issuer = issuer
         self._audience = audience
+        self._cache_seconds = cache_seconds
+        self._stale_grace_seconds = stale_grace_seconds
         self._min_refetch_interval = min_refetch_interval
         self._clock = clock
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def principal(self, authorization: str | None) -> Principal:
@@ -81,30 +92,39 @@ class TokenVerifier:
         return claims
 
     async def _key(self, kid: str) -> Any:
-        if kid in self._keys:
-            return self._keys[kid]
-        async with self._lock:
-            if kid not in self._keys and self._may_refetch():
-                await self._refresh()
+        if self._needs_fetch(kid):
+            async with self._lock:
+                if self._needs_fetch(kid) and self._may_fetch():
+                    await self._refresh(kid)
+        if not self._within(self._cache_seconds + self._stale_grace_seconds):
+            raise DependencyUnavailable(KEYS_UNAVAILABLE, dependency=JWKS_DEPENDENCY)
         try:
             return self._keys[kid]
         except KeyError:
             raise Unauthenticated("token signed with an unknown key") from None
 
-    def _may_refetch(self) -> bool:
+    def _needs_fetch(self, kid: str) -> bool:
+        return kid not in self._keys or not self._within(self._cache_seconds)
+
+    def _within(self, seconds: float) -> bool:
+        """Whether the last successful fetch is less than `seconds` old."""
+        return self._fetched_at is not None and self._clock() - self._fetched_at < seconds
+
+    def _may_fetch(self) -> bool:
         return (
-            self._fetched_at is None
-            or self._clock() - self._fetched_at >= self._min_refetch_interval
+            self._attempted_at is None
+            or self._clock() - self._attempted_at >= self._min_refetch_interval
         )
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, kid: str) -> None:
+        self._attempted_at = self._clock()
         try:
             document = await self._fetch_jwks()
         except Exception as error:
             log.warning("jwks fetch failed", extra={"error": str(error)})
-            raise DependencyUnavailable(
-                "cannot verify tokens right now: key set unavailable"
-            ) from error
+            if kid in self._keys:
+                return  # served from the cache while within its grace (checked by the caller)
+            raise DependencyUnavailable(KEYS_UNAVAILABLE, dependency=JWKS_DEPENDENCY) from error
         self._fetched_at = self._clock()
         self._keys = {
             jwk["kid"]: RSAAlgorithm.from_jwk(json.dumps(jwk))

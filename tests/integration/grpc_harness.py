@@ -14,12 +14,11 @@ import pytest
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from devstack.ports import HOST
-from services.__main__ import jwks_fetcher
+from services.__main__ import token_verifier
 from services.platform.db import DATABASE_COMPONENTS, Pool
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost
 from services.platform.settings import Settings
-from services.platform.tokens import TokenVerifier
 from workers.codec import EventCodec
 
 PASSWORD = "correct horse battery staple"
@@ -29,6 +28,7 @@ PASSWORD = "correct horse battery staple"
 class GrpcStack:
     channel: grpc.aio.Channel
     resources: Resources
+    port: int
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,7 @@ async def grpc_stack(
 ) -> AsyncIterator[GrpcStack]:
     port = free_port()
     channel = grpc.aio.insecure_channel(f"{HOST}:{port}")
-    verifier = TokenVerifier(
-        jwks_fetcher(channel), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
+    verifier = token_verifier(settings, channel)
     # Tests connect every component through one pool (the owner's); the roles' separation has
     # its own test (test_database_roles.py).
     pools = dict.fromkeys(DATABASE_COMPONENTS, pool)
@@ -76,7 +74,7 @@ async def grpc_stack(
     )
     await host.start()
     try:
-        yield GrpcStack(channel, resources)
+        yield GrpcStack(channel, resources, port)
     finally:
         await channel.close()
         await host.stop()

@@ -107,6 +107,7 @@ async def test_register_login_me_refresh_and_jwks(auth: auth_pb2_grpc.AuthServic
     )
     assert refreshed.token_type == "bearer"
     assert refreshed.access_token != tokens.access_token
+    assert refreshed.refresh_token != tokens.refresh_token
     me_again = await auth.GetCurrentUser(
         auth_pb2.GetCurrentUserRequest(), metadata=bearer(refreshed.access_token)
     )
@@ -118,6 +119,52 @@ async def test_register_login_me_refresh_and_jwks(auth: auth_pb2_grpc.AuthServic
     for key in jwks.keys:
         assert (key.kty, key.use, key.alg, key.e) == ("RSA", "sig", "RS256", "AQAB")
         assert "=" not in key.n and len(base64.urlsafe_b64decode(key.n + "==")) == 256
+
+
+async def test_a_refresh_token_works_once_and_a_reuse_ends_the_session(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+) -> None:
+    email = unique_email()
+    await register(auth, email)
+    tokens = await login(auth, email)
+    outcomes = await asyncio.gather(
+        *(
+            auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+            for _ in range(2)
+        ),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if isinstance(o, auth_pb2.RefreshTokenResponse)]
+    losers = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert (len(winners), len(losers)) == (1, 1), outcomes
+    assert losers[0].code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "already used" in (losers[0].details() or "")
+    error = await rpc_error(
+        auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=winners[0].refresh_token))
+    )
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED, "the family was revoked"
+    again = await login(auth, email)
+    assert await auth.RefreshToken(
+        auth_pb2.RefreshTokenRequest(refresh_token=again.refresh_token)
+    ), "a new login starts a new family"
+
+
+async def test_logout_ends_the_login_and_needs_only_the_refresh_token(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+) -> None:
+    email = unique_email()
+    await register(auth, email)
+    tokens = await login(auth, email)
+    logout = auth_pb2.LogoutRequest(refresh_token=tokens.refresh_token)
+    assert await auth.Logout(logout) == auth_pb2.LogoutResponse()
+    error = await rpc_error(
+        auth.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+    )
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert await auth.Logout(logout) == auth_pb2.LogoutResponse(), "idempotent"
+    for wrong in (tokens.access_token, "not.a.jwt", ""):
+        error = await rpc_error(auth.Logout(auth_pb2.LogoutRequest(refresh_token=wrong)))
+        assert error.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_email_is_unique_whatever_its_case(auth: auth_pb2_grpc.AuthServiceAsyncStub) -> None:

@@ -5,14 +5,8 @@ JSON checks, JSON error bodies for Envoy's local replies, jwt_authn, /health, /d
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +16,8 @@ import pytest
 
 from devstack import edge
 from devstack.envoy import binary
+from tests.integration.envoy_harness import Edge, running_envoy
+from tests.integration.grpc_harness import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +33,10 @@ def _validate(config: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_local_config_validates(tmp_path: Path) -> None:
     out = edge.render(
-        listen_port=_free_port(),
-        admin_port=_free_port(),
+        listen_port=free_port(),
+        admin_port=free_port(),
         clusters=edge.local_clusters("127.0.0.1", 50051),
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=tmp_path / "envoy.yaml",
@@ -69,61 +58,11 @@ def test_compose_config_validates(tmp_path: Path) -> None:
 # --- a running Envoy with every backend down ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Edge:
-    url: str
-    port: int
-    admin_port: int
-
-
 @pytest.fixture(scope="module")
 def envoy_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    workdir = tmp_path_factory.mktemp("edge")
-    port, admin_port, dead = _free_port(), _free_port(), _free_port()
-    config = edge.render(
-        listen_port=port,
-        admin_port=admin_port,
-        clusters=edge.local_clusters("127.0.0.1", dead),
-        descriptor=edge.ENVOY_DESCRIPTOR,
-        out=workdir / "envoy.yaml",
-        gateway=None,
-        listen_address="127.0.0.1",
-    )
-    log = (workdir / "envoy.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(binary()),
-            "-c",
-            str(config),
-            "--log-level",
-            "warn",
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (workdir / "envoy.log").read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{admin_port}/ready").status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "envoy did not become ready"
-            time.sleep(0.1)
-        yield Edge(f"http://127.0.0.1:{port}", port, admin_port)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+    dead = edge.local_clusters("127.0.0.1", free_port())
+    with running_envoy(tmp_path_factory.mktemp("edge"), dead) as running:
+        yield running
 
 
 @pytest.fixture
@@ -271,7 +210,8 @@ def test_jwt_required(client: httpx.Client, method: str, path: str) -> None:
 def test_jwt_not_required(client: httpx.Client) -> None:
     for path in ("/api/v1/products", "/.well-known/jwks.json", "/api/v1/products/p-1"):
         assert client.get(path).status_code == 503, path  # reached the (absent) backend
-    assert client.post("/api/v1/auth/login", json={}).status_code == 503
+    for path in ("/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"):
+        assert client.post(path, json={}).status_code == 503, path
 
 
 def test_grpc_jwt_and_unavailable(envoy_edge: Edge) -> None:

@@ -1,5 +1,6 @@
 """The auth adapters that need no database: JWT signing, JWK encoding, hashing, encryption."""
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,13 +14,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import RSAAlgorithm
 
 from services.auth.adapters.encryption import SIGNING_KEYS_PURPOSE, fernet_for
-from services.auth.adapters.hashing import Argon2PasswordHasher
+from services.auth.adapters.hashing import RETRY_AFTER_SECONDS, Argon2PasswordHasher
 from services.auth.adapters.keys import jwk_thumbprint, public_key_from_pem
 from services.auth.adapters.tokens import JwtTokenIssuer
 from services.auth.domain.model import TokenPolicy, User
-from services.common.errors import Unauthenticated
+from services.common.errors import ResourceExhausted, Unauthenticated
 from services.common.identity import Role, Tier
 from services.platform.tokens import TokenVerifier
+from tests.gated_hashing import GatedArgon2
 
 POLICY = TokenPolicy("test-issuer", "test-audience", timedelta(minutes=15), timedelta(days=7))
 USER = User(
@@ -79,6 +81,11 @@ async def test_issued_tokens_verify_against_the_published_key(
     )
     refresh = await verifier.claims(pair.refresh_token, expected_type="refresh")
     assert refresh["exp"] - refresh["iat"] == 7 * 24 * 3600
+    assert pair.refresh.token_id == refresh["jti"], "the server stores it under its jti"
+    assert (pair.refresh.issued_at.timestamp(), pair.refresh.expires_at.timestamp()) == (
+        refresh["iat"],
+        refresh["exp"],
+    )
     assert pair.expires_in_seconds == 15 * 60
     assert jwt.get_unverified_header(pair.access_token) == {
         "alg": "RS256",
@@ -127,8 +134,12 @@ def test_key_ids_are_rfc7638_thumbprints() -> None:
     assert jwk_thumbprint(n, "AQAB") == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
 
+def argon2_hasher(backend: argon2.PasswordHasher | None = None) -> Argon2PasswordHasher:
+    return Argon2PasswordHasher(backend, max_concurrent=2, max_queued=8)
+
+
 async def test_argon2id_hashes_verify_only_the_right_password() -> None:
-    hasher = Argon2PasswordHasher()
+    hasher = argon2_hasher()
     hashed = await hasher.hash("correct horse")
     assert hashed.startswith("$argon2id$")
     assert await hasher.verify("correct horse", hashed)
@@ -139,10 +150,42 @@ async def test_argon2id_hashes_verify_only_the_right_password() -> None:
 
 
 async def test_hashes_made_with_weaker_parameters_need_rehashing() -> None:
-    weak = Argon2PasswordHasher(argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    weak = argon2_hasher(argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     hashed = await weak.hash("correct horse")
-    assert Argon2PasswordHasher().needs_rehash(hashed)
-    assert await Argon2PasswordHasher().verify("correct horse", hashed)
+    assert argon2_hasher().needs_rehash(hashed)
+    assert await argon2_hasher().verify("correct horse", hashed)
+
+
+@pytest.mark.parametrize("max_queued", [0, 3])
+async def test_a_full_hash_queue_refuses_new_work_at_once(max_queued: int) -> None:
+    backend = GatedArgon2()
+    hasher = Argon2PasswordHasher(backend, max_concurrent=1, max_queued=max_queued)
+    stored = await hasher.hash("correct horse")
+    backend.armed = True
+    verifying = asyncio.create_task(hasher.verify("correct horse", stored))
+    queued = [asyncio.create_task(hasher.hash(f"queued {n}")) for n in range(max_queued)]
+    try:
+        # One loop turn runs each task to where it waits: the first in its worker thread,
+        # the others on the semaphore.
+        await asyncio.sleep(0)
+        for refused_call in (hasher.hash("one too many"), hasher.verify("correct horse", stored)):
+            with pytest.raises(ResourceExhausted) as refused:
+                # Refused at once; the timeout only keeps a broken bound from hanging here.
+                await asyncio.wait_for(refused_call, timeout=5)
+            assert refused.value.retry_after_seconds == RETRY_AFTER_SECONDS
+        assert not verifying.done() and not any(task.done() for task in queued)
+    finally:
+        backend.released.set()
+    assert await verifying is True
+    assert all(hashed.startswith("$argon2id$") for hashed in await asyncio.gather(*queued))
+    assert await hasher.verify("correct horse", stored), "slots are given back"
+
+
+def test_hash_queue_bounds_must_make_sense() -> None:
+    with pytest.raises(ValueError, match="max_concurrent"):
+        Argon2PasswordHasher(max_concurrent=0, max_queued=1)
+    with pytest.raises(ValueError, match="max_queued"):
+        Argon2PasswordHasher(max_concurrent=1, max_queued=-1)
 
 
 def test_encryption_is_bound_to_the_secret_and_the_purpose() -> None:

@@ -1,5 +1,6 @@
 """The auth handlers against in-memory fakes of their ports."""
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -8,16 +9,33 @@ from typing import Any
 import pytest
 
 from services.auth import handlers
-from services.auth.domain.commands import Login, RefreshTokens, RegisterUser, RotateSigningKey
+from services.auth.domain.commands import (
+    Login,
+    Logout,
+    RefreshTokens,
+    RegisterUser,
+    RotateSigningKey,
+)
 from services.auth.domain.model import (
+    IssuedRefreshToken,
     NewUser,
     PublicKey,
+    RefreshTokenRecord,
     SigningKeyInfo,
     TokenPair,
     User,
 )
-from services.auth.domain.rules import INVALID_CREDENTIALS
-from services.common.errors import AlreadyExists, InvalidArgument, Unauthenticated
+from services.auth.domain.rules import (
+    INVALID_CREDENTIALS,
+    REFRESH_TOKEN_REUSED,
+    UNKNOWN_REFRESH_TOKEN,
+)
+from services.common.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from services.common.identity import Principal, Role, Tier
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -56,17 +74,21 @@ class FakeUsers:
 
 @dataclass
 class FakeHasher:
-    """Hashes are "<version>:<password>"; a hash of an older version needs rehashing."""
+    """Hashes are "<version>:<password>"; a hash of an older version needs rehashing. While
+    `busy`, hashing is refused as a full queue refuses it."""
 
     version: str = "v2"
     verified_against: list[str] = field(default_factory=list)
     hashed: int = 0
+    busy: bool = False
 
     @property
     def dummy_hash(self) -> str:
         return f"{self.version}:dummy-password-nobody-has"
 
     async def hash(self, password: str) -> str:
+        if self.busy:
+            raise ResourceExhausted("busy", retry_after_seconds=1)
         self.hashed += 1
         return f"{self.version}:{password}"
 
@@ -79,25 +101,68 @@ class FakeHasher:
 
 
 @dataclass
-class FakeIssuer:
+class FakeTokens:
+    """Issues "access-N"/"refresh-N" token pairs and verifies what it issued (or what a test
+    put in `claims_by_token`); tokens in `expired` fail verification as expired ones do."""
+
+    claims_by_token: dict[str, dict[str, Any]] = field(default_factory=dict)
     issued_for: list[User] = field(default_factory=list)
+    expired: set[str] = field(default_factory=set)
+    asked_for: list[str] = field(default_factory=list)
 
     async def issue(self, user: User) -> TokenPair:
+        n = len(self.issued_for)
         self.issued_for.append(user)
-        return TokenPair(f"access-{user.user_id}", f"refresh-{user.user_id}", 900)
-
-
-@dataclass
-class FakeVerifier:
-    claims_by_token: dict[str, dict[str, Any]]
-    asked_for: list[str] = field(default_factory=list)
+        access, refresh = f"access-{n}", f"refresh-{n}"
+        self.claims_by_token[access] = {"sub": user.user_id, "typ": "access", "jti": f"a-{n}"}
+        self.claims_by_token[refresh] = {"sub": user.user_id, "typ": "refresh", "jti": f"r-{n}"}
+        return TokenPair(
+            access, refresh, 900, IssuedRefreshToken(f"r-{n}", T0, T0 + timedelta(days=7))
+        )
 
     async def claims(self, token: str, *, expected_type: str) -> dict[str, Any]:
         self.asked_for.append(expected_type)
+        if token in self.expired:
+            raise Unauthenticated("token has expired")
         claims = self.claims_by_token.get(token)
         if claims is None or claims["typ"] != expected_type:
             raise Unauthenticated("invalid token")
         return claims
+
+
+@dataclass
+class FakeRefreshTokens:
+    """The RefreshTokenStore contract in memory: a family is revoked once any token is."""
+
+    records: dict[str, RefreshTokenRecord] = field(default_factory=dict)
+
+    async def start_family(
+        self, token: IssuedRefreshToken, *, family_id: str, user_id: str
+    ) -> None:
+        self.records[token.token_id] = RefreshTokenRecord(
+            token.token_id, family_id, user_id, token.issued_at, token.expires_at
+        )
+
+    async def spend(
+        self, token_id: str, successor: IssuedRefreshToken, *, at: datetime
+    ) -> RefreshTokenRecord | None:
+        record = self.records.get(token_id)
+        if record is None or record.used_at or self.family_revoked(record.family_id):
+            return None
+        self.records[token_id] = replace(record, used_at=at)
+        await self.start_family(successor, family_id=record.family_id, user_id=record.user_id)
+        return self.records[token_id]
+
+    async def find(self, token_id: str) -> RefreshTokenRecord | None:
+        return self.records.get(token_id)
+
+    async def revoke_family(self, family_id: str, *, at: datetime) -> None:
+        for token_id, record in self.records.items():
+            if record.family_id == family_id and record.revoked_at is None:
+                self.records[token_id] = replace(record, revoked_at=at)
+
+    def family_revoked(self, family_id: str) -> bool:
+        return any(r.revoked_at for r in self.records.values() if r.family_id == family_id)
 
 
 @pytest.fixture
@@ -152,59 +217,242 @@ async def test_register_can_create_an_admin(users: FakeUsers, hasher: FakeHasher
     assert (await handlers.register_user(command, users, hasher)).role is Role.ADMIN
 
 
-async def test_login_issues_tokens_for_the_right_password(
-    users: FakeUsers, hasher: FakeHasher
-) -> None:
-    user = await register(users, hasher)
-    issuer = FakeIssuer()
-    pair = await handlers.login(Login("  ADA@example.com", PASSWORD), users, hasher, issuer)
-    assert pair.access_token == f"access-{user.user_id}"
-    assert issuer.issued_for == [user]
+@dataclass
+class Sessions:
+    """The login and refresh handlers over one set of fakes."""
+
+    users: FakeUsers
+    hasher: FakeHasher
+    tokens: FakeTokens = field(default_factory=FakeTokens)
+    store: FakeRefreshTokens = field(default_factory=FakeRefreshTokens)
+    clock: "FakeClock" = field(default_factory=lambda: FakeClock(T0))
+    families: int = 0
+
+    def new_family_id(self) -> str:
+        self.families += 1
+        return f"family-{self.families}"
+
+    async def login(self, email: str = "ada@example.com", password: str = PASSWORD) -> TokenPair:
+        return await handlers.login(
+            Login(email, password),
+            self.users,
+            self.hasher,
+            self.tokens,
+            refresh_store=self.store,
+            new_id=self.new_family_id,
+        )
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        return await handlers.refresh_tokens(
+            RefreshTokens(refresh_token),
+            self.tokens,
+            self.users,
+            self.tokens,
+            refresh_store=self.store,
+            clock=self.clock,
+        )
+
+    async def logout(self, refresh_token: str) -> None:
+        await handlers.logout(Logout(refresh_token), self.tokens, self.store, self.clock)
+
+    def family_of(self, pair: TokenPair) -> str:
+        return self.store.records[pair.refresh.token_id].family_id
 
 
-async def test_wrong_password_and_unknown_email_fail_alike(
-    users: FakeUsers, hasher: FakeHasher
-) -> None:
-    await register(users, hasher)
-    issuer = FakeIssuer()
+@pytest.fixture
+def sessions(users: FakeUsers, hasher: FakeHasher) -> Sessions:
+    return Sessions(users, hasher)
+
+
+async def test_login_issues_tokens_for_the_right_password(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    pair = await sessions.login("  ADA@example.com")
+    assert sessions.tokens.issued_for == [user]
+    assert sessions.tokens.claims_by_token[pair.access_token]["sub"] == user.user_id
+
+
+async def test_wrong_password_and_unknown_email_fail_alike(sessions: Sessions) -> None:
+    hasher = sessions.hasher
+    await register(sessions.users, hasher)
     with pytest.raises(Unauthenticated) as wrong_password:
-        await handlers.login(Login("ada@example.com", "wrong password"), users, hasher, issuer)
+        await sessions.login("ada@example.com", "wrong password")
     with pytest.raises(Unauthenticated) as unknown_email:
-        await handlers.login(Login("bob@example.com", PASSWORD), users, hasher, issuer)
+        await sessions.login("bob@example.com")
     assert str(wrong_password.value) == str(unknown_email.value) == INVALID_CREDENTIALS
     assert hasher.verified_against == [f"v2:{PASSWORD}", hasher.dummy_hash]
-    assert issuer.issued_for == []
+    assert sessions.tokens.issued_for == []
+    assert sessions.store.records == {}
 
 
-async def test_login_upgrades_a_hash_made_with_old_parameters(
+async def test_login_upgrades_a_hash_made_with_old_parameters(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    await sessions.users.set_password_hash(user.user_id, f"v1:{PASSWORD}")
+    await sessions.login()
+    assert sessions.users.by_user_id[user.user_id].password_hash == f"v2:{PASSWORD}"
+
+
+async def test_login_succeeds_when_the_hash_upgrade_is_refused(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    await sessions.users.set_password_hash(user.user_id, f"v1:{PASSWORD}")
+    sessions.hasher.busy = True
+    await sessions.login()
+    assert [issued.user_id for issued in sessions.tokens.issued_for] == [user.user_id]
+    assert sessions.users.by_user_id[user.user_id].password_hash == f"v1:{PASSWORD}"
+
+
+async def test_registration_is_refused_while_the_hasher_is_full(
     users: FakeUsers, hasher: FakeHasher
 ) -> None:
-    user = await register(users, hasher)
-    await users.set_password_hash(user.user_id, f"v1:{PASSWORD}")
-    await handlers.login(Login("ada@example.com", PASSWORD), users, hasher, FakeIssuer())
-    assert users.by_user_id[user.user_id].password_hash == f"v2:{PASSWORD}"
+    hasher.busy = True
+    with pytest.raises(ResourceExhausted):
+        await register(users, hasher)
+    assert users.by_user_id == {}
 
 
-async def test_refresh_needs_a_refresh_token_of_an_existing_user(
-    users: FakeUsers, hasher: FakeHasher
-) -> None:
-    user = await register(users, hasher)
-    verifier = FakeVerifier(
-        {
-            "refresh": {"sub": user.user_id, "typ": "refresh"},
-            "access": {"sub": user.user_id, "typ": "access"},
-            "orphan": {"sub": "deleted-user", "typ": "refresh"},
-        }
+async def test_every_login_starts_its_own_family(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    first, second = await sessions.login(), await sessions.login()
+    assert sessions.family_of(first) != sessions.family_of(second)
+    stored = sessions.store.records[first.refresh.token_id]
+    assert (stored.user_id, stored.issued_at, stored.expires_at) == (
+        user.user_id,
+        first.refresh.issued_at,
+        first.refresh.expires_at,
     )
-    issuer = FakeIssuer()
-    pair = await handlers.refresh_tokens(RefreshTokens("refresh"), verifier, users, issuer)
-    assert pair.refresh_token == f"refresh-{user.user_id}"
+    assert stored.used_at is None and stored.revoked_at is None
+
+
+async def test_refresh_rotates_the_refresh_token_within_its_family(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    login = await sessions.login()
+    second = await sessions.refresh(login.refresh_token)
+    third = await sessions.refresh(second.refresh_token)
+    assert len({login.refresh_token, second.refresh_token, third.refresh_token}) == 3
+    assert sessions.family_of(second) == sessions.family_of(third) == sessions.family_of(login)
+    records = sessions.store.records
+    assert records[login.refresh.token_id].used_at == T0
+    assert records[second.refresh.token_id].used_at == T0
+    assert records[third.refresh.token_id].used_at is None
+    assert not sessions.store.family_revoked(sessions.family_of(login))
+
+
+async def test_a_reused_refresh_token_revokes_its_whole_family(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    other_device = await sessions.login()
+    login = await sessions.login()
+    newer = await sessions.refresh(login.refresh_token)
+    sessions.clock.now = T0 + timedelta(minutes=5)
+
+    with pytest.raises(Unauthenticated, match="already used") as reused:
+        await sessions.refresh(login.refresh_token)
+    assert str(reused.value) == REFRESH_TOKEN_REUSED
+    with pytest.raises(Unauthenticated, match="already used"):
+        await sessions.refresh(newer.refresh_token)
+
+    family = sessions.family_of(login)
+    assert sessions.store.records[newer.refresh.token_id].revoked_at == sessions.clock.now
+    assert all(
+        record.revoked_at == sessions.clock.now
+        for record in sessions.store.records.values()
+        if record.family_id == family
+    )
+    assert await sessions.refresh(other_device.refresh_token), "other logins are untouched"
+
+
+async def test_of_two_concurrent_refreshes_with_one_token_one_wins(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    login = await sessions.login()
+    outcomes = await asyncio.gather(
+        sessions.refresh(login.refresh_token),
+        sessions.refresh(login.refresh_token),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if isinstance(o, TokenPair)]
+    losers = [o for o in outcomes if isinstance(o, Unauthenticated)]
+    assert (len(winners), len(losers)) == (1, 1)
     with pytest.raises(Unauthenticated):
-        await handlers.refresh_tokens(RefreshTokens("access"), verifier, users, issuer)
+        await sessions.refresh(winners[0].refresh_token)
+
+
+async def test_an_expired_refresh_token_is_refused_and_spends_nothing(
+    sessions: Sessions,
+) -> None:
+    await register(sessions.users, sessions.hasher)
+    login = await sessions.login()
+    sessions.tokens.expired.add(login.refresh_token)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await sessions.refresh(login.refresh_token)
+    assert sessions.store.records[login.refresh.token_id].used_at is None
+
+
+async def test_a_refresh_token_the_server_never_stored_is_refused(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    sessions.tokens.claims_by_token["unrecorded"] = {
+        "sub": user.user_id,
+        "typ": "refresh",
+        "jti": "never-stored",
+    }
+    with pytest.raises(Unauthenticated) as refused:
+        await sessions.refresh("unrecorded")
+    assert str(refused.value) == UNKNOWN_REFRESH_TOKEN
+
+
+async def test_refresh_needs_a_refresh_token_of_an_existing_user(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    login = await sessions.login()
+    sessions.tokens.claims_by_token["orphan"] = {
+        "sub": "deleted-user",
+        "typ": "refresh",
+        "jti": login.refresh.token_id,
+    }
+    with pytest.raises(Unauthenticated):
+        await sessions.refresh(login.access_token)
     with pytest.raises(Unauthenticated, match="no longer exists"):
-        await handlers.refresh_tokens(RefreshTokens("orphan"), verifier, users, issuer)
-    assert set(verifier.asked_for) == {"refresh"}
-    assert issuer.issued_for == [user]
+        await sessions.refresh("orphan")
+    assert set(sessions.tokens.asked_for) == {"refresh"}
+    assert sessions.store.records[login.refresh.token_id].used_at is None
+
+
+async def test_logout_revokes_the_family_and_may_be_repeated(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    other_device = await sessions.login()
+    login = await sessions.login()
+    current = await sessions.refresh(login.refresh_token)
+    sessions.clock.now = T0 + timedelta(hours=1)
+
+    await sessions.logout(current.refresh_token)
+    assert sessions.store.family_revoked(sessions.family_of(login))
+    with pytest.raises(Unauthenticated):
+        await sessions.refresh(current.refresh_token)
+    await sessions.logout(current.refresh_token)
+    assert sessions.store.records[login.refresh.token_id].revoked_at == sessions.clock.now
+    assert await sessions.refresh(other_device.refresh_token), "other logins are untouched"
+
+
+async def test_logout_with_a_spent_token_still_ends_its_login(sessions: Sessions) -> None:
+    await register(sessions.users, sessions.hasher)
+    login = await sessions.login()
+    current = await sessions.refresh(login.refresh_token)
+    await sessions.logout(login.refresh_token)
+    with pytest.raises(Unauthenticated):
+        await sessions.refresh(current.refresh_token)
+
+
+async def test_logout_needs_a_valid_refresh_token_the_server_issued(sessions: Sessions) -> None:
+    user = await register(sessions.users, sessions.hasher)
+    login, expired = await sessions.login(), await sessions.login()
+    sessions.tokens.expired.add(expired.refresh_token)
+    sessions.tokens.claims_by_token["unrecorded"] = {
+        "sub": user.user_id,
+        "typ": "refresh",
+        "jti": "never-stored",
+    }
+    for token in ("garbage", expired.refresh_token, login.access_token, "unrecorded"):
+        with pytest.raises(Unauthenticated):
+            await sessions.logout(token)
+    assert not sessions.store.family_revoked(sessions.family_of(expired))
+    assert not sessions.store.family_revoked(sessions.family_of(login))
+    assert await sessions.refresh(login.refresh_token)
 
 
 async def test_current_user_is_the_callers_account(users: FakeUsers, hasher: FakeHasher) -> None:

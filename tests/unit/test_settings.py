@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,17 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.grpc_port == 50051
     assert settings.access_token_ttl_seconds == 15 * 60
     assert settings.refresh_token_ttl_seconds == 7 * 24 * 3600
+    assert settings.key_encryption_secret is None
+    assert (settings.jwks_cache_seconds, settings.jwks_stale_grace_seconds) == (300, 300)
+    assert settings.password_hash_concurrency == (os.cpu_count() or 1)
+    assert settings.password_hash_queue == 4 * settings.password_hash_concurrency
+
+
+def test_the_hash_queue_follows_the_hash_concurrency_unless_set() -> None:
+    settings = Settings.from_env({"ORDERMESH_PASSWORD_HASH_CONCURRENCY": "3"})
+    assert (settings.password_hash_concurrency, settings.password_hash_queue) == (3, 12)
+    settings = Settings.from_env({"ORDERMESH_PASSWORD_HASH_QUEUE": "0"})
+    assert settings.password_hash_queue == 0
 
 
 GOOD_SECRET = "k" * MIN_SECRET_LENGTH
@@ -83,6 +95,9 @@ def test_each_component_connects_as_its_own_role(tmp_path: Path) -> None:
         ({"ORDERMESH_GRPC_PORT": "70000"}, "outside"),
         ({"ORDERMESH_ENV": "staging"}, "ORDERMESH_ENV must be one of"),
         ({"ORDERMESH_SHUTDOWN_GRACE_SECONDS": "soon"}, "must be a number"),
+        ({"ORDERMESH_JWKS_CACHE_SECONDS": "0"}, "outside"),
+        ({"ORDERMESH_PASSWORD_HASH_CONCURRENCY": "0"}, "outside"),
+        ({"ORDERMESH_PASSWORD_HASH_QUEUE": "-1"}, "outside"),
     ],
 )
 def test_malformed_settings_fail_fast_naming_the_variable(

@@ -8,7 +8,13 @@ from typing import Protocol
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from services.auth.domain.model import TokenKind, TokenPair, TokenPolicy, User
+from services.auth.domain.model import (
+    IssuedRefreshToken,
+    TokenKind,
+    TokenPair,
+    TokenPolicy,
+    User,
+)
 from services.auth.domain.rules import token_claims
 from services.common.clock import utc_now
 
@@ -33,16 +39,21 @@ class JwtTokenIssuer:
 
     async def issue(self, user: User) -> TokenPair:
         kid, key = await self._keys.signing_key()
-        issued_at = self._clock()
+        # Whole seconds, as in the iat and exp claims, so the stored times match the token's.
+        issued_at = self._clock().replace(microsecond=0)
+        refresh_id = uuid.uuid4().hex
 
-        def sign(kind: TokenKind) -> str:
-            claims = token_claims(
-                user, kind, self._policy, issued_at=issued_at, token_id=uuid.uuid4().hex
-            )
+        def sign(kind: TokenKind, token_id: str) -> str:
+            claims = token_claims(user, kind, self._policy, issued_at=issued_at, token_id=token_id)
             return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
         return TokenPair(
-            access_token=sign(TokenKind.ACCESS),
-            refresh_token=sign(TokenKind.REFRESH),
+            access_token=sign(TokenKind.ACCESS, uuid.uuid4().hex),
+            refresh_token=sign(TokenKind.REFRESH, refresh_id),
             expires_in_seconds=int(self._policy.access_ttl.total_seconds()),
+            refresh=IssuedRefreshToken(
+                token_id=refresh_id,
+                issued_at=issued_at,
+                expires_at=issued_at + self._policy.refresh_ttl,
+            ),
         )

@@ -27,6 +27,11 @@ class RefreshTokens:
 
 
 @dataclass(frozen=True, slots=True)
+class Logout:
+    refresh_token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class RotateSigningKey:
     """Publish a new key, wait `publish_delay` so every JWKS cache has seen it, make it the
     signing key, and retire keys superseded longer ago than `token_lifetime` (every token

@@ -55,10 +55,36 @@ class TokenPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedRefreshToken:
+    """What the server keeps of a refresh token it hands out: its id (the `jti` claim) and
+    lifetime."""
+
+    token_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TokenPair:
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)
     expires_in_seconds: int
+    refresh: IssuedRefreshToken
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRecord:
+    """A refresh token as the server remembers it. A login starts a family; each refresh
+    spends one token of the family and adds its successor. A token is spent at most once, so
+    one presented again was copied: its whole family is revoked (as logout revokes it)."""
+
+    token_id: str
+    family_id: str
+    user_id: str
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

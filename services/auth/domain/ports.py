@@ -2,9 +2,18 @@
 and the unit tests implement it with fakes."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
-from services.auth.domain.model import NewUser, PublicKey, SigningKeyInfo, TokenPair, User
+from services.auth.domain.model import (
+    IssuedRefreshToken,
+    NewUser,
+    PublicKey,
+    RefreshTokenRecord,
+    SigningKeyInfo,
+    TokenPair,
+    User,
+)
 
 
 class UserRepository(Protocol):
@@ -33,6 +42,29 @@ class PasswordHasher(Protocol):
 
 class TokenIssuer(Protocol):
     async def issue(self, user: User) -> TokenPair: ...
+
+
+class RefreshTokenStore(Protocol):
+    """The refresh tokens handed out, by token id, grouped in families (one per login)."""
+
+    async def start_family(
+        self, token: IssuedRefreshToken, *, family_id: str, user_id: str
+    ) -> None:
+        """Remembers the first token of a new family."""
+
+    async def spend(
+        self, token_id: str, successor: IssuedRefreshToken, *, at: datetime
+    ) -> RefreshTokenRecord | None:
+        """In one atomic step: marks the token used and adds `successor` to its family, if
+        the token is not used, not revoked and its family not revoked. Returns the spent
+        token, or None when it could not be spent (unknown, used, revoked): of concurrent
+        calls with one token, at most one succeeds."""
+
+    async def find(self, token_id: str) -> RefreshTokenRecord | None: ...
+
+    async def revoke_family(self, family_id: str, *, at: datetime) -> None:
+        """Revokes every token of the family; a token a concurrent `spend` adds to it later
+        can never be spent either."""
 
 
 class TokenVerifier(Protocol):

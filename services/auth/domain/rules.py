@@ -2,7 +2,7 @@
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from services.auth.domain.commands import RegisterUser
@@ -13,7 +13,7 @@ from services.auth.domain.model import (
     TokenPolicy,
     User,
 )
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unauthenticated
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
@@ -22,6 +22,10 @@ MAX_FULL_NAME_LENGTH = 200
 MAX_PHONE_LENGTH = 40
 
 INVALID_CREDENTIALS = "invalid email or password"
+UNKNOWN_REFRESH_TOKEN = "refresh token not recognised; log in again"
+REFRESH_TOKEN_REUSED = (
+    "refresh token already used or revoked; every token of its login is now revoked, log in again"
+)
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 
@@ -74,6 +78,14 @@ def token_claims(
         "jti": token_id,
         "typ": kind.value,
     }
+
+
+def refresh_token_id(claims: Mapping[str, object]) -> str:
+    """The id (`jti`) under which the server remembers a verified refresh token."""
+    token_id = claims.get("jti")
+    if not isinstance(token_id, str) or not token_id:
+        raise Unauthenticated(UNKNOWN_REFRESH_TOKEN)
+    return token_id
 
 
 def keys_to_retire(

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cordermesh/auth/v1/auth.proto\x12\x11ordermesh.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/limits.proto\"\xfd\x01\n\x04User\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x14\n\x05\x65mail\x18\x02 \x01(\tR\x05\x65mail\x12\x1b\n\tfull_name\x18\x03 \x01(\tR\x08\x66ullName\x12\x14\n\x05phone\x18\x04 \x01(\tR\x05phone\x12+\n\x04tier\x18\x05 \x01(\x0e\x32\x17.ordermesh.auth.v1.TierR\x04tier\x12+\n\x04role\x18\x06 \x01(\x0e\x32\x17.ordermesh.auth.v1.RoleR\x04role\x12\x39\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x99\x01\n\x0fRegisterRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xfe\x01R\x05\x65mail\x12#\n\x08password\x18\x02 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80\x02R\x08password\x12$\n\tfull_name\x18\x03 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xc8\x01R\x08\x66ullName\x12\x1c\n\x05phone\x18\x04 \x01(\tB\x06\xc2\xf3\x18\x02\x08(R\x05phone\"?\n\x10RegisterResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x17.ordermesh.auth.v1.UserR\x04user\"R\n\x0cLoginRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xfe\x01R\x05\x65mail\x12#\n\x08password\x18\x02 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80\x02R\x08password\"\x95\x01\n\rLoginResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12#\n\rrefresh_token\x18\x02 \x01(\tR\x0crefreshToken\x12\x1d\n\ntoken_type\x18\x03 \x01(\tR\ttokenType\x12\x1d\n\nexpires_in\x18\x04 \x01(\x05R\texpiresIn\"C\n\x13RefreshTokenRequest\x12,\n\rrefresh_token\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80 R\x0crefreshToken\"\x9c\x01\n\x14RefreshTokenResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12#\n\rrefresh_token\x18\x02 \x01(\tR\x0crefreshToken\x12\x1d\n\ntoken_type\x18\x03 \x01(\tR\ttokenType\x12\x1d\n\nexpires_in\x18\x04 \x01(\x05R\texpiresIn\"\x17\n\x15GetCurrentUserRequest\"E\n\x16GetCurrentUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x17.ordermesh.auth.v1.UserR\x04user\"\x10\n\x0eGetJwksRequest\"i\n\x03Jwk\x12\x10\n\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n\x03use\x18\x03 \x01(\tR\x03use\x12\x10\n\x03\x61lg\x18\x04 \x01(\tR\x03\x61lg\x12\x0c\n\x01n\x18\x05 \x01(\tR\x01n\x12\x0c\n\x01\x65\x18\x06 \x01(\tR\x01\x65\"=\n\x0fGetJwksResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x16.ordermesh.auth.v1.JwkR\x04keys*e\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_FREE\x10\x01\x12\x11\n\rTIER_STANDARD\x10\x02\x12\x10\n\x0cTIER_PREMIUM\x10\x03\x12\x13\n\x0fTIER_ENTERPRISE\x10\x04*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0f\n\x0bROLE_SYSTEM\x10\x03\x32\xf1\x04\n\x0b\x41uthService\x12{\n\x08Register\x12\".ordermesh.auth.v1.RegisterRequest\x1a#.ordermesh.auth.v1.RegisterResponse\"&\x82\xd3\xe4\x93\x02 \"\x15/api/v1/auth/register:\x01*b\x04user\x12i\n\x05Login\x12\x1f.ordermesh.auth.v1.LoginRequest\x1a .ordermesh.auth.v1.LoginResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12\x80\x01\n\x0cRefreshToken\x12&.ordermesh.auth.v1.RefreshTokenRequest\x1a\'.ordermesh.auth.v1.RefreshTokenResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/auth/refresh:\x01*\x12\x84\x01\n\x0eGetCurrentUser\x12(.ordermesh.auth.v1.GetCurrentUserRequest\x1a).ordermesh.auth.v1.GetCurrentUserResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x0f/api/v1/auth/meb\x04user\x12p\n\x07GetJwks\x12!.ordermesh.auth.v1.GetJwksRequest\x1a\".ordermesh.auth.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonB@Z>github.com/ordermesh/ordermesh/gen/go/ordermesh/auth/v1;authv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cordermesh/auth/v1/auth.proto\x12\x11ordermesh.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/limits.proto\"\xfd\x01\n\x04User\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x14\n\x05\x65mail\x18\x02 \x01(\tR\x05\x65mail\x12\x1b\n\tfull_name\x18\x03 \x01(\tR\x08\x66ullName\x12\x14\n\x05phone\x18\x04 \x01(\tR\x05phone\x12+\n\x04tier\x18\x05 \x01(\x0e\x32\x17.ordermesh.auth.v1.TierR\x04tier\x12+\n\x04role\x18\x06 \x01(\x0e\x32\x17.ordermesh.auth.v1.RoleR\x04role\x12\x39\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x99\x01\n\x0fRegisterRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xfe\x01R\x05\x65mail\x12#\n\x08password\x18\x02 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80\x02R\x08password\x12$\n\tfull_name\x18\x03 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xc8\x01R\x08\x66ullName\x12\x1c\n\x05phone\x18\x04 \x01(\tB\x06\xc2\xf3\x18\x02\x08(R\x05phone\"?\n\x10RegisterResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x17.ordermesh.auth.v1.UserR\x04user\"R\n\x0cLoginRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\xfe\x01R\x05\x65mail\x12#\n\x08password\x18\x02 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80\x02R\x08password\"\x95\x01\n\rLoginResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12#\n\rrefresh_token\x18\x02 \x01(\tR\x0crefreshToken\x12\x1d\n\ntoken_type\x18\x03 \x01(\tR\ttokenType\x12\x1d\n\nexpires_in\x18\x04 \x01(\x05R\texpiresIn\"C\n\x13RefreshTokenRequest\x12,\n\rrefresh_token\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80 R\x0crefreshToken\"\x9c\x01\n\x14RefreshTokenResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12#\n\rrefresh_token\x18\x02 \x01(\tR\x0crefreshToken\x12\x1d\n\ntoken_type\x18\x03 \x01(\tR\ttokenType\x12\x1d\n\nexpires_in\x18\x04 \x01(\x05R\texpiresIn\"=\n\rLogoutRequest\x12,\n\rrefresh_token\x18\x01 \x01(\tB\x07\xc2\xf3\x18\x03\x08\x80 R\x0crefreshToken\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"E\n\x16GetCurrentUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x17.ordermesh.auth.v1.UserR\x04user\"\x10\n\x0eGetJwksRequest\"i\n\x03Jwk\x12\x10\n\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n\x03use\x18\x03 \x01(\tR\x03use\x12\x10\n\x03\x61lg\x18\x04 \x01(\tR\x03\x61lg\x12\x0c\n\x01n\x18\x05 \x01(\tR\x01n\x12\x0c\n\x01\x65\x18\x06 \x01(\tR\x01\x65\"=\n\x0fGetJwksResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x16.ordermesh.auth.v1.JwkR\x04keys*e\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_FREE\x10\x01\x12\x11\n\rTIER_STANDARD\x10\x02\x12\x10\n\x0cTIER_PREMIUM\x10\x03\x12\x13\n\x0fTIER_ENTERPRISE\x10\x04*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0f\n\x0bROLE_SYSTEM\x10\x03\x32\xe0\x05\n\x0b\x41uthService\x12{\n\x08Register\x12\".ordermesh.auth.v1.RegisterRequest\x1a#.ordermesh.auth.v1.RegisterResponse\"&\x82\xd3\xe4\x93\x02 \"\x15/api/v1/auth/register:\x01*b\x04user\x12i\n\x05Login\x12\x1f.ordermesh.auth.v1.LoginRequest\x1a .ordermesh.auth.v1.LoginResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12\x80\x01\n\x0cRefreshToken\x12&.ordermesh.auth.v1.RefreshTokenRequest\x1a\'.ordermesh.auth.v1.RefreshTokenResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/auth/refresh:\x01*\x12m\n\x06Logout\x12 .ordermesh.auth.v1.LogoutRequest\x1a!.ordermesh.auth.v1.LogoutResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*\x12\x84\x01\n\x0eGetCurrentUser\x12(.ordermesh.auth.v1.GetCurrentUserRequest\x1a).ordermesh.auth.v1.GetCurrentUserResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x0f/api/v1/auth/meb\x04user\x12p\n\x07GetJwks\x12!.ordermesh.auth.v1.GetJwksRequest\x1a\".ordermesh.auth.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonB@Z>github.com/ordermesh/ordermesh/gen/go/ordermesh/auth/v1;authv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,20 +49,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGINREQUEST'].fields_by_name['password']._serialized_options = b'\302\363\030\003\010\200\002'
   _globals['_REFRESHTOKENREQUEST'].fields_by_name['refresh_token']._loaded_options = None
   _globals['_REFRESHTOKENREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\302\363\030\003\010\200 '
+  _globals['_LOGOUTREQUEST'].fields_by_name['refresh_token']._loaded_options = None
+  _globals['_LOGOUTREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\302\363\030\003\010\200 '
   _globals['_AUTHSERVICE'].methods_by_name['Register']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Register']._serialized_options = b'\202\323\344\223\002 \"\025/api/v1/auth/register:\001*b\004user'
   _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Login']._serialized_options = b'\202\323\344\223\002\027\"\022/api/v1/auth/login:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['RefreshToken']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['RefreshToken']._serialized_options = b'\202\323\344\223\002\031\"\024/api/v1/auth/refresh:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\030\"\023/api/v1/auth/logout:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\027\022\017/api/v1/auth/meb\004user'
   _globals['_AUTHSERVICE'].methods_by_name['GetJwks']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\202\323\344\223\002\030\022\026/.well-known/jwks.json'
-  _globals['_TIER']._serialized_start=1373
-  _globals['_TIER']._serialized_end=1474
-  _globals['_ROLE']._serialized_start=1476
-  _globals['_ROLE']._serialized_end=1552
+  _globals['_TIER']._serialized_start=1454
+  _globals['_TIER']._serialized_end=1555
+  _globals['_ROLE']._serialized_start=1557
+  _globals['_ROLE']._serialized_end=1633
   _globals['_USER']._serialized_start=149
   _globals['_USER']._serialized_end=402
   _globals['_REGISTERREQUEST']._serialized_start=405
@@ -77,16 +81,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHTOKENREQUEST']._serialized_end=928
   _globals['_REFRESHTOKENRESPONSE']._serialized_start=931
   _globals['_REFRESHTOKENRESPONSE']._serialized_end=1087
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1089
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1112
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1114
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1183
-  _globals['_GETJWKSREQUEST']._serialized_start=1185
-  _globals['_GETJWKSREQUEST']._serialized_end=1201
-  _globals['_JWK']._serialized_start=1203
-  _globals['_JWK']._serialized_end=1308
-  _globals['_GETJWKSRESPONSE']._serialized_start=1310
-  _globals['_GETJWKSRESPONSE']._serialized_end=1371
-  _globals['_AUTHSERVICE']._serialized_start=1555
-  _globals['_AUTHSERVICE']._serialized_end=2180
+  _globals['_LOGOUTREQUEST']._serialized_start=1089
+  _globals['_LOGOUTREQUEST']._serialized_end=1150
+  _globals['_LOGOUTRESPONSE']._serialized_start=1152
+  _globals['_LOGOUTRESPONSE']._serialized_end=1168
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1170
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1193
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1195
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1264
+  _globals['_GETJWKSREQUEST']._serialized_start=1266
+  _globals['_GETJWKSREQUEST']._serialized_end=1282
+  _globals['_JWK']._serialized_start=1284
+  _globals['_JWK']._serialized_end=1389
+  _globals['_GETJWKSRESPONSE']._serialized_start=1391
+  _globals['_GETJWKSRESPONSE']._serialized_end=1452
+  _globals['_AUTHSERVICE']._serialized_start=1636
+  _globals['_AUTHSERVICE']._serialized_end=2372
 # @@protoc_insertion_point(module_scope)

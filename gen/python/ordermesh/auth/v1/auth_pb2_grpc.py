@@ -51,6 +51,11 @@ class AuthServiceStub:
                 request_serializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.RefreshTokenRequest.SerializeToString,
                 response_deserializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.RefreshTokenResponse.FromString,
                 _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/ordermesh.auth.v1.AuthService/Logout',
+                request_serializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
+                _registered_method=True)
         self.GetCurrentUser = channel.unary_unary(
                 '/ordermesh.auth.v1.AuthService/GetCurrentUser',
                 request_serializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.GetCurrentUserRequest.SerializeToString,
@@ -83,7 +88,17 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RefreshToken(self, request, context):
-        """Exchanges a valid refresh token for a new token pair.
+        """Exchanges a valid refresh token for a new token pair. The refresh token given is spent:
+        presenting it again revokes every refresh token descended from the same login.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Ends the login the refresh token belongs to: every refresh token descended from it is
+        revoked. The refresh token is the credential (no access token needed); logging out
+        again with the same token succeeds. Access tokens already issued live out their lifetime.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +135,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RefreshToken,
                     request_deserializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.RefreshTokenRequest.FromString,
                     response_serializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.RefreshTokenResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.LogoutRequest.FromString,
+                    response_serializer=ordermesh_dot_auth_dot_v1_dot_auth__pb2.LogoutResponse.SerializeToString,
             ),
             'GetCurrentUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCurrentUser,
@@ -215,6 +235,33 @@ class AuthService:
             '/ordermesh.auth.v1.AuthService/RefreshToken',
             ordermesh_dot_auth_dot_v1_dot_auth__pb2.RefreshTokenRequest.SerializeToString,
             ordermesh_dot_auth_dot_v1_dot_auth__pb2.RefreshTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.auth.v1.AuthService/Logout',
+            ordermesh_dot_auth_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
+            ordermesh_dot_auth_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

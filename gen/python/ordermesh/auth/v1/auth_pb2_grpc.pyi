@@ -40,7 +40,14 @@ class AuthServiceStub:
     Login: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]
     """Exchanges email and password for an access token (15 minutes) and a refresh token (7 days)."""
     RefreshToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshTokenRequest, _auth_pb2.RefreshTokenResponse]
-    """Exchanges a valid refresh token for a new token pair."""
+    """Exchanges a valid refresh token for a new token pair. The refresh token given is spent:
+    presenting it again revokes every refresh token descended from the same login.
+    """
+    Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
+    """Ends the login the refresh token belongs to: every refresh token descended from it is
+    revoked. The refresh token is the credential (no access token needed); logging out
+    again with the same token succeeds. Access tokens already issued live out their lifetime.
+    """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetCurrentUserRequest, _auth_pb2.GetCurrentUserResponse]
     """The caller's own account."""
     GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]
@@ -58,7 +65,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     Login: _aio.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
     """Exchanges email and password for an access token (15 minutes) and a refresh token (7 days)."""
     RefreshToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshTokenRequest, _auth_pb2.RefreshTokenResponse]  # type: ignore[assignment]
-    """Exchanges a valid refresh token for a new token pair."""
+    """Exchanges a valid refresh token for a new token pair. The refresh token given is spent:
+    presenting it again revokes every refresh token descended from the same login.
+    """
+    Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
+    """Ends the login the refresh token belongs to: every refresh token descended from it is
+    revoked. The refresh token is the credential (no access token needed); logging out
+    again with the same token succeeds. Access tokens already issued live out their lifetime.
+    """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetCurrentUserRequest, _auth_pb2.GetCurrentUserResponse]  # type: ignore[assignment]
     """The caller's own account."""
     GetJwks: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]  # type: ignore[assignment]
@@ -91,7 +105,20 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.RefreshTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RefreshTokenResponse, _abc.Awaitable[_auth_pb2.RefreshTokenResponse]]:
-        """Exchanges a valid refresh token for a new token pair."""
+        """Exchanges a valid refresh token for a new token pair. The refresh token given is spent:
+        presenting it again revokes every refresh token descended from the same login.
+        """
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _auth_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.LogoutResponse, _abc.Awaitable[_auth_pb2.LogoutResponse]]:
+        """Ends the login the refresh token belongs to: every refresh token descended from it is
+        revoked. The refresh token is the credential (no access token needed); logging out
+        again with the same token succeeds. Access tokens already issued live out their lifetime.
+        """
 
     @_abc_1.abstractmethod
     def GetCurrentUser(
