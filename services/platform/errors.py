@@ -14,6 +14,7 @@ from services.common import errors
 # Trailing metadata of a RESOURCE_EXHAUSTED call: whole seconds to wait before retrying. A
 # gRPC error is sent trailers-only, so Envoy's transcoder hands it to REST callers as the
 # HTTP Retry-After header of the 429.
+REQUEST_ID = "x-request-id"
 RETRY_AFTER = "retry-after"
 
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -70,11 +71,14 @@ def rich_status(error: errors.DomainError) -> status_pb2.Status:
     return status
 
 
-def error_status(error: errors.DomainError) -> ErrorStatus:
-    """The rich status (in `grpc-status-details-bin`), plus `retry-after` when retrying later
-    may succeed."""
+def error_status(error: errors.DomainError, request_id: str = "") -> ErrorStatus:
+    """The rich status (in `grpc-status-details-bin`), the call's `x-request-id` (aborting
+    replaces the trailing metadata set before), and `retry-after` when retrying later may
+    succeed."""
     status = rpc_status.to_status(rich_status(error))
     metadata: Metadata = tuple(status.trailing_metadata)
+    if request_id:
+        metadata += ((REQUEST_ID, request_id),)
     if isinstance(error, errors.ResourceExhausted):
         metadata += ((RETRY_AFTER, str(error.retry_after_seconds)),)
     return ErrorStatus(status.code, status.details, metadata)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -22,13 +23,15 @@ from google.protobuf.message import DecodeError, Message
 from services.common.errors import DomainError, InvalidArgument, Unauthenticated
 from services.common.identity import Principal
 from services.platform import validation
-from services.platform.errors import error_status, status_code_for
+from services.platform.errors import REQUEST_ID, error_status, status_code_for
 from services.platform.logging import request_id_var
 from services.platform.tokens import TokenVerifier
 
 log = logging.getLogger("ordermesh.rpc")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+_REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 principal_var: ContextVar[Principal | None] = ContextVar("principal", default=None)
 
@@ -129,7 +132,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             yield
         except DomainError as error:
             code = status_code_for(error)
-            await context.abort_with_status(error_status(error))
+            await context.abort_with_status(error_status(error, request_id_var.get()))
         except Exception as error:
             code = _code_of(error, context)
             if code is grpc.StatusCode.UNKNOWN:
@@ -141,16 +144,20 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             self._finish(method, started, code)
 
     def _begin(self, context: Context) -> float:
-        request_id = metadata_value(context, "x-request-id") or uuid.uuid4().hex
+        sent = metadata_value(context, REQUEST_ID)
+        # A caller's id is kept if it is a plain token; anything else gets a fresh one.
+        request_id = sent if sent and _REQUEST_ID_FORM.fullmatch(sent) else uuid.uuid4().hex
         request_id_var.set(request_id)
         principal_var.set(None)
-        context.set_trailing_metadata((("x-request-id", request_id),))
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
         return time.perf_counter()
 
     async def _authenticate(self, context: Context, needs_token: bool) -> None:
-        authorization = metadata_value(context, "authorization")
-        if authorization is None and not needs_token:
+        """Public methods (login, refresh, the catalog, ...) ignore any token sent along: a
+        client that attaches its expired access token to every call can still refresh it."""
+        if not needs_token:
             return
+        authorization = metadata_value(context, "authorization")
         principal_var.set(await self._verifier.principal(authorization))
 
     @staticmethod

@@ -167,6 +167,39 @@ async def test_logout_ends_the_login_and_needs_only_the_refresh_token(
         assert error.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_public_calls_ignore_a_stale_token_sent_along(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+) -> None:
+    email = unique_email()
+    await register(auth, email)
+    tokens = await login(auth, email)
+    # Clients often attach their (by now expired or garbled) access token to every call.
+    refreshed = await auth.RefreshToken(
+        auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token),
+        metadata=bearer("expired.or.garbage"),
+    )
+    assert refreshed.access_token
+    assert await auth.GetJwks(auth_pb2.GetJwksRequest(), metadata=bearer("nonsense"))
+    error = await rpc_error(auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest()))
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED, "a private call still needs one"
+
+
+async def test_every_answer_carries_the_request_id_errors_included(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+) -> None:
+    sent = (("x-request-id", "req-42.a:b"),)
+    call = auth.Login(auth_pb2.LoginRequest(email=unique_email(), password="wrong"), metadata=sent)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert ("x-request-id", "req-42.a:b") in tuple(raised.value.trailing_metadata() or ())
+    hostile = (("x-request-id", '"}{"admin":true ' + "x" * 200),)
+    ok = auth.GetJwks(auth_pb2.GetJwksRequest(), metadata=hostile)
+    await ok
+    ids = [v for k, v in tuple(await ok.trailing_metadata() or ()) if k == "x-request-id"]
+    assert len(ids) == 1 and len(ids[0]) == 32, "a malformed id is replaced, not echoed"
+
+
 async def test_email_is_unique_whatever_its_case(auth: auth_pb2_grpc.AuthServiceAsyncStub) -> None:
     email = unique_email()
     await register(auth, email)
