@@ -54,7 +54,7 @@ class AppProcess:
 APP_PROCESSES = (
     AppProcess("api", "services", port=lambda ports: ports.grpc),
     AppProcess("relay", "workers", ("--components", "relay")),
-    AppProcess("workers", "workers", ("--components", "consumers")),
+    AppProcess("workers", "workers", ("--components", "consumers,retention")),
 )
 
 

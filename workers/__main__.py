@@ -31,6 +31,7 @@ from workers.admin import ensure_topics
 from workers.codec import EventCodec
 from workers.consumer import BatchHandler, EventConsumer, Handler
 from workers.relay import OutboxRelay
+from workers.retention import RETENTION, RetentionPurger, components_of, purges
 from workers.state import StateBoard, state_path
 
 log = logging.getLogger("ordermesh.workers")
@@ -105,14 +106,32 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
     ),
 }
 
-WORKER_NAMES = ("relay", *CONSUMERS)
+WORKER_NAMES = ("relay", *CONSUMERS, RETENTION)
 RELAY_COMPONENT = "relay"
 
 
-def database_components(names: Sequence[str]) -> list[str]:
+def database_components(names: Sequence[str], settings: Settings) -> list[str]:
     """The database roles the workers ``names`` connect as, each once."""
-    wanted = [RELAY_COMPONENT if name == "relay" else CONSUMERS[name].component for name in names]
+    wanted: list[str] = []
+    for name in names:
+        if name == "relay":
+            wanted.append(RELAY_COMPONENT)
+        elif name == RETENTION:
+            wanted.extend(components_of(purges(settings)))
+        else:
+            wanted.append(CONSUMERS[name].component)
     return list(dict.fromkeys(wanted))
+
+
+async def run_retention(resources: WorkerResources, stop: asyncio.Event) -> None:
+    settings = resources.settings
+    purger = RetentionPurger(
+        resources.pools,
+        purges(settings),
+        interval=settings.retention_interval_seconds,
+        board=resources.board,
+    )
+    await purger.run(stop)
 
 
 async def run_relay(resources: WorkerResources, stop: asyncio.Event) -> None:
@@ -156,7 +175,7 @@ async def run(settings: Settings, names: list[str]) -> None:
         loop.add_signal_handler(signum, stop.set)
     pools = {
         component: await open_pool(settings, name=f"workers-{component}", component=component)
-        for component in database_components(names)
+        for component in database_components(names, settings)
     }
     channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
     state_dir = settings.state_dir
@@ -167,6 +186,7 @@ async def run(settings: Settings, names: list[str]) -> None:
     )
     runners: dict[str, Runner] = {
         "relay": run_relay,
+        RETENTION: run_retention,
         **{n: consumer_runner(s) for n, s in CONSUMERS.items()},
     }
     log.info("workers starting", extra={"workers": names})

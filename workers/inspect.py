@@ -68,9 +68,19 @@ class OutboxBacklog:
 
 
 @dataclass(frozen=True, slots=True)
+class TableSize:
+    """A table's live rows (Postgres' estimate) and bytes on disk with its indexes."""
+
+    table: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineReport:
     groups: Sequence[GroupLag] = ()
     outboxes: Sequence[OutboxBacklog] = ()
+    tables: Sequence[TableSize] = ()
     kafka_error: str | None = None
     postgres_error: str | None = None
     group_names: Sequence[str] = ()
@@ -175,6 +185,26 @@ def outbox_backlog(
     return report
 
 
+TABLES_SHOWN = 12
+
+
+def table_sizes(dsn: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[TableSize]:
+    """The largest tables outside Postgres' own schemas (the outbox and inbox tables grow
+    with traffic; the retention purge keeps them bounded)."""
+    statement_timeout = f"-c statement_timeout={int(timeout * 1000)}"
+    with psycopg.connect(
+        dsn, connect_timeout=max(2, round(timeout)), autocommit=True, options=statement_timeout
+    ) as conn:
+        rows = conn.execute(
+            "SELECT schemaname || '.' || relname, greatest(n_live_tup, 0),"
+            " pg_total_relation_size(relid) FROM pg_stat_user_tables"
+            " WHERE schemaname NOT IN ('public', 'pg_catalog', 'information_schema')"
+            " ORDER BY pg_total_relation_size(relid) DESC, 1 LIMIT %s",
+            (TABLES_SHOWN,),
+        ).fetchall()
+    return [TableSize(name, int(count), int(size)) for name, count, size in rows]
+
+
 def pipeline_report(
     bootstrap: str | None,
     dsn: str | None,
@@ -199,12 +229,22 @@ def pipeline_report(
             lags, kafka_error = consumer_lag(bootstrap, groups, timeout=timeout), None
         except KafkaException as exc:
             kafka_error = f"unreachable: {_kafka_problem(exc)}"
+    tables: list[TableSize] = []
     if dsn is not None:
         try:
             backlog, postgres_error = outbox_backlog(dsn, schemas, timeout=timeout), None
+            tables = table_sizes(dsn, timeout=timeout)
         except psycopg.Error as exc:
             postgres_error = f"unreachable: {_first_line(exc)}"
-    return PipelineReport(lags, backlog, kafka_error, postgres_error, tuple(groups), schemas)
+    return PipelineReport(
+        lags,
+        backlog,
+        tables,
+        kafka_error,
+        postgres_error,
+        tuple(groups),
+        schemas,
+    )
 
 
 def report_lines(report: PipelineReport) -> list[str]:
@@ -237,7 +277,23 @@ def report_lines(report: PipelineReport) -> list[str]:
         lines.append(f"{backlog.schema:<{width}}  {backlog.unpublished:>11}  {parked}  {age}")
     if any(backlog.parked for backlog in report.outboxes):
         lines.append("parked rows: see `ordermesh outbox list`, then replay or discard them")
+    if report.tables:
+        width = max(len("largest tables"), *(len(size.table) for size in report.tables))
+        lines += ["", f"{'largest tables':<{width}}  {'rows':>10}  {'size':>9}"]
+        lines += [
+            f"{size.table:<{width}}  {size.rows:>10}  {format_bytes(size.bytes):>9}"
+            for size in report.tables
+        ]
     return lines
+
+
+def format_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def waiting_lines(states: Sequence[ProcessState], now: datetime | None = None) -> list[str]:

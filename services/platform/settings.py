@@ -69,6 +69,10 @@ class Settings:
     component_database_urls: Mapping[str, str]
     shutdown_grace_seconds: float
     idempotency_ttl_seconds: int
+    outbox_retention_seconds: int
+    inbox_retention_seconds: int
+    session_retention_seconds: int
+    retention_interval_seconds: float
     schemas_dir: Path
     state_dir: Path | None
 
@@ -131,6 +135,18 @@ class Settings:
             idempotency_ttl_seconds=reader.integer(
                 "ORDERMESH_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60
             ),
+            outbox_retention_seconds=reader.integer(
+                "ORDERMESH_OUTBOX_RETENTION_SECONDS", 24 * 3600, minimum=0
+            ),
+            # Longer than a duplicate can arrive: topic retention (7 days) and a replay from
+            # the dead-letter topic (kept 30 days).
+            inbox_retention_seconds=reader.integer(
+                "ORDERMESH_INBOX_RETENTION_SECONDS", 35 * 24 * 3600, minimum=3600
+            ),
+            session_retention_seconds=reader.integer(
+                "ORDERMESH_SESSION_RETENTION_SECONDS", 24 * 3600, minimum=0
+            ),
+            retention_interval_seconds=reader.number("ORDERMESH_RETENTION_INTERVAL_SECONDS", 300.0),
             schemas_dir=Path(reader.text("ORDERMESH_SCHEMAS_DIR", str(DEFAULT_SCHEMAS_DIR))),
             state_dir=Path(state) if (state := reader.text("ORDERMESH_STATE_DIR", "")) else None,
         )

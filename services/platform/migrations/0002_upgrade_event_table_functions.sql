@@ -5,7 +5,9 @@
 -- replay` moves rows back to the outbox; `ordermesh outbox discard` drops a parked row and
 -- releases the rows held behind it.
 --
--- ordermesh_create_outbox(schema) creates it as well from now on; idempotent.
+-- ordermesh_create_outbox(schema) and ordermesh_create_inbox(schema) now also create the
+-- parked table and the BRIN indexes the retention purge (workers/retention.py) finds old rows
+-- with; calling them again on an existing schema adds what is missing.
 
 CREATE OR REPLACE FUNCTION public.ordermesh_create_parked_outbox(schema_name text) RETURNS void
 LANGUAGE plpgsql AS $fn$
@@ -58,6 +60,25 @@ BEGIN
         'CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON %1$I.outbox'
         ' FOR EACH STATEMENT EXECUTE FUNCTION %1$I.notify_outbox()',
         schema_name);
+    EXECUTE format(
+        'CREATE INDEX IF NOT EXISTS outbox_published_at ON %1$I.outbox USING brin (published_at)',
+        schema_name);
     PERFORM public.ordermesh_create_parked_outbox(schema_name);
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION public.ordermesh_create_inbox(schema_name text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS %1$I.inbox ('
+        '    consumer_group text NOT NULL,'
+        '    event_id       uuid NOT NULL,'
+        '    processed_at   timestamptz NOT NULL DEFAULT now(),'
+        '    PRIMARY KEY (consumer_group, event_id))',
+        schema_name);
+    EXECUTE format(
+        'CREATE INDEX IF NOT EXISTS inbox_processed_at ON %1$I.inbox USING brin (processed_at)',
+        schema_name);
 END;
 $fn$;

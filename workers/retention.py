@@ -1,0 +1,158 @@
+"""Retention: rows that have served their purpose are deleted in the background, in small
+batches, each by the role of the service that owns them.
+
+- published outbox rows: 1 day, for inspection only (``ORDERMESH_OUTBOX_RETENTION_SECONDS``);
+- inbox entries: 35 days, longer than a duplicate can still arrive: topic retention is 7 days
+  and the dead-letter topic, from which a replay re-sends events, keeps 30
+  (``ORDERMESH_INBOX_RETENTION_SECONDS``);
+- idempotency keys: their lifetime, 24 hours (``ORDERMESH_IDEMPOTENCY_TTL_SECONDS``);
+- refresh-token families: 1 day after their newest token expired
+  (``ORDERMESH_SESSION_RETENTION_SECONDS``).
+
+Each pass deletes at most ``batch`` rows per statement (``FOR UPDATE SKIP LOCKED``, so it
+never waits for, nor blocks, the rows the pipeline is using) until a statement deletes fewer,
+then sleeps ``interval`` seconds. Replicas may run side by side. Parked outbox rows and dead
+letters are never purged: an operator decides about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from services.platform.settings import Settings
+from workers.outbox import checked_schema
+from workers.state import StateBoard
+
+log = logging.getLogger(__name__)
+
+RETENTION = "retention"
+BATCH = 1000
+# The services whose schema has an outbox and an inbox, by the component that owns it.
+EVENT_SCHEMAS: Mapping[str, str] = {
+    "order": "orders",
+    "payment": "payment",
+    "inventory": "inventory",
+    "fulfillment": "fulfillment",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """One kind of row to purge: who deletes it (a component's pool), and the statement that
+    deletes one batch of rows older than ``horizon`` (``%(horizon)s``, ``%(batch)s``)."""
+
+    name: str
+    component: str
+    statement: str
+    horizon: timedelta
+
+
+def purge_older_than(table: str, column: str) -> str:
+    return (
+        f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table}"
+        f" WHERE {column} < now() - %(horizon)s LIMIT %(batch)s FOR UPDATE SKIP LOCKED))"
+    )
+
+
+def purges(settings: Settings) -> list[Purge]:
+    """Every purge, with the horizons of ``settings``."""
+    found: list[Purge] = []
+    for component, name in EVENT_SCHEMAS.items():
+        schema = checked_schema(name)
+        found.append(
+            Purge(
+                f"{schema}.outbox (published)",
+                component,
+                purge_older_than(f"{schema}.outbox", "published_at"),
+                timedelta(seconds=settings.outbox_retention_seconds),
+            )
+        )
+        found.append(
+            Purge(
+                f"{schema}.inbox",
+                component,
+                purge_older_than(f"{schema}.inbox", "processed_at"),
+                timedelta(seconds=settings.inbox_retention_seconds),
+            )
+        )
+    found.append(
+        Purge(
+            "orders.idempotency_keys (expired)",
+            "order",
+            purge_older_than("orders.idempotency_keys", "created_at"),
+            timedelta(seconds=settings.idempotency_ttl_seconds),
+        )
+    )
+    found.append(
+        Purge(
+            "auth.refresh_tokens (expired families)",
+            "auth",
+            # A family goes as a whole, once its newest token expired: a revoked family must
+            # never lose the rows that mark it revoked while one of its tokens is valid.
+            "DELETE FROM auth.refresh_tokens WHERE family_id IN (SELECT family_id"
+            " FROM auth.refresh_tokens GROUP BY family_id"
+            " HAVING max(expires_at) < now() - %(horizon)s LIMIT %(batch)s)",
+            timedelta(seconds=settings.session_retention_seconds),
+        )
+    )
+    return found
+
+
+def components_of(purge_list: Sequence[Purge]) -> list[str]:
+    return list(dict.fromkeys(purge.component for purge in purge_list))
+
+
+class RetentionPurger:
+    def __init__(
+        self,
+        pools: Mapping[str, AsyncConnectionPool[Any]],
+        purge_list: Sequence[Purge],
+        *,
+        interval: float,
+        batch: int = BATCH,
+        board: StateBoard | None = None,
+    ) -> None:
+        self._pools = pools
+        self._purges = tuple(purge_list)
+        self._interval = interval
+        self._batch = batch
+        self.board = board or StateBoard(RETENTION)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                deleted = await self.purge_once(stop)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                log.warning("retention pass interrupted: %s", exc)
+                self.board.block(RETENTION, "postgres", str(exc) or repr(exc))
+            else:
+                self.board.unblock(RETENTION)
+                if any(deleted.values()):
+                    log.info("retention pass", extra={"deleted": deleted})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def purge_once(self, stop: asyncio.Event | None = None) -> dict[str, int]:
+        """One pass over every purge; returns the rows deleted by name."""
+        deleted: dict[str, int] = {}
+        for purge in self._purges:
+            deleted[purge.name] = 0
+            while stop is None or not stop.is_set():
+                async with self._pools[purge.component].connection() as conn:
+                    cursor = await conn.execute(
+                        purge.statement, {"horizon": purge.horizon, "batch": self._batch}
+                    )
+                deleted[purge.name] += cursor.rowcount
+                if cursor.rowcount < self._batch:
+                    break
+                await asyncio.sleep(0)
+        return deleted
