@@ -16,18 +16,18 @@ SECRETS_DIR = RUN_DIR / "secrets"
 KEY_ENCRYPTION_SECRET = "key_encryption_secret"
 
 
-def path(name: str) -> Path:
-    return SECRETS_DIR / name
+def path(name: str, directory: Path = SECRETS_DIR) -> Path:
+    return directory / name
 
 
-def secret(name: str, *, nbytes: int = 32) -> str:
+def secret(name: str, *, nbytes: int = 32, directory: Path = SECRETS_DIR) -> str:
     """The secret ``name``, created (URL-safe, ``nbytes`` random bytes) if it does not exist.
     Creation is atomic, so concurrent first uses agree on one value."""
-    target = path(name)
+    target = path(name, directory)
     with contextlib.suppress(FileNotFoundError):
         return target.read_text().strip()
-    SECRETS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-    SECRETS_DIR.chmod(0o700)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
     value = secrets.token_urlsafe(nbytes)
     try:
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -45,5 +45,5 @@ def key_encryption_secret_file() -> Path:
     return path(KEY_ENCRYPTION_SECRET)
 
 
-def database_password(role: str) -> str:
-    return secret(f"postgres-{role}")
+def database_password(role: str, directory: Path = SECRETS_DIR) -> str:
+    return secret(f"postgres-{role}", directory=directory)

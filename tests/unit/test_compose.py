@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack import compose_secrets
 from services.__main__ import COMPONENTS
-from services.platform.settings import Settings
+from services.platform.db import DATABASE_COMPONENTS, role_name
+from services.platform.settings import MIN_SECRET_LENGTH, Environment, Settings
 from workers.__main__ import WORKER_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +70,71 @@ def test_only_envoy_publishes_a_port(compose: dict[str, Any]) -> None:
     assert published == {"envoy": ["8000:8000"]}
 
 
-def test_application_settings_are_accepted(compose: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def generated_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("secrets")
+    compose_secrets.generate(directory)
+    return directory
+
+
+def _mounted(service: dict[str, Any], secrets_dir: Path) -> dict[str, str]:
+    """The service's environment, with /run/secrets/<name> pointing at generated files for
+    the secrets the service mounts (others stay missing, as in a container)."""
+    mounted = set(service.get("secrets", []))
+    env = {}
+    for key, raw in service.get("environment", {}).items():
+        name = str(raw).removeprefix("/run/secrets/")
+        env[key] = str(secrets_dir / name) if name in mounted else str(raw)
+    return env
+
+
+def _hosted(service: dict[str, Any]) -> list[str]:
+    command = _command(service)
+    if "--components" not in command:
+        return []
+    return command[command.index("--components") + 1].split(",")
+
+
+def test_application_settings_are_accepted(
+    compose: dict[str, Any], generated_secrets: Path
+) -> None:
     for name, service in compose["services"].items():
-        environment = service.get("environment", {})
+        environment = _mounted(service, generated_secrets)
         if any(key.startswith("ORDERMESH_") for key in environment):
-            settings = Settings.from_env({k: str(v) for k, v in environment.items()})
+            settings = Settings.from_env(environment)
+            assert settings.environment is Environment.PRODUCTION, name
             assert settings.grpc_port == 50051, name
+
+
+def test_every_process_connects_as_the_roles_of_what_it_hosts(
+    compose: dict[str, Any], generated_secrets: Path
+) -> None:
+    from workers.__main__ import database_components
+
+    checked = 0
+    for name, service in compose["services"].items():
+        hosted = _hosted(service)
+        if not hosted:
+            continue
+        settings = Settings.from_env(_mounted(service, generated_secrets))
+        if _command(service)[:3] == ["python", "-m", "services"]:
+            components = hosted
+        else:
+            components = database_components(hosted, settings)
+        for component in components:
+            url = settings.database_url_for(component)
+            assert f"//{role_name(component)}:" in url, (name, component)
+            checked += 1
+        if {"auth", "webhook"} & set(hosted):
+            assert len(settings.require_key_encryption_secret()) >= MIN_SECRET_LENGTH, name
+    assert checked >= len(DATABASE_COMPONENTS)
+
+
+def test_the_compose_postgres_creates_every_component_role() -> None:
+    script = (ROOT / "compose" / "postgres" / "create-roles.sh").read_text()
+    [line] = [line for line in script.splitlines() if line.startswith("for component in ")]
+    listed = line.removeprefix("for component in ").removesuffix("; do").split()
+    assert tuple(listed) == DATABASE_COMPONENTS
 
 
 def test_mounted_files_exist(compose: dict[str, Any]) -> None:
