@@ -182,6 +182,14 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
     _print_urls(ports)
 
 
+def start_app(name: str, ports: Ports | None = None) -> None:
+    """Start one of the ordermesh processes (api, relay, workers) the way ``up`` does, if it
+    is not running; an operator's (and the fault tests') way to bring one back."""
+    ports = ports or Ports.from_env()
+    [process] = [p for p in APP_PROCESSES if p.name == name]
+    _start_app(process, ports, app_env(ports))
+
+
 def _start_app(process: AppProcess, ports: Ports, env: dict[str, str]) -> None:
     if procs.is_running(process.name):
         _say(f"{process.name} already running")

@@ -17,6 +17,8 @@ Pool = AsyncConnectionPool[Connection]
 # every outbox); the owner role that migrates is the only one with more.
 DATABASE_COMPONENTS = ("auth", "order", "inventory", "payment", "fulfillment", "webhook", "relay")
 OWNER_ROLE = "ordermesh"
+CONNECTION_WAIT_SECONDS = 5.0
+RECONNECT_GIVE_UP_SECONDS = 2.0
 
 
 def role_name(component: str) -> str:
@@ -34,14 +36,49 @@ async def open_pool(settings: Settings, *, name: str, component: str | None = No
         "application_name": f"ordermesh-{name}",
     }
     url = settings.database_url if component is None else settings.database_url_for(component)
+    revalidation = _Revalidation()
     pool = Pool(
         url,
         connection_class=Connection,
+        # A connection handed out is checked first (an empty query): after a database
+        # restart the pool replaces dead connections instead of failing a request with one.
+        check=revalidation.check,
+        # While the database is away a caller waits at most this long, then gets an outage
+        # error (UNAVAILABLE to clients; consumers wait and retry).
+        timeout=CONNECTION_WAIT_SECONDS,
+        # Background reconnection backs off exponentially; giving up after a short while
+        # means the next request reconnects at once when the database is back, instead of
+        # waiting out a long backoff.
+        reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
         name=name,
         open=False,
         kwargs=kwargs,
     )
+    revalidation.pool = pool
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+class _Revalidation:
+    """The pool's check of a connection it hands out. One dead connection means the server
+    restarted or the network broke, so every idle connection is checked at once: the pool
+    waits a second before its next attempt (to avoid a busy loop), and that attempt then
+    finds a fresh connection instead of the next dead one."""
+
+    def __init__(self) -> None:
+        self.pool: Pool | None = None
+        self._checking = False
+
+    async def check(self, conn: Connection) -> None:
+        try:
+            await Pool.check_connection(conn)
+        except Exception:
+            if self.pool is not None and not self._checking:
+                self._checking = True
+                try:
+                    await self.pool.check()
+                finally:
+                    self._checking = False
+            raise

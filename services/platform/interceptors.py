@@ -18,9 +18,16 @@ from contextvars import ContextVar
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf.message import DecodeError, Message
+from psycopg_pool import PoolTimeout
 
-from services.common.errors import DomainError, InvalidArgument, Unauthenticated
+from services.common.errors import (
+    DependencyUnavailable,
+    DomainError,
+    InvalidArgument,
+    Unauthenticated,
+)
 from services.common.identity import Principal
 from services.platform import validation
 from services.platform.errors import REQUEST_ID, error_status, status_code_for
@@ -30,6 +37,10 @@ from services.platform.tokens import TokenVerifier
 log = logging.getLogger("ordermesh.rpc")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# Postgres going away (a restart, a failover, the pool exhausted) is an outage: the caller
+# may retry; it is never an internal error.
+DATABASE_OUTAGES = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 _REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -133,6 +144,15 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         except DomainError as error:
             code = status_code_for(error)
             await context.abort_with_status(error_status(error, request_id_var.get()))
+        except DATABASE_OUTAGES as error:
+            code = grpc.StatusCode.UNAVAILABLE
+            log.warning("database unavailable", extra={"method": method, "error": str(error)})
+            outage = DependencyUnavailable(
+                f"the database is unavailable right now; retry later (request id"
+                f" {request_id_var.get()})",
+                dependency="postgres",
+            )
+            await context.abort_with_status(error_status(outage, request_id_var.get()))
         except Exception as error:
             code = _code_of(error, context)
             if code is grpc.StatusCode.UNKNOWN:
