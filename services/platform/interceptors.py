@@ -212,8 +212,8 @@ class _RequestReader:
             request = self._type.FromString(raw)
         except DecodeError:
             raise InvalidArgument(
-                f"the request is not a valid {name} (malformed protobuf, or a string that is "
-                "not valid UTF-8)"
+                f"the request is not a valid {name}: malformed protobuf, a string that is not"
+                " valid UTF-8, or values nested deeper than the protobuf parser follows"
             ) from None
         violations = self._rules.violations(request)
         if violations:
