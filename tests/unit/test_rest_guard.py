@@ -247,6 +247,27 @@ def test_local_config() -> None:
     assert "function envoy_on_request" in lua
 
 
+def test_the_edge_bounds_what_a_client_can_hold_open_and_logs_every_request() -> None:
+    hcm = _hcm(_render())
+    routes = {
+        r["name"]: r["route"]
+        for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
+        if "route" in r
+    }
+    for name in edge.SERVICES:
+        grpc_route = routes[f"grpc-{name}"]
+        assert grpc_route["max_stream_duration"] == {"grpc_timeout_header_max": "60s"}
+        assert grpc_route["timeout"] == "30s"
+    for unauthenticated in ("grpc-health", "reflection-v1", "reflection-v1alpha"):
+        assert routes[unauthenticated]["idle_timeout"] == "60s"
+    [log] = hcm["access_log"]
+    assert log["typed_config"]["log_format"]["json_format"] == edge.ACCESS_LOG_FORMAT
+    assert log["typed_config"]["path"] == "/dev/stdout"
+    oversize = [m for m in hcm["local_reply_config"]["mappers"] if m.get("status_code") == 400]
+    assert {m["body_format_override"]["json_format"]["code"] for m in oversize} == {3}
+    assert len(oversize) == len(edge.OVERSIZE_REPLIES)
+
+
 def test_compose_config() -> None:
     config: dict[str, Any] = yaml.safe_load(edge.compose_text())
     clusters = _clusters(config)
