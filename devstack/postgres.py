@@ -295,8 +295,8 @@ def stop(timeout: float = 30.0) -> bool:
     return procs.stop(NAME, timeout, sig=signal.SIGINT, leader_only=True)
 
 
-def dsn(component: str | None = None) -> str:
+def dsn(component: str | None = None, *, database: str = DATABASE) -> str:
     """The owner's DSN (migrations, seed, operator tools), or a component's own role's."""
     role = ROLE if component is None else role_name(component)
     password = secrets.database_password(role)
-    return f"postgresql://{role}:{password}@{HOST}:{current().postgres}/{DATABASE}"
+    return f"postgresql://{role}:{password}@{HOST}:{current().postgres}/{database}"

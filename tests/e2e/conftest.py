@@ -10,14 +10,24 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
+import psycopg
 import pytest
 
+from devstack import postgres
 from devstack.ports import Ports
 from devstack.stack import app_env
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "correct horse battery staple"
+
+# Orders of the e2e tests buy products of their own, never the demo catalog's, so the suite
+# can run any number of times without running the demo stock down.
+SESSION = uuid.uuid4().hex[:10]
+STOCKED = f"e2e-widget-{SESSION}"
+SCARCE = f"e2e-scarce-{SESSION}"
+STOCKED_PRICE_MINOR = 2499
+TEST_PRODUCTS = {STOCKED: 1_000_000, SCARCE: 10}
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,23 @@ def public_port() -> int:
 @pytest.fixture(scope="session")
 def base_url(public_port: int) -> str:
     return os.environ.get("ORDERMESH_BASE_URL", f"http://127.0.0.1:{public_port}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_products() -> Iterator[None]:
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        for product_id, stock in TEST_PRODUCTS.items():
+            conn.execute(
+                "INSERT INTO inventory.products (product_id, name, unit_price_minor, currency,"
+                " stock) VALUES (%s, %s, %s, 'USD', %s)",
+                (product_id, f"E2E {product_id}", STOCKED_PRICE_MINOR, stock),
+            )
+    yield
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE inventory.products SET active = false WHERE product_id = ANY(%s)",
+            (list(TEST_PRODUCTS),),
+        )
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +118,7 @@ def other_user(http: httpx.Client) -> User:
 
 def order_body(**overrides: object) -> dict[str, object]:
     body: dict[str, object] = {
-        "items": [{"product_id": "kb-mech-01", "quantity": 2}],
+        "items": [{"product_id": STOCKED, "quantity": 2}],
         "shipping_address": {
             "street": "1 Main St",
             "city": "Springfield",

@@ -24,6 +24,7 @@ from tests.e2e.conftest import User, order_body
 from workers.consumer import list_dead_letters
 
 TERMINAL = ("SHIPPED", "FAILED", "CANCELLED")
+OUTBOX_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")
 UNIT_PRICE_MINOR = 1250
 ORDERMESH = str(REPO_ROOT / ".venv" / "bin" / "ordermesh")
 
@@ -106,6 +107,68 @@ def wait_all_terminal(order_ids: Sequence[str], timeout: float = 240.0) -> dict[
     raise AssertionError(f"orders not settled after {timeout}s: {dict(stuck)}")
 
 
+def check_reasons(statuses: Mapping[str, str]) -> None:
+    """Failed orders failed for their declined card; cancelled ones ran out of stock."""
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        reasons: dict[str, str] = dict(
+            conn.execute(
+                "SELECT order_id::text, status_reason FROM orders.orders"
+                " WHERE order_id = ANY(%s::uuid[]) AND status IN ('FAILED', 'CANCELLED')",
+                (list(statuses),),
+            ).fetchall()
+        )
+    for order_id, status in statuses.items():
+        if status == "FAILED":
+            assert "declined" in reasons[order_id], (order_id, reasons[order_id])
+        elif status == "CANCELLED":
+            assert reasons[order_id].startswith("out of stock"), (order_id, reasons[order_id])
+
+
+def wait_refunds_settled(statuses: Mapping[str, str], timeout: float = 60.0) -> None:
+    """CANCELLED is the projector's doing; the refund is the payment processor's and comes
+    a moment later: wait until every cancelled order's payment is refunded."""
+    cancelled = [o for o, s in statuses.items() if s == "CANCELLED"]
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            pending = conn.execute(
+                "SELECT count(*) FROM payment.payments WHERE order_id = ANY(%s)"
+                " AND status <> 'refunded'",
+                (cancelled,),
+            ).fetchone()
+        if pending == (0,):
+            return
+        assert time.monotonic() < deadline, f"{pending} refunds still owed after {timeout}s"
+        time.sleep(0.2)
+
+
+def wait_outboxes_drained(timeout: float = 30.0) -> None:
+    """Every outbox row has been published (nothing left behind, nothing parked)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            left = {
+                schema: conn.execute(
+                    f"SELECT (SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL)"
+                    f" + (SELECT count(*) FROM {schema}.outbox_parked)"
+                ).fetchone()
+                for schema in OUTBOX_SCHEMAS
+            }
+        if all(count == (0,) for count in left.values()):
+            return
+        assert time.monotonic() < deadline, f"outboxes not drained: {left}"
+        time.sleep(0.2)
+
+
+def stock_of(product_id: str) -> int:
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT stock FROM inventory.products WHERE product_id = %s", (product_id,)
+        ).fetchone()
+    assert row is not None, product_id
+    return int(row[0])
+
+
 def check_books(books: Books, statuses: Mapping[str, str]) -> None:
     """No effect lost or doubled: one terminal state each, versions match the history,
     payments match outcomes and amounts, one shipment per shipped order, and the stock taken
@@ -156,6 +219,7 @@ def check_books(books: Books, statuses: Mapping[str, str]) -> None:
             assert amount == total_minor(books.quantities[order_id]), (order_id, amount)
         elif status == "CANCELLED":
             assert payment == "refunded", (order_id, status, payment)
+            assert amount == total_minor(books.quantities[order_id]), (order_id, amount)
         else:
             assert payment in (None, "declined"), (order_id, status, payment)
     assert set(shipments) == set(shipped) and set(shipments.values()) <= {1}

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
-from tests.e2e.conftest import User, order_body
+from tests.e2e.conftest import STOCKED, User, order_body
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +29,17 @@ def _message(response: httpx.Response) -> str:
     [
         ({"items": []}, "at least one item"),
         (order_body(items=[]), "at least one item"),
-        (order_body(items=[{"product_id": "kb-mech-01", "quantity": 0}]), "between 1 and 100"),
-        (order_body(items=[{"product_id": "kb-mech-01", "quantity": 10000}]), "between 1 and 100"),
+        (order_body(items=[{"product_id": STOCKED, "quantity": 0}]), "between 1 and 100"),
+        (order_body(items=[{"product_id": STOCKED, "quantity": 10000}]), "between 1 and 100"),
         (order_body(items=[{"product_id": "no-such-sku", "quantity": 1}]), "unknown product"),
         (order_body(items=[{"product_id": "webcam-07", "quantity": 1}]), "no longer sold"),
         (order_body(payment_method=""), "payment_method is required"),
         (order_body(shipping_address={"street": "x"}), "shipping_address.city is required"),
-        (order_body(items=[{"product_id": "kb-mech-01", "quantity": "two"}]), "quantity"),
-        (order_body(items="kb-mech-01"), "items"),
+        (order_body(items=[{"product_id": STOCKED, "quantity": "two"}]), "quantity"),
+        (order_body(items=STOCKED), "items"),
         (order_body(surprise=1), "surprise"),
         (
-            order_body(items=[{"product_id": "kb-mech-01", "quantity": 1, "colour": "red"}]),
+            order_body(items=[{"product_id": STOCKED, "quantity": 1, "colour": "red"}]),
             "colour",
         ),
         (order_body(total_amount="cheap"), "total_amount must be a decimal number"),
@@ -157,7 +157,7 @@ async def test_bad_input_over_grpc_is_invalid_argument(
 ) -> None:
     stub = order_pb2_grpc.OrderServiceStub(channel)
     request = order_pb2.CreateOrderRequest(
-        items=[order_pb2.CreateOrderItem(product_id="kb-mech-01", quantity=0)],
+        items=[order_pb2.CreateOrderItem(product_id=STOCKED, quantity=0)],
         payment_method="tok_visa",
     )
     request.shipping_address.street = "1 Main St"

@@ -6,6 +6,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import psycopg
@@ -35,10 +36,10 @@ def scarce_product() -> Iterator[str]:
         )
 
 
-def _settle(http: httpx.Client, user: User, order_id: str) -> dict[str, str]:
+def _settle(http: httpx.Client, user: User, order_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        order: dict[str, str] = http.get(f"/api/v1/orders/{order_id}", headers=user.headers).json()
+        order: dict[str, Any] = http.get(f"/api/v1/orders/{order_id}", headers=user.headers).json()
         if order["status"] in SETTLED:
             return order
         time.sleep(0.1)
@@ -66,9 +67,30 @@ def test_twenty_concurrent_orders_for_five_units_ship_exactly_five(
     cancelled = [o for o in outcomes if o["status"] == "ORDER_STATUS_CANCELLED"]
     assert all("out of stock" in o["status_reason"] for o in cancelled)
     assert http.get(f"/api/v1/products/{scarce_product}").json()["stock"] == 0
-    for user, order_id in placed:
-        payment = http.get(f"/api/v1/orders/{order_id}/payment", headers=user.headers).json()
-        assert payment["status"] in ("PAYMENT_STATUS_CAPTURED", "PAYMENT_STATUS_REFUNDED")
+    # Each order's payment matches its outcome: a shipped order keeps its capture; a cancelled
+    # one is refunded (the refund follows CANCELLED by a moment: wait for it, bounded).
+    expected = {
+        "ORDER_STATUS_SHIPPED": "PAYMENT_STATUS_CAPTURED",
+        "ORDER_STATUS_CANCELLED": "PAYMENT_STATUS_REFUNDED",
+    }
+    for (user, order_id), order in zip(placed, outcomes, strict=True):
+        assert order["order_id"] == order_id
+        wanted = expected[order["status"]]
+        payment = _wait_payment(http, user, order_id, wanted)
+        assert payment["amount"]["amount_minor"] == order["total_amount"]["amount_minor"]
+
+
+def _wait_payment(http: httpx.Client, user: User, order_id: str, wanted: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        payment: dict[str, Any] = http.get(
+            f"/api/v1/orders/{order_id}/payment", headers=user.headers
+        ).json()
+        if payment["status"] == wanted:
+            return payment
+        assert payment["status"] == "PAYMENT_STATUS_CAPTURED", (order_id, payment)
+        assert time.monotonic() < deadline, f"{order_id}: {payment['status']}, not {wanted}"
+        time.sleep(0.1)
 
 
 def test_racing_retries_with_one_idempotency_key_make_one_order(http: httpx.Client) -> None:

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from devstack import kafka, procs, stack
 from devstack.paths import REPO_ROOT
 from tests.e2e.conftest import User, order_body
+from tests.e2e.pipeline import kill_9
 from workers import topics
 
 pytestmark = pytest.mark.e2e
@@ -84,14 +85,47 @@ def test_two_validators_share_the_partitions_and_validate_every_order(
         assert response.status_code == 200, response.text
         order_ids.append(response.json()["order_id"])
 
+    _wait_all_shipped(http, user, order_ids)
+
+
+def _wait_all_shipped(http: httpx.Client, user: User, order_ids: list[str]) -> None:
     pending = set(order_ids)
 
-    def all_validated() -> bool:
+    def all_shipped() -> bool:
         for order_id in list(pending):
             response = http.get(f"/api/v1/orders/{order_id}", headers=user.headers)
             assert response.status_code == 200, response.text
-            if response.json()["status"] != "ORDER_STATUS_PENDING":
+            status = response.json()["status"]
+            assert status not in ("ORDER_STATUS_FAILED", "ORDER_STATUS_CANCELLED"), status
+            if status == "ORDER_STATUS_SHIPPED":
                 pending.discard(order_id)
         return not pending
 
-    _wait(f"all {ORDERS} orders leaving PENDING", all_validated)
+    _wait(f"all {len(order_ids)} orders SHIPPED", all_shipped)
+
+
+def test_a_dead_replicas_partitions_move_to_a_live_one(
+    http: httpx.Client, user: User, second_validator: None
+) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap()})
+
+    def shared() -> bool:
+        members = _assignments(admin)
+        return len(members) == 2 and all(members)
+
+    _wait("both validators own partitions", shared)
+    kill_9(REPLICA)
+    every_partition = {(topics.ORDERS, partition) for partition in range(3)}
+
+    def survivor_owns_all() -> bool:
+        members = _assignments(admin)
+        return len(members) == 1 and members[0] == every_partition
+
+    # The dead member's session (10 s) runs out, then the group rebalances.
+    _wait("the live validator owning every partition", survivor_owns_all, timeout=45)
+    order_ids = []
+    for _ in range(ORDERS):
+        response = http.post("/api/v1/orders", json=order_body(), headers=user.headers)
+        assert response.status_code == 200, response.text
+        order_ids.append(response.json()["order_id"])
+    _wait_all_shipped(http, user, order_ids)

@@ -1,7 +1,13 @@
 """Real servers for integration tests: Postgres, Redis and Kafka from devstack. A server
 that is already running (`make up`, or `make test`, which starts the stack first) is reused;
-one this session had to start is stopped again at the end."""
+one this session had to start is stopped again at the end.
 
+The tests' rows live in a database of their own, created and migrated once per session by
+one fixture and dropped at the end: nothing they commit is ever published by the running
+stack's relay or acted on by its workers, and no module depends on another having migrated.
+"""
+
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 
@@ -33,11 +39,20 @@ def servers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def settings(servers: None) -> Settings:
+def database(servers: None) -> Iterator[str]:
+    """The session's own database (owned by the owner role), dropped at the end."""
+    name = f"ordermesh_it_{uuid.uuid4().hex[:10]}"
+    postgres.psql(f"CREATE DATABASE {name} OWNER {postgres.ROLE}")
+    yield name
+    postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def settings(database: str) -> Settings:
     return Settings.from_env(
         {
             "ORDERMESH_ENV": "test",
-            "ORDERMESH_DATABASE_URL": postgres.dsn(),
+            "ORDERMESH_DATABASE_URL": postgres.dsn(database=database),
             # The running stack's secret: its signing keys are encrypted with it.
             "ORDERMESH_KEY_ENCRYPTION_SECRET_FILE": str(secrets.key_encryption_secret_file()),
             "ORDERMESH_REDIS_URL": redis.url(),

@@ -17,7 +17,7 @@ import httpx
 from devstack import edge
 from devstack.envoy import binary
 from devstack.ports import HOST
-from tests.integration.grpc_harness import free_port
+from tests.ports import reserve_port
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Edge:
 def running_envoy(workdir: Path, clusters: Mapping[str, tuple[str, int]]) -> Iterator[Edge]:
     """Envoy on free ports in front of `clusters`, ready when this enters, stopped when it
     exits. It blocks while Envoy starts: from async code, enter it in a worker thread."""
-    port, admin_port = free_port(), free_port()
+    port, admin_port = reserve_port(), reserve_port()
     config = edge.render(
         listen_port=port,
         admin_port=admin_port,

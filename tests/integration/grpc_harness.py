@@ -2,7 +2,6 @@
 wires them: one host with the real interceptors, and a TokenVerifier that fetches the JWKS
 from the hosted auth service over gRPC."""
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from services.platform.db import DATABASE_COMPONENTS, Pool
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost
 from services.platform.settings import Settings
+from tests.ports import reserve_port
 from workers.codec import EventCodec
 
 PASSWORD = "correct horse battery staple"
@@ -43,20 +43,13 @@ class SignedIn:
         return (("authorization", f"Bearer {self.access_token}"),)
 
 
-def free_port() -> int:
-    """A port the OS just handed out. The verifier and the channels need the address before
-    the host exists, so the host cannot simply bind port 0 itself."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @asynccontextmanager
 async def grpc_stack(
     settings: Settings, pool: Pool, components: Sequence[Callable[[Resources], Component]]
 ) -> AsyncIterator[GrpcStack]:
-    port = free_port()
+    # The verifier and the channels need the address before the host exists, so the host
+    # cannot bind port 0 itself: the port is reserved without a race instead.
+    port = reserve_port()
     channel = grpc.aio.insecure_channel(f"{HOST}:{port}")
     verifier = token_verifier(settings, channel)
     # Tests connect every component through one pool (the owner's); the roles' separation has

@@ -16,7 +16,7 @@ from devstack.paths import REPO_ROOT
 from devstack.ports import HOST
 from services.platform.db import DATABASE_COMPONENTS, role_name
 from services.platform.settings import MIN_SECRET_LENGTH, Settings
-from tests.integration.grpc_harness import free_port
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +32,8 @@ OWN_TABLES = {
 SERVICES = tuple(OWN_TABLES)
 
 
-def can_select(component: str, table: str) -> bool:
-    with psycopg.connect(postgres.dsn(component), autocommit=True) as conn:
+def can_select(component: str, table: str, database: str) -> bool:
+    with psycopg.connect(postgres.dsn(component, database=database), autocommit=True) as conn:
         try:
             conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.SQL(table)))
         except psycopg.errors.InsufficientPrivilege:
@@ -46,35 +46,37 @@ def test_every_component_has_a_role_and_every_service_a_table_of_its_own() -> No
 
 
 @pytest.mark.parametrize("component", SERVICES)
-def test_a_service_role_reads_its_own_schema_and_no_other(migrated: None, component: str) -> None:
-    with psycopg.connect(postgres.dsn(component), autocommit=True) as conn:
+def test_a_service_role_reads_its_own_schema_and_no_other(
+    migrated: None, database: str, component: str
+) -> None:
+    with psycopg.connect(postgres.dsn(component, database=database), autocommit=True) as conn:
         [[user]] = conn.execute("SELECT current_user").fetchall()
     assert user == role_name(component)
-    assert can_select(component, OWN_TABLES[component])
+    assert can_select(component, OWN_TABLES[component], database)
     others = {name: table for name, table in OWN_TABLES.items() if name != component}
-    assert {name: can_select(component, table) for name, table in others.items()} == dict.fromkeys(
-        others, False
-    )
-    assert not can_select(component, "public.ordermesh_migrations")
+    readable = {name: can_select(component, table, database) for name, table in others.items()}
+    assert readable == dict.fromkeys(others, False)
+    assert not can_select(component, "public.ordermesh_migrations", database)
 
 
 @pytest.mark.parametrize("component", SERVICES)
-def test_a_service_role_cannot_change_the_schema(migrated: None, component: str) -> None:
+def test_a_service_role_cannot_change_the_schema(
+    migrated: None, database: str, component: str
+) -> None:
     schema = OWN_TABLES[component].split(".")[0]
     with (
-        psycopg.connect(postgres.dsn(component), autocommit=True) as conn,
+        psycopg.connect(postgres.dsn(component, database=database), autocommit=True) as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         conn.execute(sql.SQL("CREATE TABLE {}.intruder (x int)").format(sql.Identifier(schema)))
 
 
-def test_the_relay_reads_the_outboxes_and_nothing_else(migrated: None) -> None:
+def test_the_relay_reads_the_outboxes_and_nothing_else(migrated: None, database: str) -> None:
     for schema in ("orders", "payment", "inventory", "fulfillment"):
-        assert can_select("relay", f"{schema}.outbox")
-        assert can_select("relay", f"{schema}.outbox_parked")
-    assert {table: can_select("relay", table) for table in OWN_TABLES.values()} == dict.fromkeys(
-        OWN_TABLES.values(), False
-    )
+        assert can_select("relay", f"{schema}.outbox", database)
+        assert can_select("relay", f"{schema}.outbox_parked", database)
+    readable = {table: can_select("relay", table, database) for table in OWN_TABLES.values()}
+    assert readable == dict.fromkeys(OWN_TABLES.values(), False)
 
 
 def test_a_wrong_password_is_refused() -> None:
@@ -95,7 +97,7 @@ async def _start_auth(secret_env: dict[str, str], settings: Settings) -> tuple[i
         {
             "ORDERMESH_DATABASE_URL": settings.database_url,
             "ORDERMESH_GRPC_HOST": HOST,
-            "ORDERMESH_GRPC_PORT": str(free_port()),
+            "ORDERMESH_GRPC_PORT": str(reserve_port()),
             "PYTHONPATH": str(REPO_ROOT),
             **secret_env,
         }

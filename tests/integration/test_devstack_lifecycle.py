@@ -9,19 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from devstack import procs
 from devstack.paths import REPO_ROOT
+from tests.ports import reserve_ports
 
 pytestmark = pytest.mark.integration
 
@@ -66,18 +65,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 @pytest.fixture
 def isolated_env() -> Iterator[dict[str, str]]:
     run_dir = REPO_ROOT / ".run" / f"test-lifecycle-{uuid.uuid4().hex[:8]}"
-    postgres_port, redis_port, kafka_port, controller_port = _free_ports(4)
+    postgres_port, redis_port, kafka_port, controller_port = reserve_ports(4)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),

@@ -17,7 +17,7 @@ import pytest
 from devstack import edge
 from devstack.envoy import binary
 from tests.integration.envoy_harness import Edge, running_envoy
-from tests.integration.grpc_harness import free_port
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,8 @@ def _validate(config: Path) -> None:
 
 def test_local_config_validates(tmp_path: Path) -> None:
     out = edge.render(
-        listen_port=free_port(),
-        admin_port=free_port(),
+        listen_port=reserve_port(),
+        admin_port=reserve_port(),
         clusters=edge.local_clusters("127.0.0.1", 50051),
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=tmp_path / "envoy.yaml",
@@ -60,7 +60,7 @@ def test_compose_config_validates(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def envoy_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    dead = edge.local_clusters("127.0.0.1", free_port())
+    dead = edge.local_clusters("127.0.0.1", reserve_port())
     with running_envoy(tmp_path_factory.mktemp("edge"), dead) as running:
         yield running
 

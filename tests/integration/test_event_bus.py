@@ -15,8 +15,9 @@ from confluent_kafka import Consumer, Producer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from devstack import kafka, postgres
+from devstack import kafka
 from services.common.errors import DependencyUnavailable
+from services.platform.settings import Settings
 from tests.unit.test_codec import SAMPLES
 from workers import parked
 from workers.admin import delete_topics, ensure_topics
@@ -43,6 +44,7 @@ FAST_CONSUMER = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 @dataclass(frozen=True)
 class Bus:
     bootstrap: str
+    dsn: str
     schema: str
     topic: str
     dead_letter_topic: str
@@ -147,20 +149,7 @@ async def running(*workers: OutboxRelay | EventConsumer) -> AsyncIterator[asynci
 
 
 @pytest.fixture(scope="session")
-def bus_servers() -> Iterator[None]:
-    """Postgres and Kafka: reused when running, else started here and stopped at the end."""
-    started = []
-    for server in (postgres, kafka):
-        if not server.is_ready():
-            server.start()
-            started.append(server)
-    yield
-    for server in reversed(started):
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def bootstrap(bus_servers: None) -> str:
+def bootstrap(servers: None) -> str:
     return kafka.bootstrap()
 
 
@@ -170,9 +159,9 @@ def codec() -> EventCodec:
 
 
 @pytest.fixture(scope="session")
-async def bus_pool(bus_servers: None) -> AsyncIterator[AsyncConnectionPool[Any]]:
+async def bus_pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool[Any]]:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        postgres.dsn(), min_size=2, max_size=12, open=False
+        settings.database_url, min_size=2, max_size=12, open=False
     )
     await pool.open(wait=True)
     yield pool
@@ -181,11 +170,16 @@ async def bus_pool(bus_servers: None) -> AsyncIterator[AsyncConnectionPool[Any]]
 
 @pytest.fixture
 async def bus(
-    bootstrap: str, bus_pool: AsyncConnectionPool[Any], codec: EventCodec, migrated: None
+    bootstrap: str,
+    bus_pool: AsyncConnectionPool[Any],
+    codec: EventCodec,
+    settings: Settings,
+    migrated: None,
 ) -> AsyncIterator[Bus]:
     suffix = uuid.uuid4().hex[:12]
     bus = Bus(
         bootstrap=bootstrap,
+        dsn=settings.database_url,
         schema=f"evbus_{suffix}",
         topic=f"test.{suffix}.orders",
         dead_letter_topic=f"test.{suffix}.deadletter",
@@ -242,7 +236,7 @@ def read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
 
 
 async def test_outbox_ddl_is_idempotent_and_inserts_notify_the_relay(bus: Bus) -> None:
-    async with await AsyncConnection.connect(postgres.dsn(), autocommit=True) as listener:
+    async with await AsyncConnection.connect(bus.dsn, autocommit=True) as listener:
         await listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
         async with bus.pool.connection() as conn:
             await conn.execute(outbox_ddl(bus.schema))
@@ -572,7 +566,7 @@ async def test_a_row_kafka_never_accepts_is_parked_and_everything_else_flows_in_
     others = await bus.emit(5)
     consumer = bus.consumer({"OrderCreated": bus.apply_handler()})
     relay = bus.relay()
-    dsn, schemas = postgres.dsn(), [bus.schema]
+    dsn, schemas = bus.dsn, [bus.schema]
     async with running(relay, consumer):
 
         async def others_applied() -> bool:
@@ -645,7 +639,7 @@ async def test_a_parked_row_is_replayed_once_its_cause_is_fixed(bus: Bus) -> Non
         )
     consumer = bus.consumer({"OrderCreated": bus.apply_handler()})
     relay = bus.relay()
-    dsn, schemas = postgres.dsn(), [bus.schema]
+    dsn, schemas = bus.dsn, [bus.schema]
     async with running(relay, consumer):
 
         async def is_parked() -> bool:

@@ -3,7 +3,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.paths import REPO_ROOT
 from services.platform.settings import Settings
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -36,7 +29,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def test_api_reports_not_serving_then_exits_cleanly(settings: Settings, migrated: None) -> None:
-    port = _free_port()
+    port = reserve_port()
     with subprocess.Popen(
         [sys.executable, "-m", "services", "--components", "inventory"],
         env=_env(settings, ORDERMESH_GRPC_PORT=str(port)),

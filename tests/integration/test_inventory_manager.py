@@ -319,6 +319,10 @@ async def test_orders_listing_the_same_products_crosswise_do_not_deadlock(
     ]
     await asyncio.gather(*(inventory.deliver(event) for event in events))
     assert await stock_of(inventory.pool, first, second) == [80, 60]
+    for order_id in orders:
+        reservation = await reservation_of(inventory.pool, order_id)
+        assert reservation is not None and reservation["status"] == "reserved", order_id
+        assert [name for name, _ in await inventory.published(order_id)] == ["OrderFulfilled"]
 
 
 async def test_a_second_payment_event_of_one_order_reserves_nothing_more(
@@ -386,8 +390,15 @@ async def test_a_payment_racing_its_cancellation_never_leaks_stock(inventory: In
     await asyncio.gather(*races)
     assert await stock_of(inventory.pool, product) == [1000]
     for order_id in orders:
+        # Either the cancellation came first (nothing was ever reserved) or the payment did
+        # (reserved, then released): never a reservation left holding stock.
         names = [name for name, _ in await inventory.published(order_id)]
-        assert names in ([], ["OrderFulfilled", "StockReleased"]), names
+        reservation = await reservation_of(inventory.pool, order_id)
+        if names == []:
+            assert reservation is None, order_id
+        else:
+            assert names == ["OrderFulfilled", "StockReleased"], names
+            assert reservation is not None and reservation["status"] == "released", order_id
 
 
 async def test_a_batch_of_payments_is_decided_in_offset_order(inventory: Inventory) -> None:

@@ -108,7 +108,9 @@ async def test_a_refresh_token_family_goes_only_when_its_newest_token_expired(po
         await conn.execute("DELETE FROM auth.users WHERE user_id = %s", (user_id,))
 
 
-async def test_each_service_role_may_run_its_own_purges(settings: Settings, migrated: None) -> None:
+async def test_each_service_role_may_run_its_own_purges(
+    settings: Settings, migrated: None, database: str
+) -> None:
     # Horizons far in the past: the statements run, as each owner's role, and delete nothing
     # of the live stack's recent rows.
     centuries = Settings.from_env(
@@ -126,7 +128,9 @@ async def test_each_service_role_may_run_its_own_purges(settings: Settings, migr
             role_settings = Settings.from_env(
                 {
                     "ORDERMESH_DATABASE_URL": settings.database_url,
-                    f"ORDERMESH_{component.upper()}_DATABASE_URL": postgres.dsn(component),
+                    f"ORDERMESH_{component.upper()}_DATABASE_URL": postgres.dsn(
+                        component, database=database
+                    ),
                 }
             )
             pools[component] = await open_pool(

@@ -15,6 +15,7 @@ from ordermesh.order.v1 import order_pb2
 from ordermesh.payment.v1 import payment_pb2
 from ordermesh.webhook.v1 import webhook_pb2
 
+from services.order.domain.idempotency import MAX_KEY_LENGTH
 from services.order.domain.model import MAX_METADATA_BYTES
 from services.platform.server import PUBLIC_SERVICE_NAMES, max_request_bytes
 from services.platform.validation import UnboundedFieldError, limits_of, rules_for
@@ -44,6 +45,13 @@ def test_the_domain_keeps_the_metadata_bound_the_contract_declares() -> None:
         limits = limits_of(message.DESCRIPTOR.fields_by_name["metadata"])
         assert limits is not None
         assert limits.max_json_bytes == MAX_METADATA_BYTES
+
+
+def test_the_domain_keeps_the_idempotency_key_bound_the_contract_declares() -> None:
+    # The key also arrives as metadata, which the contract's checks do not see.
+    limits = limits_of(order_pb2.CreateOrderRequest.DESCRIPTOR.fields_by_name["idempotency_key"])
+    assert limits is not None
+    assert limits.max_length == MAX_KEY_LENGTH
 
 
 def test_a_field_without_a_bound_is_refused_when_the_rules_are_compiled() -> None:
@@ -168,7 +176,7 @@ def test_a_valid_request_has_no_violations() -> None:
 
 def test_the_largest_valid_request_fits_the_computed_bound() -> None:
     request = order_pb2.CreateOrderRequest(
-        payment_method="😀" * 64, user_id="😀" * 64, idempotency_key="😀" * 255
+        payment_method="😀" * 64, user_id="😀" * 64, idempotency_key="😀" * 200
     )
     for _ in range(50):
         item = request.items.add(product_id="😀" * 64, quantity=-1)
