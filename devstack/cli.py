@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except NotReadyError as error:
         print(f"ordermesh: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`ordermesh status | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 
