@@ -90,16 +90,23 @@ def api(
     )
 
 
-@pytest.fixture
-def auth(mint: TokenMint, api: AuthApi) -> Iterator[ServicerHarness]:
-    with ServicerHarness(
+def harness(
+    api: AuthApi, mint: TokenMint, verifier: TokenVerifier | None = None
+) -> ServicerHarness:
+    return ServicerHarness(
         DESCRIPTOR,
         api,
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
         mint=mint,
         public_methods=PUBLIC_METHODS,
-    ) as harness:
-        yield harness
+        verifier=verifier,
+    )
+
+
+@pytest.fixture
+def auth(mint: TokenMint, api: AuthApi) -> Iterator[ServicerHarness]:
+    with harness(api, mint) as served:
+        yield served
 
 
 def login(auth: ServicerHarness) -> auth_pb2.LoginResponse:
@@ -340,14 +347,7 @@ def test_tokens_cannot_be_checked_while_the_key_set_is_unavailable(
         raise ConnectionError("auth service unreachable")
 
     verifier = TokenVerifier(unreachable, issuer=ISSUER, audience=AUDIENCE)
-    with ServicerHarness(
-        DESCRIPTOR,
-        api,
-        auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        mint=mint,
-        public_methods=PUBLIC_METHODS,
-        verifier=verifier,
-    ) as auth:
+    with harness(api, mint, verifier) as auth:
         private = auth.unary(
             "GetCurrentUser", auth_pb2.GetCurrentUserRequest(), caller=principal_of(ADA)
         )

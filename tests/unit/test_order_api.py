@@ -44,6 +44,17 @@ def usd(minor: int) -> common_pb2.Money:
     return common_pb2.Money(currency="USD", amount_minor=minor, amount=f"{minor / 100:.2f}")
 
 
+def priced_line(entry: CatalogEntry, quantity: int) -> order_pb2.OrderItem:
+    price = entry.unit_price.amount_minor
+    return order_pb2.OrderItem(
+        product_id=entry.product_id,
+        name=entry.name,
+        quantity=quantity,
+        unit_price=usd(price),
+        total_price=usd(price * quantity),
+    )
+
+
 def struct(content: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(content)
@@ -148,20 +159,8 @@ def test_an_order_is_priced_from_the_catalog_and_answered_in_full(
         user_id=ALICE.user_id,
         status=order_pb2.ORDER_STATUS_PENDING,
         items=[
-            order_pb2.OrderItem(
-                product_id="kb",
-                name="Keyboard",
-                quantity=2,
-                unit_price=usd(8999),
-                total_price=usd(17998),
-            ),
-            order_pb2.OrderItem(
-                product_id="mouse",
-                name="Mouse",
-                quantity=1,
-                unit_price=usd(2999),
-                total_price=usd(2999),
-            ),
+            priced_line(KEYBOARD, 2),
+            priced_line(MOUSE, 1),
         ],
         total_amount=usd(20997),
         shipping_address=ADDRESS_PB,
@@ -411,15 +410,7 @@ def test_an_order_is_read_back_with_its_status_shipment_and_metadata(
         user_id=ALICE.user_id,
         status=order_pb2.ORDER_STATUS_SHIPPED,
         status_reason="handed to the carrier",
-        items=[
-            order_pb2.OrderItem(
-                product_id="kb",
-                name="Keyboard",
-                quantity=2,
-                unit_price=usd(8999),
-                total_price=usd(17998),
-            )
-        ],
+        items=[priced_line(KEYBOARD, 2)],
         total_amount=usd(17998),
         shipping_address=ADDRESS_PB,
         payment_method="tok_visa",
