@@ -9,11 +9,15 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import page_from_request
 from services.inventory.adapters.repository import CatalogRepository
 from services.inventory.domain.model import Product
+from services.inventory.domain.ports import ProductCatalog
 from services.platform.convert import money_to_proto
 from services.platform.resources import Resources
 from services.platform.server import Component
 
 SERVICE = "ordermesh.inventory.v1.InventoryService"
+PUBLIC_METHODS = tuple(
+    f"/{SERVICE}/{name}" for name in ("ListProducts", "GetProduct", "BatchGetProducts")
+)
 MAX_BATCH = 100
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -31,7 +35,7 @@ def product_to_proto(product: Product) -> inventory_pb2.Product:
 
 
 class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
-    def __init__(self, catalog: CatalogRepository) -> None:
+    def __init__(self, catalog: ProductCatalog) -> None:
         self._catalog = catalog
 
     async def ListProducts(
@@ -75,9 +79,5 @@ def component(resources: Resources) -> Component:
         register=lambda server: inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
             api, server
         ),
-        public_methods=[
-            f"/{SERVICE}/ListProducts",
-            f"/{SERVICE}/GetProduct",
-            f"/{SERVICE}/BatchGetProducts",
-        ],
+        public_methods=PUBLIC_METHODS,
     )

@@ -21,7 +21,7 @@ from services.order.domain.idempotency import IdempotencyClaim
 from services.order.domain.model import Address, Order, OrderLine, OrderStatus
 from services.order.domain.pricing import CatalogEntry
 from services.platform.db import Connection, Pool
-from tests.unit.fakes import FakeCatalog
+from tests.unit.fakes.order import FakeCatalog
 from tests.unit.test_codec import SAMPLES
 from workers.codec import EventCodec, EventEnvelope, cloudevent_headers
 from workers.consumer import BatchHandler

@@ -2,7 +2,6 @@
 keeps the table's promises (one shipment per order, unique tracking numbers)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
@@ -13,7 +12,7 @@ from services.fulfillment.adapters.outbox import order_shipped_record
 from services.fulfillment.consumers import FulfillmentWorker, hold_command, ship_command
 from services.fulfillment.domain.commands import HoldShipment, ShipOrder
 from services.fulfillment.domain.events import OrderShipped
-from services.fulfillment.domain.model import NewShipment, Shipment
+from services.fulfillment.domain.model import Shipment
 from services.fulfillment.domain.shipping import (
     CARRIERS,
     Carrier,
@@ -21,49 +20,12 @@ from services.fulfillment.domain.shipping import (
     plan_shipment,
     tracking_number,
 )
+from tests.unit.fakes.fulfillment import FakeShipmentLedger
 from tests.unit.test_codec import SAMPLES
 from workers.codec import EventCodec
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
-
-
-@dataclass
-class FakeShipmentLedger:
-    shipments: dict[str, Shipment] = field(default_factory=dict)
-    cancelled: dict[str, str] = field(default_factory=dict)
-    locked: list[str] = field(default_factory=list)
-
-    async def lock_order(self, order_id: str) -> None:
-        self.locked.append(order_id)
-
-    async def is_cancelled(self, order_id: str) -> bool:
-        return order_id in self.cancelled
-
-    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
-        self.cancelled.setdefault(order_id, reason)
-
-    async def by_order(self, order_id: str) -> Shipment | None:
-        return self.shipments.get(order_id)
-
-    async def create(self, shipment: NewShipment) -> Shipment:
-        existing = self.shipments.get(shipment.order_id)
-        if existing is not None:
-            return existing
-        tracked = {(s.carrier, s.tracking_number) for s in self.shipments.values()}
-        assert (shipment.carrier, shipment.tracking_number) not in tracked
-        stored = Shipment(
-            shipment.shipment_id,
-            shipment.order_id,
-            shipment.user_id,
-            shipment.carrier,
-            shipment.tracking_number,
-            shipment.shipped_at,
-            shipment.estimated_delivery,
-            created_at=shipment.shipped_at,
-        )
-        self.shipments[shipment.order_id] = stored
-        return stored
 
 
 def ids() -> Callable[[], str]:

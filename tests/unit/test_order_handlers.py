@@ -20,7 +20,7 @@ from services.order.domain.commands import CancelOrder, CreateOrder, RequestedLi
 from services.order.domain.events import OrderCancelled, OrderCreated, OrderStatusChanged
 from services.order.domain.model import Address, Order, OrderStatus
 from services.order.domain.pricing import CatalogEntry
-from tests.unit.fakes import FakeCatalog, FakeOrderStore
+from tests.unit.fakes.order import FakeCatalog, FakeOrderStore
 
 ALICE = Principal("user-alice", "alice@example.com", Role.USER, Tier.FREE)
 BOB = Principal("user-bob", "bob@example.com", Role.USER, Tier.FREE)

@@ -1,10 +1,25 @@
-"""What the inventory manager's handlers need from the outside world."""
+"""What the inventory service's API and its manager's handlers need from the outside world."""
 
 from collections.abc import Iterable, Mapping, Sequence, Set
 from datetime import datetime
 from typing import Protocol
 
+from services.common.paging import Page
+from services.inventory.domain.model import Product
 from services.inventory.domain.reservations import Reservation
+
+
+class ProductCatalog(Protocol):
+    """The catalog as the public InventoryService reads it."""
+
+    async def list_active(self, page: Page) -> tuple[list[Product], int]:
+        """One page of the products on sale, by name, and how many there are in all."""
+
+    async def get(self, product_id: str) -> Product | None:
+        """The product, on sale or withdrawn; None if it never existed."""
+
+    async def get_many(self, product_ids: Sequence[str]) -> list[Product]:
+        """Those of the products that exist, in no particular order."""
 
 
 class StockLedger(Protocol):

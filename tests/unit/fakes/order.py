@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the order service's ports, for unit tests of its handlers."""
+"""In-memory stand-ins for the order service's ports."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field

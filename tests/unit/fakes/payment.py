@@ -1,0 +1,82 @@
+"""In-memory stand-ins for the payment service's ports."""
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from services.common.errors import NotFound
+from services.payment.domain.model import NewPayment, Payment, PaymentStatus
+from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeLedger:
+    """Holds payments as the repository does: one outcome per order, one refund each."""
+
+    payments: dict[str, Payment] = field(default_factory=dict)
+    locked: list[str] = field(default_factory=list)
+    order_locks: list[str] = field(default_factory=list)
+    cancelled: dict[str, str] = field(default_factory=dict)
+
+    async def lock_order(self, order_id: str) -> None:
+        self.order_locks.append(order_id)
+
+    async def is_cancelled(self, order_id: str) -> bool:
+        return order_id in self.cancelled
+
+    async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
+        self.cancelled.setdefault(order_id, reason)
+
+    async def by_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+        if for_update:
+            self.locked.append(order_id)
+        return self.payments.get(order_id)
+
+    async def capture(self, payment: NewPayment, provider_reference: str) -> Payment:
+        return self._record(payment, PaymentStatus.CAPTURED, provider_reference, None)
+
+    async def decline(self, payment: NewPayment, reason: str) -> Payment:
+        return self._record(payment, PaymentStatus.DECLINED, None, reason)
+
+    async def refund(self, order_id: str, refund_reference: str) -> Payment:
+        existing = self.payments.get(order_id)
+        if existing is None:
+            raise NotFound(f"order {order_id} has no payment")
+        ensure_refundable(existing)
+        if existing.status is PaymentStatus.CAPTURED:
+            existing = replace(
+                existing,
+                status=PaymentStatus.REFUNDED,
+                refund_reference=refund_reference,
+                refunded_at=NOW,
+            )
+            self.payments[order_id] = existing
+        return existing
+
+    def _record(
+        self,
+        new: NewPayment,
+        status: PaymentStatus,
+        provider_reference: str | None,
+        decline_reason: str | None,
+    ) -> Payment:
+        existing = self.payments.get(new.order_id)
+        if existing is not None:
+            ensure_same_outcome(existing, status, new.amount)
+            return existing
+        payment = Payment(
+            new.payment_id,
+            new.order_id,
+            new.user_id,
+            status,
+            new.amount,
+            new.method,
+            provider_reference,
+            decline_reason,
+            None,
+            NOW,
+            None,
+        )
+        self.payments[new.order_id] = payment
+        return payment
