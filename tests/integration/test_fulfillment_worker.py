@@ -14,7 +14,7 @@ from services.fulfillment.domain.model import Shipment
 from services.fulfillment.domain.shipping import CARRIERS, choose_carrier
 from services.platform.db import Pool
 from services.platform.settings import Settings
-from tests.integration.test_inventory_manager import apply, envelope, open_migrated_pool, outbox
+from tests.integration.test_inventory_manager import apply, envelope, open_wide_pool, outbox
 from tests.unit.test_codec import SAMPLES
 from workers.codec import EventCodec, EventEnvelope
 from workers.topics import FULFILLMENT_GROUP
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def db(settings: Settings) -> AsyncIterator[Pool]:
-    pool = await open_migrated_pool(settings, "fulfillment")
+async def db(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
+    pool = await open_wide_pool(settings)
     yield pool
     await pool.close()
 

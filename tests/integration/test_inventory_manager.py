@@ -9,11 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from services.inventory.consumers import InventoryManager
-from services.platform import migrations
 from services.platform.db import Pool, open_pool
 from services.platform.settings import Settings
 from tests.unit.test_codec import SAMPLES
@@ -27,14 +25,9 @@ SERVICES = Path(__file__).resolve().parents[2] / "services"
 CONCURRENT_ORDERS = 20
 
 
-async def open_migrated_pool(settings: Settings, *components: str) -> Pool:
-    """A pool wide enough for the concurrency tests, after applying only the migrations of
-    ``components`` (other services' migrations are theirs to apply)."""
-    found = [m for c in components for m in migrations.discover(c, SERVICES / c / "migrations")]
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
-    ) as conn:
-        await migrations.apply(conn, found)
+async def open_wide_pool(settings: Settings) -> Pool:
+    """A pool wide enough for the concurrency tests (the schema comes from the session's
+    ``migrated`` fixture)."""
     return await open_pool(
         replace(settings, database_pool_min=2, database_pool_max=CONCURRENT_ORDERS + 4),
         name="tests-inventory",
@@ -42,8 +35,8 @@ async def open_migrated_pool(settings: Settings, *components: str) -> Pool:
 
 
 @pytest.fixture(scope="module")
-async def db(settings: Settings) -> AsyncIterator[Pool]:
-    pool = await open_migrated_pool(settings, "inventory")
+async def db(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
+    pool = await open_wide_pool(settings)
     yield pool
     await pool.close()
 
