@@ -1,4 +1,5 @@
-"""Every version of every event schema stays compatible with every other.
+"""Every version of every event schema stays compatible with every other, and released
+versions never change.
 
 The versions are the files ``schemas/<Event>/v<N>.avsc`` (``load_schema_versions``), not git
 history, so these checks run alike in any clone, shallow or not. Each version must be
@@ -8,13 +9,21 @@ still sit in a topic or come back in a dead-letter replay, and a process not yet
 may be handed events of the new one.
 Compatibility is decided by the Avro resolution rules (``incompatibilities``) and confirmed
 by writing a sample with one version and reading it with the other.
+
+``schemas/released.json`` records each released version's wire fingerprint (CRC-64-AVRO, as
+an unknown-fingerprint error prints it) and the SHA-256 of its file, so an edited, removed
+or unrecorded version file fails here. Entries are only ever added.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
-from collections.abc import Sequence
+import json
+import re
+import shutil
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,16 +32,18 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from tests.unit.test_codec import add_schema_version
+from tests.unit.test_codec import add_schema_version, schema_file
 from workers.codec import (
     NAMESPACE,
     SCHEMA_DIR,
     SchemaVersion,
     incompatibilities,
     load_schema_versions,
+    schema_fingerprint,
 )
 from workers.topics import TOPIC_BY_EVENT
 
+MANIFEST = "released.json"
 VERSIONS = load_schema_versions(SCHEMA_DIR)
 _PRIMITIVE_SAMPLES: dict[str, Any] = {
     "null": None,
@@ -260,3 +271,87 @@ def test_each_version_is_checked_against_every_earlier_one_not_just_the_last(
     assert compatibility_problems(versions[1:]) == []
     with pytest.raises(AssertionError, match=r"v1 cannot read v3 events \(forward\): qty"):
         assert_every_version_compatible(versions)
+
+
+def release_record(version: SchemaVersion) -> dict[str, str]:
+    return {
+        "fingerprint": schema_fingerprint(version.schema).hex(),
+        "sha256": hashlib.sha256(version.path.read_bytes()).hexdigest(),
+    }
+
+
+def release_problems(directory: Path) -> list[str]:
+    """How the version files in ``directory`` differ from its manifest of released versions."""
+    released: dict[str, dict[str, dict[str, str]]] = json.loads((directory / MANIFEST).read_text())
+    problems = []
+    for name, versions in load_schema_versions(directory).items():
+        for version in versions:
+            key = f"v{version.number}"
+            path = f"{name}/{key}.avsc"
+            expected = release_record(version)
+            recorded = released.get(name, {}).get(key)
+            if recorded is None:
+                entry = json.dumps({name: {key: expected}})
+                problems.append(f"{path} is not recorded as released: add {entry} to {MANIFEST}")
+            elif recorded != expected:
+                problems.append(
+                    f"{path} changed after its release: restore it and add the change as"
+                    f" v{len(versions) + 1}.avsc"
+                )
+    for name, keys in released.items():
+        problems += [
+            f"{name}/{key}.avsc was released and is gone: its events could no longer be read"
+            for key in keys
+            if not (directory / name / f"{key}.avsc").is_file()
+        ]
+    return problems
+
+
+def test_every_version_is_recorded_as_released_and_unchanged() -> None:
+    assert release_problems(SCHEMA_DIR) == []
+
+
+@pytest.fixture
+def released_schemas(tmp_path: Path) -> Path:
+    """Two events of one version each, recorded as released."""
+    for name in ("OrderDelivered", "OrderShipped"):
+        add_schema_version(tmp_path, schema_file(name))
+    manifest = {
+        name: {f"v{version.number}": release_record(version) for version in versions}
+        for name, versions in load_schema_versions(tmp_path).items()
+    }
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    assert release_problems(tmp_path) == []
+    return tmp_path
+
+
+def _edit_released(directory: Path) -> None:
+    path = directory / "OrderDelivered" / "v1.avsc"
+    schema = json.loads(path.read_text())
+    schema["doc"] += " Edited."
+    path.write_text(json.dumps(schema, indent=2) + "\n")
+
+
+def _add_unrecorded(directory: Path) -> None:
+    add_schema_version(directory, schema_file("OrderDelivered"))
+
+
+def _remove_event(directory: Path) -> None:
+    shutil.rmtree(directory / "OrderDelivered")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_edit_released, r"OrderDelivered/v1\.avsc changed after its release: .* as v2\.avsc"),
+        (_add_unrecorded, r"OrderDelivered/v2\.avsc is not recorded as released: add {.*}"),
+        (_remove_event, r"OrderDelivered/v1\.avsc was released and is gone"),
+    ],
+    ids=["edited", "unrecorded", "removed"],
+)
+def test_a_released_version_that_changes_fails_the_check(
+    released_schemas: Path, mutate: Callable[[Path], None], expected: str
+) -> None:
+    mutate(released_schemas)
+    [problem] = release_problems(released_schemas)
+    assert re.search(expected, problem), problem
