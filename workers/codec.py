@@ -4,10 +4,12 @@ Wire format of a message value (Avro spec, "Single object encoding")::
 
     C3 01 | CRC-64-AVRO fingerprint of the writer schema's canonical form (8 bytes, LE) | body
 
-No schema registry is involved: a reader resolves the fingerprint against the writer
-schemas it was built with (the current ``schemas/*.avsc`` plus any historical versions
-registered with :meth:`EventCodec.register_writer_schema`) and decodes into its own
-current version of that event, following the Avro schema-resolution rules.
+No schema registry is involved: every released version of an event schema is kept in the
+repository, ``schemas/<Event>/v1.avsc``, ``v2.avsc`` … (see :func:`load_schema_versions`).
+A codec built from that directory writes each event with its newest version and resolves
+the fingerprint of any version against the writer schemas it knows, decoding into that
+newest version by the Avro schema-resolution rules. Further writer versions can be added
+with :meth:`EventCodec.register_writer_schema`.
 
 The envelope travels in Kafka headers (CloudEvents Kafka protocol binding, binary mode).
 """
@@ -231,16 +233,27 @@ class EventCodec:
 
     @classmethod
     def from_directory(cls, directory: str | Path = SCHEMA_DIR) -> EventCodec:
-        """Load every ``*.avsc`` in ``directory``; each file is named after its record."""
-        schemas: list[AvroSchema] = []
-        for path in sorted(Path(directory).glob("*.avsc")):
-            schema = _load(path)
-            if _record_name(schema) != path.stem:
-                raise SchemaError(f"{path} defines {_record_name(schema)}, not {path.stem}")
-            schemas.append(schema)
-        if not schemas:
-            raise SchemaError(f"no .avsc files in {directory}")
-        return cls(schemas)
+        """Every released version of every event in ``directory`` (:func:`load_schema_versions`).
+
+        Encodes with each event's newest version and decodes any of its versions into it;
+        an older version the newest cannot read is refused here, before any message is.
+        """
+        versions = load_schema_versions(directory)
+        codec = cls(history[-1].schema for history in versions.values())
+        for history in versions.values():
+            newest = history[-1]
+            for older in history[:-1]:
+                try:
+                    codec.register_writer_schema(older.schema)
+                except IncompatibleSchemaError as exc:
+                    raise IncompatibleSchemaError(
+                        exc.event_name,
+                        [
+                            f"written with v{older.number}, read as v{newest.number}: {problem}"
+                            for problem in exc.problems
+                        ],
+                    ) from None
+        return codec
 
     def register_writer_schema(self, schema: AvroSchema) -> bytes:
         """Accept messages written with an older (or newer) version of a known event.
@@ -347,6 +360,67 @@ class EventCodec:
             return self._readers[event_name]
         except KeyError:
             raise UnknownEventTypeError(f"no schema for event {event_name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One released version of an event schema, ``<directory>/<event_name>/v<number>.avsc``."""
+
+    event_name: str
+    number: int
+    path: Path
+    schema: dict[str, Any]
+
+
+_VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.avsc")
+
+
+def load_schema_versions(
+    directory: str | Path = SCHEMA_DIR,
+) -> dict[str, tuple[SchemaVersion, ...]]:
+    """Every released version of every event schema in ``directory``, oldest first.
+
+    One folder per event, named after its record, holds ``v1.avsc``, ``v2.avsc`` … numbered
+    from 1 without gaps; the highest number is the version producers write. A released file
+    is never edited: a change is a new version. Other files (the manifest of released
+    versions) are not schemas.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise SchemaError(f"{root} is not a directory")
+    stray = sorted(root.glob("*.avsc"))
+    if stray:
+        raise SchemaError(f"{stray[0]}: each version of a schema is <event>/v<N>.avsc")
+    versions = {
+        folder.name: _event_versions(folder)
+        for folder in sorted(path for path in root.iterdir() if path.is_dir())
+    }
+    if not versions:
+        raise SchemaError(f"no event schemas in {root}")
+    return versions
+
+
+def _event_versions(folder: Path) -> tuple[SchemaVersion, ...]:
+    numbered: dict[int, Path] = {}
+    for path in folder.glob("*.avsc"):
+        match = _VERSION_FILE.fullmatch(path.name)
+        if match is None:
+            raise SchemaError(f"{path}: a version file is named v<N>.avsc (v1, v2, …)")
+        numbered[int(match.group(1))] = path
+    if not numbered:
+        raise SchemaError(f"{folder}: no v<N>.avsc in it")
+    if sorted(numbered) != list(range(1, len(numbered) + 1)):
+        found = ", ".join(f"v{number}" for number in sorted(numbered))
+        raise SchemaError(f"{folder}: versions must run v1, v2, … without gaps; found {found}")
+    versions = []
+    for number, path in sorted(numbered.items()):
+        schema = _load(path)
+        if not isinstance(schema, dict):
+            raise SchemaError(f"{path}: an event schema must be a record")
+        if _record_name(schema) != folder.name:
+            raise SchemaError(f"{path} defines {_record_name(schema)}, not {folder.name}")
+        versions.append(SchemaVersion(folder.name, number, path, schema))
+    return tuple(versions)
 
 
 def _load(path: Path) -> AvroSchema:

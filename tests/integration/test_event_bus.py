@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from devstack import kafka
 from services.common.errors import DependencyUnavailable
 from services.platform.settings import Settings
-from tests.unit.test_codec import SAMPLES
+from tests.unit.test_codec import SAMPLES, add_schema_version, schema_file
 from workers import parked
 from workers.admin import delete_topics, ensure_topics
 from workers.codec import SCHEMA_DIR, EventCodec, EventEnvelope
@@ -105,6 +108,14 @@ class Bus:
             replay_group=replay_group,
         )
 
+    async def replay_dead_letters(self, replay_group: str) -> int:
+        return await asyncio.to_thread(
+            replay_dead_letters,
+            self.bootstrap,
+            topic=self.dead_letter_topic,
+            replay_group=replay_group,
+        )
+
     def apply_handler(self) -> Handler:
         async def apply(envelope: EventEnvelope, conn: AsyncConnection[Any]) -> None:
             await conn.execute(
@@ -113,6 +124,16 @@ class Bus:
             )
 
         return apply
+
+    def recording_handler(self, applied: dict[uuid.UUID, EventEnvelope]) -> Handler:
+        """Like :meth:`apply_handler`, also keeping each event it applies in ``applied``."""
+        apply = self.apply_handler()
+
+        async def apply_and_record(envelope: EventEnvelope, conn: AsyncConnection[Any]) -> None:
+            await apply(envelope, conn)
+            applied[envelope.event_id] = envelope
+
+        return apply_and_record
 
 
 def order_created(order_id: str) -> dict[str, Any]:
@@ -467,13 +488,7 @@ async def test_poison_and_failing_events_are_dead_lettered_and_replayed(
         assert failed.headers["ce_type"] == "ordermesh.events.v1.OrderCancelled"
 
         healthy.set()
-        replayed = await asyncio.to_thread(
-            replay_dead_letters,
-            bus.bootstrap,
-            topic=bus.dead_letter_topic,
-            replay_group=replay_group,
-        )
-        assert replayed == 2
+        assert await bus.replay_dead_letters(replay_group) == 2
 
         async def cancel_applied() -> bool:
             return bool(
@@ -783,3 +798,106 @@ async def test_replicas_in_one_group_share_partitions_and_apply_each_event_once(
     assert await bus.scalar("SELECT count(DISTINCT event_id) FROM {schema}.applied") == 60
     assert await bus.scalar("SELECT count(*) FROM {schema}.applied") == 60
     assert second.stats.applied > 0
+
+
+def with_sales_channel(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The next version of an event: one new field with a default, a compatible change."""
+    evolved = copy.deepcopy(dict(schema))
+    evolved["fields"].append(
+        {"name": "sales_channel", "type": "string", "default": "web", "doc": "Where it was sold."}
+    )
+    return evolved
+
+
+@pytest.fixture
+def evolved_schemas(tmp_path: Path) -> Path:
+    """A copy of ``schemas/`` where OrderCreated has one more version, adding ``sales_channel``."""
+    directory = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, directory)
+    add_schema_version(directory, with_sales_channel(schema_file("OrderCreated")))
+    return directory
+
+
+async def test_a_consumer_applies_events_written_with_any_released_version(
+    bus: Bus, evolved_schemas: Path
+) -> None:
+    upgraded = replace(bus, codec=EventCodec.from_directory(evolved_schemas))
+    written_before = await _emit_for(bus, f"order-{uuid.uuid4()}", "OrderCreated")
+    written_after = await _emit_for(
+        upgraded, f"order-{uuid.uuid4()}", "OrderCreated", sales_channel="app"
+    )
+    applied: dict[uuid.UUID, EventEnvelope] = {}
+    consumer = upgraded.consumer({"OrderCreated": upgraded.recording_handler(applied)})
+    async with running(bus.relay(), consumer):
+
+        async def both_applied() -> bool:
+            return bool(
+                await bus.scalar(
+                    "SELECT count(DISTINCT event_id) = 2 FROM {schema}.applied"
+                    " WHERE event_id = ANY(%s)",
+                    [written_before, written_after],
+                )
+            )
+
+        await eventually(both_applied)
+    older, newer = applied[written_before], applied[written_after]
+    assert older.payload[2:10] == bus.codec.fingerprint("OrderCreated")
+    assert newer.payload[2:10] == upgraded.codec.fingerprint("OrderCreated") != older.payload[2:10]
+    assert older.record["sales_channel"] == "web"
+    assert newer.record["sales_channel"] == "app"
+    assert consumer.stats.dead_lettered == 0
+
+
+async def test_a_consumer_on_the_older_version_reads_a_newer_one_it_was_given(
+    bus: Bus, evolved_schemas: Path
+) -> None:
+    upgraded = replace(bus, codec=EventCodec.from_directory(evolved_schemas))
+    told = EventCodec.from_directory(SCHEMA_DIR)
+    told.register_writer_schema(upgraded.codec.schema("OrderCreated"))
+    assert told.fingerprint("OrderCreated") == bus.codec.fingerprint("OrderCreated")
+    key = f"order-{uuid.uuid4()}"
+    written = await _emit_for(upgraded, key, "OrderCreated", sales_channel="app")
+    applied: dict[uuid.UUID, EventEnvelope] = {}
+    consumer = replace(bus, codec=told).consumer({"OrderCreated": bus.recording_handler(applied)})
+    async with running(bus.relay(), consumer):
+
+        async def read() -> bool:
+            return written in applied
+
+        await eventually(read)
+    assert applied[written].payload[2:10] == upgraded.codec.fingerprint("OrderCreated")
+    assert applied[written].record == order_created(key)
+    assert consumer.stats.dead_lettered == 0
+
+
+async def test_a_version_a_consumer_does_not_know_is_dead_lettered_until_it_is_upgraded(
+    bus: Bus, evolved_schemas: Path
+) -> None:
+    upgraded = replace(bus, codec=EventCodec.from_directory(evolved_schemas))
+    written = await _emit_for(
+        upgraded, f"order-{uuid.uuid4()}", "OrderCreated", sales_channel="app"
+    )
+    not_upgraded = bus.consumer({"OrderCreated": bus.apply_handler()})
+    async with running(bus.relay(), not_upgraded):
+
+        async def dead_lettered() -> bool:
+            return not_upgraded.stats.dead_lettered == 1
+
+        await eventually(dead_lettered)
+    replay_group = f"{bus.group}.replayer"
+    [letter] = await bus.dead_letters(replay_group)
+    assert letter.event_id == str(written)
+    unknown = upgraded.codec.fingerprint("OrderCreated").hex()
+    assert f"unknown writer schema fingerprint {unknown}" in letter.error
+
+    applied: dict[uuid.UUID, EventEnvelope] = {}
+    consumer = upgraded.consumer({"OrderCreated": upgraded.recording_handler(applied)})
+    async with running(consumer):
+        assert await bus.replay_dead_letters(replay_group) == 1
+
+        async def applied_after_the_replay() -> bool:
+            return written in applied
+
+        await eventually(applied_after_the_replay)
+    assert applied[written].record["sales_channel"] == "app"
+    assert (consumer.stats.applied, consumer.stats.duplicates) == (1, 0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +22,15 @@ from workers.codec import (
     IncompatibleSchemaError,
     MalformedPayloadError,
     NotSingleObjectError,
+    SchemaError,
+    SchemaVersion,
     UnknownEventTypeError,
     UnknownSchemaError,
     canonical_form,
     cloudevent_headers,
     crc64_avro,
     kafka_headers,
+    load_schema_versions,
     schema_fingerprint,
 )
 from workers.topics import TOPIC_BY_EVENT
@@ -166,8 +171,17 @@ def codec() -> EventCodec:
 
 
 def schema_file(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
-    return loaded
+    """The newest released version of an event's schema, the one producers write."""
+    return load_schema_versions(SCHEMA_DIR)[name][-1].schema
+
+
+def add_schema_version(directory: Path, schema: dict[str, Any]) -> Path:
+    """Write ``schema`` as the next version of its event in ``directory``; returns the file."""
+    folder = directory / str(schema["name"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"v{len(list(folder.glob('v*.avsc'))) + 1}.avsc"
+    path.write_text(json.dumps(schema, indent=2) + "\n")
+    return path
 
 
 def test_every_schema_has_a_sample_and_a_topic(codec: EventCodec) -> None:
@@ -175,15 +189,22 @@ def test_every_schema_has_a_sample_and_a_topic(codec: EventCodec) -> None:
     assert set(TOPIC_BY_EVENT) == codec.event_names
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_schema_files_document_every_field_and_default_every_optional_one(name: str) -> None:
-    schema = schema_file(name)
+@pytest.mark.parametrize(
+    "version",
+    [version for versions in load_schema_versions(SCHEMA_DIR).values() for version in versions],
+    ids=lambda version: f"{version.event_name}/v{version.number}",
+)
+def test_schema_files_document_every_field_and_default_every_optional_one(
+    version: SchemaVersion,
+) -> None:
+    schema = version.schema
+    where = f"{version.event_name} v{version.number}"
     assert schema["namespace"] == "ordermesh.events.v1"
     assert schema["doc"]
     for field in schema["fields"]:
-        assert field.get("doc"), f"{name}.{field['name']} has no doc"
+        assert field.get("doc"), f"{where}: {field['name']} has no doc"
         if isinstance(field["type"], list) and "null" in field["type"]:
-            assert field.get("default", "missing") is None, f"{name}.{field['name']}"
+            assert field.get("default", "missing") is None, f"{where}: {field['name']}"
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -227,24 +248,54 @@ def test_canonical_form_ignores_docs_defaults_and_logical_types() -> None:
 
 
 def older_order_created() -> dict[str, Any]:
-    """OrderCreated as it was before ``metadata`` was added."""
+    """OrderCreated as it might have been before ``metadata`` was added."""
     schema = copy.deepcopy(schema_file("OrderCreated"))
     schema["fields"] = [f for f in schema["fields"] if f["name"] != "metadata"]
     return schema
 
 
-def test_older_writer_version_decodes_into_current_reader(codec: EventCodec) -> None:
-    old_schema = older_order_created()
-    old_codec = EventCodec([old_schema])
+def test_a_codec_from_a_directory_decodes_every_version_into_the_newest(tmp_path: Path) -> None:
+    older, newer = older_order_created(), schema_file("OrderCreated")
+    add_schema_version(tmp_path, older)
+    add_schema_version(tmp_path, newer)
+    codec = EventCodec.from_directory(tmp_path)
     record = {k: v for k, v in SAMPLES["OrderCreated"].items() if k != "metadata"}
-    old_bytes = old_codec.encode("OrderCreated", record)
-    reader = EventCodec.from_directory(SCHEMA_DIR)
-    with pytest.raises(UnknownSchemaError):
-        reader.decode(old_bytes)
-    fingerprint = reader.register_writer_schema(old_schema)
-    assert old_bytes[2:10] == fingerprint != reader.fingerprint("OrderCreated")
-    decoded = reader.decode(old_bytes)
+    old_bytes = EventCodec([older]).encode("OrderCreated", record)
+
+    decoded = codec.decode(old_bytes)
+
     assert decoded.record == {**record, "metadata": {}}
+    assert decoded.writer_fingerprint == old_bytes[2:10] == schema_fingerprint(older)
+    assert codec.fingerprint("OrderCreated") == schema_fingerprint(newer)
+    new_bytes = codec.encode("OrderCreated", SAMPLES["OrderCreated"])
+    assert new_bytes[2:10] == schema_fingerprint(newer)
+    assert codec.decode(new_bytes).record == SAMPLES["OrderCreated"]
+
+
+def test_a_version_that_was_never_released_is_still_unknown(tmp_path: Path) -> None:
+    add_schema_version(tmp_path, older_order_created())
+    add_schema_version(tmp_path, schema_file("OrderCreated"))
+    unreleased = copy.deepcopy(schema_file("OrderCreated"))
+    unreleased["fields"].append(
+        {"name": "coupon", "type": ["null", "string"], "default": None, "doc": "Never released."}
+    )
+    message = EventCodec([unreleased]).encode("OrderCreated", SAMPLES["OrderCreated"])
+    with pytest.raises(UnknownSchemaError, match=schema_fingerprint(unreleased).hex()):
+        EventCodec.from_directory(tmp_path).decode(message)
+
+
+def test_a_registered_newer_writer_version_decodes_into_an_older_reader() -> None:
+    older, newer = older_order_created(), schema_file("OrderCreated")
+    reader = EventCodec([older])
+    new_bytes = EventCodec([newer]).encode("OrderCreated", SAMPLES["OrderCreated"])
+    with pytest.raises(UnknownSchemaError):
+        reader.decode(new_bytes)
+
+    fingerprint = reader.register_writer_schema(newer)
+
+    assert new_bytes[2:10] == fingerprint != reader.fingerprint("OrderCreated")
+    decoded = reader.decode(new_bytes)
+    assert decoded.record == {k: v for k, v in SAMPLES["OrderCreated"].items() if k != "metadata"}
     assert decoded.writer_fingerprint == fingerprint
 
 
@@ -253,6 +304,60 @@ def test_registering_an_unreadable_writer_schema_is_refused(codec: EventCodec) -
     schema["fields"] = [f for f in schema["fields"] if f["name"] != "version"]
     with pytest.raises(IncompatibleSchemaError, match="version: added without a default"):
         EventCodec.from_directory(SCHEMA_DIR).register_writer_schema(schema)
+
+
+def test_a_directory_whose_newest_version_cannot_read_an_older_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    older = copy.deepcopy(schema_file("OrderDelivered"))
+    older["fields"] = [f for f in older["fields"] if f["name"] != "version"]
+    add_schema_version(tmp_path, older)
+    add_schema_version(tmp_path, schema_file("OrderDelivered"))
+    with pytest.raises(
+        IncompatibleSchemaError,
+        match="OrderDelivered: written with v1, read as v2: version: added without a default",
+    ):
+        EventCodec.from_directory(tmp_path)
+
+
+def _flat_file(directory: Path) -> None:
+    (directory / "OrderDelivered.avsc").write_text(json.dumps(schema_file("OrderDelivered")))
+
+
+def _gap(directory: Path) -> None:
+    (directory / "OrderDelivered" / "v1.avsc").rename(directory / "OrderDelivered" / "v2.avsc")
+
+
+def _misnamed_version(directory: Path) -> None:
+    (directory / "OrderDelivered" / "v1.avsc").rename(directory / "OrderDelivered" / "v01.avsc")
+
+
+def _wrong_folder(directory: Path) -> None:
+    (directory / "OrderDelivered").rename(directory / "OrderArrived")
+
+
+def _empty_folder(directory: Path) -> None:
+    (directory / "OrderDelivered" / "v1.avsc").unlink()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (_flat_file, r"OrderDelivered\.avsc: each version of a schema is <event>/v<N>\.avsc"),
+        (_gap, "OrderDelivered: versions must run v1, v2, … without gaps; found v2"),
+        (_misnamed_version, r"v01\.avsc: a version file is named v<N>\.avsc"),
+        (_wrong_folder, r"OrderArrived/v1\.avsc defines OrderDelivered, not OrderArrived"),
+        (_empty_folder, r"OrderDelivered: no v<N>\.avsc in it"),
+    ],
+    ids=["flat file", "gap", "misnamed version", "wrong folder", "empty folder"],
+)
+def test_a_directory_off_the_layout_is_refused(
+    tmp_path: Path, mutate: Callable[[Path], None], problem: str
+) -> None:
+    add_schema_version(tmp_path, schema_file("OrderDelivered"))
+    mutate(tmp_path)
+    with pytest.raises(SchemaError, match=problem):
+        EventCodec.from_directory(tmp_path)
 
 
 def test_missing_field_is_named(codec: EventCodec) -> None:

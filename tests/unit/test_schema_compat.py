@@ -1,21 +1,29 @@
-"""Every event schema stays backward and forward compatible with its last released version.
+"""Every version of every event schema stays compatible with every other, and released
+versions never change.
 
-The baseline is ``$ORDERMESH_SCHEMA_BASELINE`` if set (CI sets it to the last release tag or
-the merge base with main), else the newest tag reachable from HEAD, else HEAD itself; so
-locally an uncommitted schema edit is checked against what was committed. Schemas the
-baseline does not have are new and have nothing to be compatible with.
-
+The versions are the files ``schemas/<Event>/v<N>.avsc`` (``load_schema_versions``), not git
+history, so these checks run alike in any clone, shallow or not. Each version must be
+backward compatible with every earlier one (its readers read events written with them) and
+forward compatible (their readers read events written with it): events of any version may
+still sit in a topic or come back in a dead-letter replay, and a process not yet upgraded
+may be handed events of the new one.
 Compatibility is decided by the Avro resolution rules (``incompatibilities``) and confirmed
-by actually writing a sample with one version and reading it with the other.
+by writing a sample with one version and reading it with the other.
+
+``schemas/released.json`` records each released version's wire fingerprint (CRC-64-AVRO, as
+an unknown-fingerprint error prints it) and the SHA-256 of its file, so an edited, removed
+or unrecorded version file fails here. Entries are only ever added.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
-import os
-import subprocess
+import re
+import shutil
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +32,19 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from workers.codec import incompatibilities
+from tests.unit.test_codec import add_schema_version, schema_file
+from workers.codec import (
+    NAMESPACE,
+    SCHEMA_DIR,
+    SchemaVersion,
+    incompatibilities,
+    load_schema_versions,
+    schema_fingerprint,
+)
+from workers.topics import TOPIC_BY_EVENT
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO / "schemas"
+MANIFEST = "released.json"
+VERSIONS = load_schema_versions(SCHEMA_DIR)
 _PRIMITIVE_SAMPLES: dict[str, Any] = {
     "null": None,
     "boolean": True,
@@ -38,34 +55,6 @@ _PRIMITIVE_SAMPLES: dict[str, Any] = {
     "bytes": b"\x00\x01",
     "string": "sample",
 }
-
-
-def _git(*args: str) -> str | None:
-    result = subprocess.run(
-        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
-    )
-    return result.stdout if result.returncode == 0 else None
-
-
-def previous_versions(name: str) -> list[dict[str, Any]]:
-    """Every earlier committed version of a schema (newest first), and the one at
-    ``$ORDERMESH_SCHEMA_BASELINE`` (e.g. a release tag) if set. A schema must stay
-    compatible with all of them: events of any version may still sit in a topic."""
-    path = f"schemas/{name}.avsc"
-    refs = (_git("log", "--format=%H", "--", path) or "").split()
-    configured = os.environ.get("ORDERMESH_SCHEMA_BASELINE", "").strip()
-    if configured:
-        refs.append(configured)
-    current = json.loads((SCHEMAS / f"{name}.avsc").read_text())
-    versions: list[dict[str, Any]] = []
-    for ref in refs:
-        text = _git("show", f"{ref}:{path}")
-        if text is None:
-            continue
-        version = json.loads(text)
-        if version != current and version not in versions:
-            versions.append(version)
-    return versions
 
 
 def sample(schema: Any, names: dict[str, Any] | None = None, namespace: str = "") -> Any:
@@ -215,14 +204,154 @@ def test_problems_name_the_field() -> None:
     assert incompatibilities(broken, old) == ["line.sku: added without a default"]
 
 
-@pytest.mark.parametrize("path", sorted(SCHEMAS.glob("*.avsc")), ids=lambda p: p.stem)
-def test_schema_is_compatible_with_every_earlier_version(path: Path) -> None:
-    current = json.loads(path.read_text())
-    earlier = previous_versions(path.stem)
-    if not earlier:
-        pytest.skip(f"{path.stem} has no earlier committed version")
-    for previous in earlier:
-        assert incompatibilities(current, previous) == [], "new readers cannot read old events"
-        assert incompatibilities(previous, current) == [], "old readers cannot read new events"
-        round_trip(previous, current)
-        round_trip(current, previous)
+def compatibility_problems(versions: Sequence[SchemaVersion]) -> list[str]:
+    """What stops some version of one event from reading, or being read by, another."""
+    problems = []
+    for index, later in enumerate(versions):
+        for earlier in versions[:index]:
+            old, new = f"v{earlier.number}", f"v{later.number}"
+            problems += [
+                f"{new} cannot read {old} events (backward): {problem}"
+                for problem in incompatibilities(later.schema, earlier.schema)
+            ]
+            problems += [
+                f"{old} cannot read {new} events (forward): {problem}"
+                for problem in incompatibilities(earlier.schema, later.schema)
+            ]
+    return problems
+
+
+def assert_every_version_compatible(versions: Sequence[SchemaVersion]) -> None:
+    problems = compatibility_problems(versions)
+    assert not problems, f"{versions[0].event_name}: " + "; ".join(problems)
+    for index, later in enumerate(versions):
+        for earlier in versions[:index]:
+            round_trip(earlier.schema, later.schema)
+            round_trip(later.schema, earlier.schema)
+
+
+@pytest.mark.parametrize("name", sorted(VERSIONS))
+def test_every_version_is_compatible_with_every_earlier_one(name: str) -> None:
+    assert_every_version_compatible(VERSIONS[name])
+
+
+def test_every_event_on_a_topic_has_its_versions_checked() -> None:
+    assert set(VERSIONS) == set(TOPIC_BY_EVENT)
+
+
+@pytest.mark.parametrize(
+    ("change", "direction"),
+    [("add required field", "backward"), ("remove required field", "forward")],
+)
+def test_an_incompatible_version_fails_the_check(
+    tmp_path: Path, change: str, direction: str
+) -> None:
+    old, new, _, _ = CHANGES[change]
+    for schema in (old, new):
+        add_schema_version(tmp_path, {**schema, "namespace": NAMESPACE})
+    versions = load_schema_versions(tmp_path)["Thing"]
+    expected = rf"Thing: .*v[12] events \({direction}\): qty: added without a default"
+    with pytest.raises(AssertionError, match=expected):
+        assert_every_version_compatible(versions)
+
+
+def test_each_version_is_checked_against_every_earlier_one_not_just_the_last(
+    tmp_path: Path,
+) -> None:
+    # v2 gives qty a default, v3 drops it: each step alone is fine, yet v1's readers,
+    # which have no default for qty, cannot read v3's events.
+    for schema in (
+        record(ID, field("qty", "int")),
+        record(ID, field("qty", "int", default=1)),
+        record(ID),
+    ):
+        add_schema_version(tmp_path, {**schema, "namespace": NAMESPACE})
+    versions = load_schema_versions(tmp_path)["Thing"]
+    assert compatibility_problems(versions[:2]) == []
+    assert compatibility_problems(versions[1:]) == []
+    with pytest.raises(AssertionError, match=r"v1 cannot read v3 events \(forward\): qty"):
+        assert_every_version_compatible(versions)
+
+
+def release_record(version: SchemaVersion) -> dict[str, str]:
+    return {
+        "fingerprint": schema_fingerprint(version.schema).hex(),
+        "sha256": hashlib.sha256(version.path.read_bytes()).hexdigest(),
+    }
+
+
+def release_problems(directory: Path) -> list[str]:
+    """How the version files in ``directory`` differ from its manifest of released versions."""
+    released: dict[str, dict[str, dict[str, str]]] = json.loads((directory / MANIFEST).read_text())
+    problems = []
+    for name, versions in load_schema_versions(directory).items():
+        for version in versions:
+            key = f"v{version.number}"
+            path = f"{name}/{key}.avsc"
+            expected = release_record(version)
+            recorded = released.get(name, {}).get(key)
+            if recorded is None:
+                entry = json.dumps({name: {key: expected}})
+                problems.append(f"{path} is not recorded as released: add {entry} to {MANIFEST}")
+            elif recorded != expected:
+                problems.append(
+                    f"{path} changed after its release: restore it and add the change as"
+                    f" v{len(versions) + 1}.avsc"
+                )
+    for name, keys in released.items():
+        problems += [
+            f"{name}/{key}.avsc was released and is gone: its events could no longer be read"
+            for key in keys
+            if not (directory / name / f"{key}.avsc").is_file()
+        ]
+    return problems
+
+
+def test_every_version_is_recorded_as_released_and_unchanged() -> None:
+    assert release_problems(SCHEMA_DIR) == []
+
+
+@pytest.fixture
+def released_schemas(tmp_path: Path) -> Path:
+    """Two events of one version each, recorded as released."""
+    for name in ("OrderDelivered", "OrderShipped"):
+        add_schema_version(tmp_path, schema_file(name))
+    manifest = {
+        name: {f"v{version.number}": release_record(version) for version in versions}
+        for name, versions in load_schema_versions(tmp_path).items()
+    }
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    assert release_problems(tmp_path) == []
+    return tmp_path
+
+
+def _edit_released(directory: Path) -> None:
+    path = directory / "OrderDelivered" / "v1.avsc"
+    schema = json.loads(path.read_text())
+    schema["doc"] += " Edited."
+    path.write_text(json.dumps(schema, indent=2) + "\n")
+
+
+def _add_unrecorded(directory: Path) -> None:
+    add_schema_version(directory, schema_file("OrderDelivered"))
+
+
+def _remove_event(directory: Path) -> None:
+    shutil.rmtree(directory / "OrderDelivered")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_edit_released, r"OrderDelivered/v1\.avsc changed after its release: .* as v2\.avsc"),
+        (_add_unrecorded, r"OrderDelivered/v2\.avsc is not recorded as released: add {.*}"),
+        (_remove_event, r"OrderDelivered/v1\.avsc was released and is gone"),
+    ],
+    ids=["edited", "unrecorded", "removed"],
+)
+def test_a_released_version_that_changes_fails_the_check(
+    released_schemas: Path, mutate: Callable[[Path], None], expected: str
+) -> None:
+    mutate(released_schemas)
+    [problem] = release_problems(released_schemas)
+    assert re.search(expected, problem), problem
