@@ -34,18 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devstack import kafka, postgres, procs
 from services.platform import migrations
-from workers.admin import delete_topics, ensure_topics
-from workers.codec import SCHEMA_DIR, EventCodec, EventEnvelope
-from workers.consumer import BatchHandler, EventConsumer
-from workers.outbox import (
+from services.platform.messaging.admin import delete_topics, ensure_topics
+from services.platform.messaging.codec import SCHEMA_DIR, EventCodec, EventEnvelope
+from services.platform.messaging.consumer import BatchHandler, EventConsumer
+from services.platform.messaging.outbox import (
     OutboxMessage,
     add_messages_to_outbox,
     inbox_ddl,
     outbox_ddl,
     outbox_message,
 )
-from workers.relay import OutboxRelay
-from workers.topics import TopicSpec
+from services.platform.messaging.registry import TopicSpec
+from services.platform.messaging.relay import OutboxRelay
 
 INSERT_BATCH = 5000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

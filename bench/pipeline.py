@@ -58,10 +58,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devstack import kafka, postgres, procs
 from devstack.paths import pid_path
 from devstack.ports import HOST, Ports
-from workers.admin import delete_topics, ensure_topics
-from workers.codec import SCHEMA_DIR, EventCodec, cloudevent_headers, header_map, kafka_headers
-from workers.relay import producer_config_with_defaults
-from workers.topics import TopicSpec
+from services.platform.messaging.admin import delete_topics, ensure_topics
+from services.platform.messaging.codec import (
+    SCHEMA_DIR,
+    EventCodec,
+    cloudevent_headers,
+    header_map,
+    kafka_headers,
+)
+from services.platform.messaging.producer import producer_config_with_defaults
+from services.platform.messaging.registry import TopicSpec
 
 GOAL_ORDERS_PER_SECOND = 500.0
 GOAL_P99_SECONDS = 0.5
@@ -861,8 +867,8 @@ def kafka_round_trip(
 ) -> tuple[int, float, list[float]]:
     """Produce ``events`` OrderCreated (at ``rate``/s, or flat out) and consume them back.
 
-    The consumer polls like workers.consumer.EventConsumer: block for one message, then take
-    what else is already fetched. One untimed message first settles metadata and fetching.
+    The consumer polls like the messaging package's EventConsumer: block for one message,
+    then take what else is already fetched. One untimed message first settles metadata and fetching.
     """
     sent: dict[bytes, float] = {}
     latencies: list[float] = []

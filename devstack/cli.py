@@ -48,7 +48,7 @@ def _status(ports: Ports) -> None:
 def _dlq(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
-    from workers import consumer, inspect
+    from services.platform.messaging import dead_letters, inspect
 
     if not procs.is_running(kafka.NAME):
         print("ordermesh: kafka is not running (ordermesh up)", file=sys.stderr)
@@ -56,7 +56,7 @@ def _dlq(args: argparse.Namespace) -> int:
     bootstrap = kafka.bootstrap()
     try:
         if args.dlq_command == "list":
-            letters = consumer.list_dead_letters(bootstrap, args.limit + 1)
+            letters = dead_letters.list_dead_letters(bootstrap, args.limit + 1)
             for letter in letters[: args.limit]:
                 print(inspect.dead_letter_line(letter))
             if len(letters) > args.limit:
@@ -65,12 +65,12 @@ def _dlq(args: argparse.Namespace) -> int:
                 print("no pending dead letters")
         elif args.dlq_command == "replay":
             ids = None if args.all else args.event_ids
-            replayed = consumer.replay_dead_letters(bootstrap, event_ids=ids)
+            replayed = dead_letters.replay_dead_letters(bootstrap, event_ids=ids)
             print(f"replayed {replayed} dead letter(s) to their original topics")
         else:
-            discarded = consumer.discard_dead_letters(bootstrap, args.event_ids)
+            discarded = dead_letters.discard_dead_letters(bootstrap, args.event_ids)
             print(f"discarded {discarded} dead letter(s)")
-    except (KafkaException, consumer.UnknownDeadLetterError, ValueError) as error:
+    except (KafkaException, dead_letters.UnknownDeadLetterError, ValueError) as error:
         print(f"ordermesh: {error}", file=sys.stderr)
         return 1
     return 0
@@ -80,7 +80,7 @@ def _outbox(args: argparse.Namespace) -> int:
     import psycopg
 
     from devstack import postgres
-    from workers import inspect, parked
+    from services.platform.messaging import inspect, parked
 
     if not procs.is_running(postgres.NAME):
         print("ordermesh: postgres is not running (ordermesh up)", file=sys.stderr)

@@ -1,11 +1,9 @@
 """Renders the Envoy edge config from ``envoy/envoy.yaml.tmpl``.
 
-The template is YAML with ``${name}`` placeholders. A placeholder after ``key:`` takes a scalar
-(written inline), a multi-line string (a literal block) or a mapping/list (a nested block); a
-placeholder alone on a line takes a list whose items are written at that line's indentation
-(an empty list removes the line). The Lua guard (``envoy/rest_guard.lua`` with the generated
-field table ``gen/envoy/rest_fields.lua`` in front), the docs page and the OpenAPI document
-are inlined, so the rendered file needs nothing beside it but the descriptor set.
+The template is YAML whose string values ``"${name}"`` are placeholders (see :func:`fill`); it
+is loaded, filled and dumped again with PyYAML. The Lua guard (``envoy/rest_guard.lua``
+with the generated field table ``gen/envoy/rest_fields.lua`` in front), the docs page and the
+OpenAPI document are inlined, so the rendered file needs nothing beside it but the descriptor set.
 
 ``python -m devstack.edge --compose`` writes the checked-in ``envoy/envoy.compose.yaml``;
 ``--check`` fails when that file is stale.
@@ -21,7 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from devstack.paths import REPO_ROOT
+from services.platform.contexts import CONTEXTS
+from tools.descriptors import unsupported_response_bodies
 
 ENVOY_DIR: Path = REPO_ROOT / "envoy"
 TEMPLATE: Path = ENVOY_DIR / "envoy.yaml.tmpl"
@@ -38,14 +40,7 @@ ENVOY_DESCRIPTOR: Path = REPO_ROOT / "gen" / "envoy" / ENVOY_DESCRIPTOR_NAME
 DESCRIPTOR: Path = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
 
 # Cluster (service short name) -> fully qualified gRPC service.
-SERVICES: dict[str, str] = {
-    "auth": "ordermesh.auth.v1.AuthService",
-    "order": "ordermesh.order.v1.OrderService",
-    "inventory": "ordermesh.inventory.v1.InventoryService",
-    "payment": "ordermesh.payment.v1.PaymentService",
-    "fulfillment": "ordermesh.fulfillment.v1.FulfillmentService",
-    "webhook": "ordermesh.webhook.v1.WebhookService",
-}
+SERVICES: dict[str, str] = {context.name: context.grpc_service for context in CONTEXTS}
 
 # jwt_authn requirements, as path prefixes (so trailing-slash variants are covered too: the
 # Lua guard strips the slash only after jwt_authn has run).
@@ -138,135 +133,67 @@ COMPOSE_LISTEN_PORT = 8000
 COMPOSE_ADMIN_PORT = 9901
 
 
-# --- a small YAML writer: enough for Envoy configs, and readable output -----------------------
+# --- the template ------------------------------------------------------------------------------
 
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
-_NOT_LINE_BREAKS = ("\u2028", "\u2029", "\x85", "\ufeff")
-
-
-def _quote(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif 0x20 <= code < 0x7F or (
-            code > 0x7F and ch.isprintable() and ch not in _NOT_LINE_BREAKS
-        ):
-            out.append(ch)
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def _scalar(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _quote(value)
-    raise TypeError(f"not a YAML scalar: {value!r}")
-
-
-def _key(key: str) -> str:
-    return key if _PLAIN_KEY.fullmatch(key) else _quote(key)
-
-
-def _block_text(text: str) -> bool:
-    """Whether ``text`` can be written as a literal block scalar."""
-    if "\n" not in text.rstrip("\n") or text.startswith((" ", "\n")):
-        return False
-    return all(
-        ch in "\n\t" or (ord(ch) >= 0x20 and ch.isprintable() and ch not in _NOT_LINE_BREAKS)
-        for ch in text
-    )
-
-
-def _value_lines(value: object, indent: int) -> tuple[str, list[str]]:
-    """The text after ``key:`` and the lines that follow it (nested at ``indent``)."""
-    if isinstance(value, str) and _block_text(value):
-        body = value.rstrip("\n")
-        trailing = len(value) - len(body)
-        header = "|-" if trailing == 0 else "|" if trailing == 1 else "|+"
-        pad = " " * indent
-        lines = [pad + line if line else "" for line in body.split("\n")]
-        lines += [""] * max(trailing - 1, 0)
-        return " " + header, lines
-    if isinstance(value, Mapping | list | tuple):
-        if not value:
-            return " {}" if isinstance(value, Mapping) else " []", []
-        return "", _emit(value, indent)
-    return " " + _scalar(value), []
-
-
-def _emit(value: Mapping[str, Any] | Sequence[Any], indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            head, rest = _value_lines(item, indent + 2)
-            lines.append(f"{pad}{_key(str(key))}:{head}")
-            lines.extend(rest)
-        return lines
-    for item in value:
-        if isinstance(item, Mapping) and item:
-            nested = _emit(item, indent + 2)
-            lines.append(f"{pad}- {nested[0][indent + 2 :]}")
-            lines.extend(nested[1:])
-        else:
-            head, rest = _value_lines(item, indent + 2)
-            lines.append(f"{pad}-{head}")
-            lines.extend(rest)
-    return lines
 
 
 def fill(template: str, values: Mapping[str, object]) -> str:
-    """Fill the ``${name}`` placeholders of ``template`` (see the module docstring)."""
+    """The YAML ``template`` with every string ``"${name}"`` replaced by ``values[name]`` (a
+    list item ``"${name}"`` by the items of a list), dumped again as YAML. Every placeholder
+    needs a value and every value a placeholder."""
     used: set[str] = set()
-    out: list[str] = []
-    for line in template.split("\n"):
-        names = _PLACEHOLDER.findall(line)
-        if not names:
-            out.append(line)
-            continue
-        for name in names:
-            if name not in values:
-                raise KeyError(f"template placeholder ${{{name}}} has no value")
-            used.add(name)
-        indent = len(line) - len(line.lstrip(" "))
-        alone = _PLACEHOLDER.fullmatch(line.strip())
-        if alone:
-            items = values[alone.group(1)]
-            if not isinstance(items, list | tuple):
-                raise TypeError(f"${{{alone.group(1)}}} alone on a line needs a list")
-            out.extend(_emit(items, indent))
-            continue
-        if len(names) == 1 and line.rstrip().endswith(f": ${{{names[0]}}}"):
-            key_column = len(line) - len(line.lstrip(" -"))  # past any "- " item markers
-            head, rest = _value_lines(values[names[0]], key_column + 2)
-            out.append(line.rstrip()[: -len(f" ${{{names[0]}}}")] + head)
-            out.extend(rest)
-            continue
 
-        def inline(match: re.Match[str]) -> str:
-            return _scalar(values[match.group(1)])
+    def value(name: str) -> object:
+        if name not in values:
+            raise KeyError(f"template placeholder ${{{name}}} has no value")
+        used.add(name)
+        return values[name]
 
-        out.append(_PLACEHOLDER.sub(inline, line))
+    def substitute(node: object) -> object:
+        if isinstance(node, str) and (match := _PLACEHOLDER.fullmatch(node)):
+            return value(match.group(1))
+        if isinstance(node, dict):
+            return {key: substitute(item) for key, item in node.items()}
+        if isinstance(node, list):
+            items: list[object] = []
+            for item in node:
+                match = _PLACEHOLDER.fullmatch(item) if isinstance(item, str) else None
+                replacement = value(match.group(1)) if match else None
+                if match and isinstance(replacement, list | tuple):
+                    items.extend(replacement)
+                else:
+                    items.append(substitute(item))
+            return items
+        return node
+
+    filled = substitute(yaml.safe_load(template))
     unused = set(values) - used
     if unused:
         raise KeyError(f"values without a placeholder: {sorted(unused)}")
-    return "\n".join(out)
+    return yaml.dump(filled, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the Lua guard, the docs page) as literal blocks, so the rendered
+    config stays readable."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    if "\n" in text and _block_safe(text):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text)
+
+
+def _block_safe(text: str) -> bool:
+    """Whether PyYAML can keep ``text`` as a literal block (no trailing spaces on a line,
+    printable characters only)."""
+    return all(not line.endswith(" ") for line in text.split("\n")) and all(
+        ch in "\n\t" or (ch.isprintable() and ch not in "\u2028\u2029\x85\ufeff") for ch in text
+    )
+
+
+_Dumper.add_representer(str, _text)
 
 
 # --- the config ---------------------------------------------------------------------------------
@@ -460,48 +387,6 @@ def lua_code(rest_fields: Path = REST_FIELDS_LUA) -> str:
     )
 
 
-def strip_response_bodies(fds: Any) -> list[str]:
-    """Clear, in a ``FileDescriptorSet``, every ``response_body`` that names a field other
-    than a ``google.api.HttpBody``; return the bindings changed (``pkg.Service.Method:field``).
-
-    Envoy's transcoder refuses to load those ("Setting response_body is not supported yet for
-    non-HttpBody fields"); the Lua guard unwraps the field from the JSON response instead.
-    tools/gen_rest_fields.py uses this to write gen/envoy/ordermesh.binpb.
-    """
-    from google.api import annotations_pb2
-
-    fields: dict[str, dict[str, str]] = {}
-    for file in fds.file:
-        for message in file.message_type:
-            fields[f".{file.package}.{message.name}"] = {f.name: f.type_name for f in message.field}
-    changed: list[str] = []
-    for file in fds.file:
-        for service in file.service:
-            for method in service.method:
-                if not method.options.HasExtension(annotations_pb2.http):
-                    continue
-                pending = [method.options.Extensions[annotations_pb2.http]]
-                while pending:
-                    rule = pending.pop()
-                    pending.extend(rule.additional_bindings)
-                    target = fields.get(method.output_type, {}).get(rule.response_body)
-                    if rule.response_body and target != ".google.api.HttpBody":
-                        changed.append(
-                            f"{file.package}.{service.name}.{method.name}:{rule.response_body}"
-                        )
-                        rule.response_body = ""
-    return changed
-
-
-def unsupported_response_bodies(descriptor: Path) -> list[str]:
-    """Bindings of the descriptor set at ``descriptor`` that Envoy would refuse to load."""
-    from google.protobuf import descriptor_pb2
-
-    fds = descriptor_pb2.FileDescriptorSet()
-    fds.ParseFromString(descriptor.read_bytes())
-    return strip_response_bodies(fds)
-
-
 def render_text(
     *,
     listen_port: int,
@@ -574,7 +459,8 @@ def render(
     webhook) to the host and port of the gRPC server hosting it; a hostname becomes a
     STRICT_DNS cluster. ``gateway`` is the WebSocket bridge (``/ws/`` is routed only if given).
     ``descriptor`` is the descriptor set Envoy transcodes with: gen/envoy/ordermesh.binpb
-    (see :func:`strip_response_bodies`). A path that does not exist here (a container path)
+    (see :func:`tools.descriptors.strip_response_bodies`). A path that does not exist here
+    (a container path)
     is used as given: mount gen/envoy/ordermesh.binpb there.
     """
     text = render_text(
@@ -596,8 +482,14 @@ def local_clusters(host: str, port: int) -> dict[str, tuple[str, int]]:
     return {name: (host, port) for name in SERVICES}
 
 
+GENERATED_HEADER = (
+    "# Generated from envoy/envoy.yaml.tmpl by `python -m devstack.edge --compose`: edit the\n"
+    "# template (and devstack/edge.py), not this file.\n"
+)
+
+
 def compose_text() -> str:
-    return render_text(
+    return GENERATED_HEADER + render_text(
         listen_port=COMPOSE_LISTEN_PORT,
         admin_port=COMPOSE_ADMIN_PORT,
         clusters=COMPOSE_CLUSTERS,

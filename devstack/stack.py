@@ -27,12 +27,13 @@ from pathlib import Path
 from devstack import edge, envoy, kafka, postgres, procs, redis, secrets
 from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
+from services.platform.contexts import CONTEXT_NAMES
 from services.platform.db import DATABASE_COMPONENTS
+from services.platform.messaging.registry import WORKERS
 
 ENVOY_CONFIG = RUN_DIR / "envoy" / "envoy.yaml"
-# Worker processes write what they are waiting for here (workers.state); `status` reads it.
+# Worker processes write what they are waiting for here (messaging.state); `status` reads it.
 STATE_DIR = RUN_DIR / "state"
-SERVICE_NAMES = ("auth", "order", "inventory", "payment", "fulfillment", "webhook")
 REPLICAS_ENV = "ORDERMESH_WORKER_REPLICAS"
 MAX_REPLICAS = 8
 _REPLICA_NAME = re.compile(r"worker-(?P<worker>[a-z][a-z0-9_]*)-(?P<index>[1-9][0-9]*)")
@@ -67,7 +68,6 @@ def requested_replicas(
 ) -> dict[str, int]:
     """Worker → total replica count from ``ORDERMESH_WORKER_REPLICAS``, then ``--replicas``
     values (each ``worker=count[,worker=count...]``; a flag overrides the environment)."""
-    from workers.__main__ import WORKER_NAMES
 
     env = os.environ if environ is None else environ
     sources = [(REPLICAS_ENV, env.get(REPLICAS_ENV, ""))] + [("--replicas", f) for f in flags]
@@ -78,8 +78,8 @@ def requested_replicas(
             problem = None
             if not sep or not worker:
                 problem = "expected worker=count"
-            elif worker not in WORKER_NAMES:
-                problem = f"unknown worker {worker!r}; known: {', '.join(WORKER_NAMES)}"
+            elif worker not in WORKERS:
+                problem = f"unknown worker {worker!r}; known: {', '.join(WORKERS)}"
             elif not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
                 problem = f"the count must be a whole number from 1 to {MAX_REPLICAS}"
             if problem is not None:
@@ -171,7 +171,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
     edge.render(
         listen_port=ports.envoy,
         admin_port=ports.envoy_admin,
-        clusters={name: (HOST, ports.grpc) for name in SERVICE_NAMES},
+        clusters={name: (HOST, ports.grpc) for name in CONTEXT_NAMES},
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=ENVOY_CONFIG,
         gateway=None,
@@ -306,9 +306,10 @@ def status(ports: Ports) -> list[tuple[str, str]]:
 
 
 def pipeline_lines() -> list[str]:
-    """Consumer-group lag and outbox backlog, for ``status`` (see ``workers.inspect``)."""
-    from workers import inspect
-    from workers.state import read_states
+    """Consumer-group lag, outbox backlog and what workers wait for, for ``status`` (see
+    :mod:`services.platform.messaging.inspect`)."""
+    from services.platform.messaging import inspect
+    from services.platform.messaging.state import read_states
 
     report = inspect.pipeline_report(
         kafka.bootstrap() if procs.is_running(kafka.NAME) else None,

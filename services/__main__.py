@@ -5,75 +5,37 @@ container hosts one. The components do not know which.
 """
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Protocol, cast
 
 import grpc
 import psycopg
 import uvloop
-from google.protobuf import json_format
-from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
-from services.auth import api as auth_api
-from services.fulfillment import api as fulfillment_api
-from services.inventory import api as inventory_api
-from services.order import api as order_api
-from services.payment import api as payment_api
 from services.platform import migrations
+from services.platform.contexts import CONTEXT_NAMES, context
 from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
+from services.platform.messaging.codec import EventCodec
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost, run_until_signalled
 from services.platform.settings import Settings, SettingsError
-from services.platform.tokens import TokenVerifier
-from services.webhook import api as webhook_api
-from workers.codec import EventCodec
+from services.platform.tokens import token_verifier
 
 log = logging.getLogger("ordermesh")
 
-COMPONENTS: Mapping[str, Callable[[Resources], Component]] = {
-    "auth": auth_api.component,
-    "inventory": inventory_api.component,
-    "order": order_api.component,
-    "payment": payment_api.component,
-    "fulfillment": fulfillment_api.component,
-    "webhook": webhook_api.component,
-}
 
-SERVICES_ROOT = Path(__file__).parent
+class ComponentBootstrap(Protocol):
+    def component(self, resources: Resources) -> Component: ...
 
 
-def all_migrations() -> list[migrations.Migration]:
-    """The platform's shared definitions first, then each component's own schema."""
-    found = migrations.discover("platform", migrations.PLATFORM_FOLDER)
-    for name in COMPONENTS:
-        folder = SERVICES_ROOT / name / "migrations"
-        if folder.is_dir():
-            found.extend(migrations.discover(name, folder))
-    return found
-
-
-def jwks_fetcher(channel: grpc.aio.Channel) -> Callable[[], Any]:
-    stub = auth_pb2_grpc.AuthServiceStub(channel)
-
-    async def fetch() -> Mapping[str, Any]:
-        response = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
-        return json_format.MessageToDict(response, preserving_proto_field_name=True)
-
-    return fetch
-
-
-def token_verifier(settings: Settings, auth_channel: grpc.aio.Channel) -> TokenVerifier:
-    return TokenVerifier(
-        jwks_fetcher(auth_channel),
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        cache_seconds=settings.jwks_cache_seconds,
-        stale_grace_seconds=settings.jwks_stale_grace_seconds,
-    )
+def component(name: str, resources: Resources) -> Component:
+    """The gRPC component of the context ``name``, wired by its bootstrap."""
+    module = importlib.import_module(context(name).bootstrap_module)
+    return cast(ComponentBootstrap, module).component(resources)
 
 
 async def serve(settings: Settings, names: Sequence[str]) -> None:
@@ -85,7 +47,7 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
     codec = EventCodec.from_directory(settings.schemas_dir)
     resources = Resources(settings, pools, verifier, auth_channel, inventory_channel, codec)
     try:
-        components = [COMPONENTS[name](resources) for name in names]
+        components = [component(name, resources) for name in names]
     except SettingsError:
         await _close(pools.values(), (auth_channel, inventory_channel))
         raise
@@ -114,7 +76,7 @@ async def migrate(settings: Settings) -> None:
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
-        applied = await migrations.apply(conn, all_migrations())
+        applied = await migrations.apply(conn, migrations.all_migrations())
     log.info("migrations done", extra={"applied": len(applied)})
 
 
@@ -122,13 +84,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     parser.add_argument(
         "--components",
-        default=",".join(COMPONENTS),
-        help=f"comma-separated subset of: {', '.join(COMPONENTS)}",
+        default=",".join(CONTEXT_NAMES),
+        help=f"comma-separated subset of: {', '.join(CONTEXT_NAMES)}",
     )
     parser.add_argument("--migrate", action="store_true", help="apply migrations and exit")
     args = parser.parse_args()
     names = [name.strip() for name in args.components.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(COMPONENTS))
+    unknown = sorted(set(names) - set(CONTEXT_NAMES))
     if unknown:
         parser.error(f"unknown components: {', '.join(unknown)}")
     try:

@@ -44,7 +44,7 @@ from pathlib import Path
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
-from devstack.edge import strip_response_bodies
+from tools.descriptors import strip_response_bodies
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 

@@ -1,171 +1,146 @@
-"""Composition root of the worker process: `python -m workers [--components a,b,...]`.
+"""Composition root of the worker processes: `python -m workers [--components a,b,...]`.
 
-Locally one process hosts every worker; in compose each container hosts one, and any worker
-can run as several replicas: consumers of one group share the partitions, and relays stand
-by on an advisory lock until the active one goes away.
+Which workers exist, what each consumer group reads and handles, and which context provides
+its handlers is the messaging registry's data (:mod:`services.platform.messaging.registry`);
+each context's ``bootstrap.consumers`` builds the handlers. This module only decides what one
+process hosts and wires it: locally one process hosts every consumer, in compose each
+container hosts one, and any worker can run as several replicas (consumers of one group
+share the partitions; relays stand by on an advisory lock until the active one goes away).
 """
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import grpc
 import uvloop
 
-from services.fulfillment.consumers import FulfillmentWorker
-from services.inventory.consumers import InventoryManager
-from services.order.adapters.catalog import InventoryCatalog
-from services.order.consumers import OrderStatusProjector, OrderValidator
-from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
-from services.payment.consumers import PaymentProcessor
-from services.platform.db import Pool, open_pool
+from services.platform.contexts import CONTEXTS, context
+from services.platform.db import RELAY_COMPONENT, Pool, open_pool
 from services.platform.logging import configure_logging
+from services.platform.messaging import registry
+from services.platform.messaging.admin import ensure_topics
+from services.platform.messaging.codec import EventCodec
+from services.platform.messaging.consumer import EventConsumer, Handlers
+from services.platform.messaging.registry import ConsumerGroup
+from services.platform.messaging.relay import OutboxRelay
+from services.platform.messaging.retention import (
+    Purge,
+    RetentionPurger,
+    components_of,
+    event_table_purges,
+)
+from services.platform.messaging.state import StateBoard, state_path
+from services.platform.resources import Resources
 from services.platform.settings import Settings, SettingsError
-from workers import topics
-from workers.admin import ensure_topics
-from workers.codec import EventCodec
-from workers.consumer import BatchHandler, EventConsumer, Handler
-from workers.relay import OutboxRelay
-from workers.retention import RETENTION, RetentionPurger, components_of, purges
-from workers.state import StateBoard, state_path
+from services.platform.tokens import TokenVerifier
 
 log = logging.getLogger("ordermesh.workers")
 
-# Every schema whose service writes events through an outbox.
-OUTBOX_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")
+# A replica that died (kill -9, a lost host) hands its partitions over after 10 s instead of
+# librdkafka's default 45 s.
+CONSUMER_CONFIG = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerResources:
-    settings: Settings
-    pools: Mapping[str, Pool]
-    codec: EventCodec
-    inventory_channel: grpc.aio.Channel
-    board: StateBoard
+class ConsumersBootstrap(Protocol):
+    def consumers(self, resources: Resources) -> Mapping[str, Handlers]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumerSpec:
-    """A consumer worker: its group, what it reads, whose inbox records what it applied,
-    and how to build its handlers (one event at a time, or a batch's run of one event type at
-    once)."""
-
-    group: str
-    topics: tuple[str, ...]
-    component: str
-    inbox_schema: str
-    handlers: Callable[[WorkerResources], Mapping[str, Handler]]
-    batch_handlers: Callable[[WorkerResources], Mapping[str, BatchHandler]] | None = None
+class PurgesBootstrap(Protocol):
+    def purges(self, settings: Settings) -> list[Purge]: ...
 
 
-CONSUMERS: Mapping[str, ConsumerSpec] = {
-    "order_validator": ConsumerSpec(
-        topics.ORDER_VALIDATOR_GROUP,
-        (topics.ORDERS,),
-        "order",
-        "orders",
-        lambda _: {},
-        batch_handlers=lambda r: OrderValidator(
-            r.codec, InventoryCatalog(r.inventory_channel)
-        ).batch_handlers(),
-    ),
-    "order_status_projector": ConsumerSpec(
-        topics.ORDER_STATUS_PROJECTOR_GROUP,
-        (topics.ORDERS, topics.PAYMENTS, topics.INVENTORY, topics.FULFILLMENT),
-        "order",
-        "orders",
-        lambda _: {},
-        batch_handlers=lambda r: OrderStatusProjector(r.codec).batch_handlers(),
-    ),
-    "payment_processor": ConsumerSpec(
-        topics.PAYMENT_PROCESSOR_GROUP,
-        (topics.ORDERS, topics.INVENTORY),
-        "payment",
-        "payment",
-        lambda r: PaymentProcessor(r.codec, SimulatedPaymentProvider()).handlers(),
-    ),
-    "inventory_manager": ConsumerSpec(
-        topics.INVENTORY_MANAGER_GROUP,
-        (topics.PAYMENTS, topics.ORDERS),
-        "inventory",
-        "inventory",
-        lambda r: InventoryManager(r.codec).single_handlers(),
-        batch_handlers=lambda r: InventoryManager(r.codec).batch_handlers(),
-    ),
-    "fulfillment": ConsumerSpec(
-        topics.FULFILLMENT_GROUP,
-        (topics.ORDERS,),
-        "fulfillment",
-        "fulfillment",
-        lambda r: FulfillmentWorker(r.codec).handlers(),
-    ),
-}
+def handlers_of(group: ConsumerGroup, resources: Resources) -> Handlers:
+    """The handlers the group's context provides, which must be exactly the events the
+    registry says the group handles."""
+    module = importlib.import_module(context(group.context).bootstrap_module)
+    handlers = cast(ConsumersBootstrap, module).consumers(resources)[group.worker]
+    if handlers.events != frozenset(group.events):
+        raise RuntimeError(
+            f"{group.worker}: the registry declares {sorted(group.events)}, its context"
+            f" provides handlers for {sorted(handlers.events)}"
+        )
+    return handlers
 
-WORKER_NAMES = ("relay", *CONSUMERS, RETENTION)
-RELAY_COMPONENT = "relay"
+
+def all_purges(settings: Settings) -> list[Purge]:
+    """The outbox and inbox purges of the registry, then those a context's bootstrap
+    declares (its ``purges``)."""
+    found = event_table_purges(registry.OUTBOXES, settings)
+    for bounded in CONTEXTS:
+        module = importlib.import_module(bounded.bootstrap_module)
+        if hasattr(module, "purges"):
+            found.extend(cast(PurgesBootstrap, module).purges(settings))
+    return found
 
 
 def database_components(names: Sequence[str], settings: Settings) -> list[str]:
     """The database roles the workers ``names`` connect as, each once."""
     wanted: list[str] = []
     for name in names:
-        if name == "relay":
+        if name == registry.RELAY_WORKER:
             wanted.append(RELAY_COMPONENT)
-        elif name == RETENTION:
-            wanted.extend(components_of(purges(settings)))
+        elif name == registry.RETENTION_WORKER:
+            wanted.extend(components_of(all_purges(settings)))
         else:
-            wanted.append(CONSUMERS[name].component)
+            wanted.append(registry.consumer_group(name).context)
     return list(dict.fromkeys(wanted))
 
 
-async def run_retention(resources: WorkerResources, stop: asyncio.Event) -> None:
-    settings = resources.settings
-    purger = RetentionPurger(
-        resources.pools,
-        purges(settings),
-        interval=settings.retention_interval_seconds,
-        board=resources.board,
-    )
-    await purger.run(stop)
+Runner = Callable[[Resources, StateBoard, asyncio.Event], Coroutine[Any, Any, None]]
 
 
-async def run_relay(resources: WorkerResources, stop: asyncio.Event) -> None:
+async def run_relay(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
     relay = OutboxRelay(
-        resources.pools[RELAY_COMPONENT],
+        resources.pool(RELAY_COMPONENT),
         {"bootstrap.servers": resources.settings.kafka_bootstrap},
-        OUTBOX_SCHEMAS,
-        board=resources.board,
+        registry.OUTBOX_SCHEMAS,
+        board=board,
     )
     await relay.run(stop)
 
 
-Runner = Callable[[WorkerResources, asyncio.Event], Coroutine[Any, Any, None]]
+async def run_retention(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
+    settings = resources.settings
+    purger = RetentionPurger(
+        resources.pools,
+        all_purges(settings),
+        interval=settings.retention_interval_seconds,
+        board=board,
+    )
+    await purger.run(stop)
 
 
-def consumer_runner(spec: ConsumerSpec) -> Runner:
-    async def run(resources: WorkerResources, stop: asyncio.Event) -> None:
+def consumer_runner(group: ConsumerGroup) -> Runner:
+    async def run(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
+        handlers = handlers_of(group, resources)
         consumer = EventConsumer(
             resources.settings.kafka_bootstrap,
-            spec.group,
-            spec.topics,
-            spec.handlers(resources),
-            batch_handlers=None if spec.batch_handlers is None else spec.batch_handlers(resources),
-            pool=resources.pools[spec.component],
+            group.group,
+            group.topics,
+            handlers.single,
+            batch_handlers=handlers.batch,
+            pool=resources.pool(group.context),
             codec=resources.codec,
-            inbox_schema=spec.inbox_schema,
-            # A replica that died (kill -9, lost host) hands its partitions over after 10 s
-            # instead of librdkafka's default 45 s.
-            consumer_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
-            board=resources.board,
+            inbox_schema=group.inbox_schema,
+            consumer_config=CONSUMER_CONFIG,
+            board=board,
         )
         await consumer.run(stop)
 
     return run
+
+
+RUNNERS: Mapping[str, Runner] = {
+    registry.RELAY_WORKER: run_relay,
+    registry.RETENTION_WORKER: run_retention,
+    **{group.worker: consumer_runner(group) for group in registry.CONSUMER_GROUPS},
+}
 
 
 async def run(settings: Settings, names: list[str]) -> None:
@@ -173,28 +148,28 @@ async def run(settings: Settings, names: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    pools = {
+    pools: dict[str, Pool] = {
         component: await open_pool(settings, name=f"workers-{component}", component=component)
         for component in database_components(names, settings)
     }
     channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
-    state_dir = settings.state_dir
     label = names[0] if len(names) == 1 else "workers"
+    state_dir = settings.state_dir
     board = StateBoard(label, None if state_dir is None else state_path(state_dir, label))
-    resources = WorkerResources(
-        settings, pools, EventCodec.from_directory(settings.schemas_dir), channel, board
+    resources = Resources(
+        settings,
+        pools,
+        _no_tokens(settings),
+        channel,
+        channel,
+        EventCodec.from_directory(settings.schemas_dir),
     )
-    runners: dict[str, Runner] = {
-        "relay": run_relay,
-        RETENTION: run_retention,
-        **{n: consumer_runner(s) for n, s in CONSUMERS.items()},
-    }
     log.info("workers starting", extra={"workers": names})
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(board.run(stop), name="state")
             for name in names:
-                group.create_task(runners[name](resources, stop), name=name)
+                group.create_task(RUNNERS[name](resources, board, stop), name=name)
     finally:
         await channel.close()
         for pool in pools.values():
@@ -202,22 +177,32 @@ async def run(settings: Settings, names: list[str]) -> None:
     log.info("workers stopped")
 
 
+def _no_tokens(settings: Settings) -> TokenVerifier:
+    """Workers verify no caller's token: a verifier that would refuse every one."""
+
+    async def no_keys() -> Mapping[str, Any]:
+        return {"keys": []}
+
+    return TokenVerifier(no_keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument(
         "--components",
-        default=",".join(WORKER_NAMES),
-        help=f"comma-separated subset of: {', '.join(WORKER_NAMES)}; 'consumers' means every "
-        "consumer",
+        default=",".join(registry.WORKERS),
+        help=f"comma-separated subset of: {', '.join(registry.WORKERS)}; 'consumers' means every"
+        " consumer",
     )
     parser.add_argument(
         "--create-topics", action="store_true", help="create the Kafka topics and exit"
     )
     args = parser.parse_args()
+    consumers = [group.worker for group in registry.CONSUMER_GROUPS]
     names = [name.strip() for name in args.components.split(",") if name.strip()]
     if "consumers" in names:
-        names = [n for n in names if n != "consumers"] + [n for n in CONSUMERS if n not in names]
-    unknown = sorted(set(names) - set(WORKER_NAMES))
+        names = [n for n in names if n != "consumers"] + [n for n in consumers if n not in names]
+    unknown = sorted(set(names) - set(registry.WORKERS))
     if unknown:
         parser.error(f"unknown workers: {', '.join(unknown)}")
     try:

@@ -6,10 +6,7 @@ import grpc
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth import handlers
-from services.auth.adapters.refresh_tokens import PostgresRefreshTokenStore
-from services.auth.adapters.tokens import ALGORITHM, JwtTokenIssuer
-from services.auth.adapters.users import PostgresUserRepository
-from services.auth.bootstrap import password_hasher, signing_key_store, token_policy
+from services.auth.adapters.tokens import ALGORITHM
 from services.auth.domain.commands import Login, Logout, RefreshTokens, RegisterUser
 from services.auth.domain.model import User
 from services.auth.domain.ports import (
@@ -24,8 +21,6 @@ from services.common.clock import new_id, utc_now
 from services.common.identity import Role, Tier
 from services.platform.convert import timestamp
 from services.platform.interceptors import current_principal
-from services.platform.resources import Resources
-from services.platform.server import Component
 
 SERVICE = "ordermesh.auth.v1.AuthService"
 PUBLIC_METHODS = tuple(
@@ -153,22 +148,3 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
                 for key in keys
             ]
         )
-
-
-def component(resources: Resources, *, hasher: PasswordHasher | None = None) -> Component:
-    """The hosted AuthService; `hasher` replaces the settings' argon2 hasher (tests)."""
-    settings = resources.settings
-    keys = signing_key_store(settings, resources.pool("auth"))
-    api = AuthApi(
-        users=PostgresUserRepository(resources.pool("auth")),
-        hasher=hasher or password_hasher(settings),
-        tokens=JwtTokenIssuer(keys, token_policy(settings)),
-        refresh_store=PostgresRefreshTokenStore(resources.pool("auth")),
-        keys=keys,
-        verifier=resources.verifier,
-    )
-    return Component(
-        service_name=SERVICE,
-        register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(api, server),
-        public_methods=PUBLIC_METHODS,
-    )

@@ -6,13 +6,10 @@ import grpc
 from ordermesh.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 
 from services.fulfillment import handlers
-from services.fulfillment.adapters.repository import PooledShipmentReader
 from services.fulfillment.domain.model import Shipment
 from services.fulfillment.domain.ports import ShipmentReader
 from services.platform.convert import timestamp
 from services.platform.interceptors import current_principal
-from services.platform.resources import Resources
-from services.platform.server import Component
 
 SERVICE = "ordermesh.fulfillment.v1.FulfillmentService"
 
@@ -42,13 +39,3 @@ class FulfillmentApi(fulfillment_pb2_grpc.FulfillmentServiceServicer):
             request.order_id, current_principal(), self._shipments
         )
         return fulfillment_pb2.GetShipmentResponse(shipment=shipment_to_proto(shipment))
-
-
-def component(resources: Resources) -> Component:
-    api = FulfillmentApi(PooledShipmentReader(resources.pool("fulfillment")))
-    return Component(
-        service_name=SERVICE,
-        register=lambda server: fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server(
-            api, server
-        ),
-    )

@@ -16,8 +16,8 @@ from services.fulfillment.adapters.outbox import FulfillmentOutbox
 from services.fulfillment.adapters.repository import ShipmentRepository
 from services.fulfillment.domain.commands import HoldShipment, ShipOrder
 from services.platform.db import Connection
-from workers.codec import EventCodec, EventEnvelope
-from workers.consumer import Handler
+from services.platform.messaging.codec import EventCodec, EventEnvelope
+from services.platform.messaging.consumer import Handlers
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,13 @@ class FulfillmentWorker:
     def __init__(self, codec: EventCodec) -> None:
         self._outbox = FulfillmentOutbox(codec)
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "OrderReadyToShip": self.on_ready_to_ship,
-            "OrderCancelled": self.on_order_cancelled,
-        }
+    def handlers(self) -> Handlers:
+        return Handlers(
+            single={
+                "OrderReadyToShip": self.on_ready_to_ship,
+                "OrderCancelled": self.on_order_cancelled,
+            }
+        )
 
     async def on_ready_to_ship(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = ship_command(envelope.record)

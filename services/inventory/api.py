@@ -7,12 +7,9 @@ from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import page_from_request
-from services.inventory.adapters.repository import CatalogRepository
 from services.inventory.domain.model import Product
 from services.inventory.domain.ports import ProductCatalog
 from services.platform.convert import money_to_proto
-from services.platform.resources import Resources
-from services.platform.server import Component
 
 SERVICE = "ordermesh.inventory.v1.InventoryService"
 PUBLIC_METHODS = tuple(
@@ -70,14 +67,3 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
         return inventory_pb2.BatchGetProductsResponse(
             products=[product_to_proto(p) for p in products]
         )
-
-
-def component(resources: Resources) -> Component:
-    api = InventoryApi(CatalogRepository(resources.pool("inventory")))
-    return Component(
-        service_name=SERVICE,
-        register=lambda server: inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
-            api, server
-        ),
-        public_methods=PUBLIC_METHODS,
-    )

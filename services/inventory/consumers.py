@@ -17,8 +17,8 @@ from services.inventory.adapters.stock import PostgresStockLedger
 from services.inventory.domain.commands import ReleaseStock, ReserveStock
 from services.inventory.domain.reservations import StockLine
 from services.platform.db import Connection
-from workers.codec import EventCodec, EventEnvelope
-from workers.consumer import BatchHandler, Handler, NonRetryableError
+from services.platform.messaging.codec import EventCodec, EventEnvelope
+from services.platform.messaging.consumer import Handlers, NonRetryableError
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +55,11 @@ class InventoryManager:
     def __init__(self, codec: EventCodec) -> None:
         self._outbox = InventoryOutbox(codec)
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "PaymentProcessed": self.on_payment_processed,
-            "OrderCancelled": self.on_order_cancelled,
-        }
-
-    def batch_handlers(self) -> Mapping[str, BatchHandler]:
-        return {"PaymentProcessed": self.on_payments_processed}
-
-    def single_handlers(self) -> Mapping[str, Handler]:
-        """The handlers of the events :meth:`batch_handlers` does not take."""
-        return {"OrderCancelled": self.on_order_cancelled}
-
-    async def on_payment_processed(self, envelope: EventEnvelope, conn: Connection) -> None:
-        await self.on_payments_processed([envelope], conn)
+    def handlers(self) -> Handlers:
+        return Handlers(
+            single={"OrderCancelled": self.on_order_cancelled},
+            batch={"PaymentProcessed": self.on_payments_processed},
+        )
 
     async def on_payments_processed(
         self, envelopes: Sequence[EventEnvelope], conn: Connection

@@ -1,7 +1,6 @@
 """OrderService over gRPC: translate protobuf ⇄ commands, dispatch to handlers."""
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,16 +14,11 @@ from services.common.errors import InvalidArgument
 from services.common.money import parse_decimal
 from services.common.paging import page_from_request
 from services.order import handlers
-from services.order.adapters.catalog import InventoryCatalog
-from services.order.adapters.outbox import OrderOutbox
-from services.order.adapters.repository import PostgresOrderStore
 from services.order.domain.commands import CancelOrder, CreateOrder, RequestedLine, UpdateOrder
 from services.order.domain.model import Address, Order, OrderStatus
 from services.order.domain.ports import Catalog, OrderStore
 from services.platform.convert import money_to_proto, timestamp
 from services.platform.interceptors import current_principal, metadata_value
-from services.platform.resources import Resources
-from services.platform.server import Component
 
 SERVICE = "ordermesh.order.v1.OrderService"
 
@@ -180,17 +174,3 @@ class OrderApi(order_pb2_grpc.OrderServiceServicer):
             grpc.StatusCode.UNIMPLEMENTED, "WatchOrders is not served yet by this version"
         )
         yield order_pb2.WatchOrdersResponse()
-
-
-def component(resources: Resources) -> Component:
-    settings = resources.settings
-    store = PostgresOrderStore(
-        resources.pool("order"),
-        OrderOutbox(resources.codec),
-        timedelta(seconds=settings.idempotency_ttl_seconds),
-    )
-    api = OrderApi(store, InventoryCatalog(resources.inventory_channel))
-    return Component(
-        service_name=SERVICE,
-        register=lambda server: order_pb2_grpc.add_OrderServiceServicer_to_server(api, server),
-    )

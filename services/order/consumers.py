@@ -22,10 +22,10 @@ from services.order.domain.model import Order, OrderStatus
 from services.order.domain.ports import Catalog
 from services.order.domain.pricing import CatalogEntry
 from services.platform.db import Connection
-from workers import topics
-from workers.codec import EventCodec, EventEnvelope
-from workers.consumer import BatchHandler, Handler
-from workers.outbox import OutboxMessage, add_messages_to_outbox, outbox_message
+from services.platform.messaging import registry
+from services.platform.messaging.codec import EventCodec, EventEnvelope
+from services.platform.messaging.consumer import Handlers
+from services.platform.messaging.outbox import OutboxMessage, add_messages_to_outbox, outbox_message
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,8 @@ class OrderValidator:
         self._codec = codec
         self._catalog = catalog
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {"OrderCreated": self.on_order_created}
-
-    def batch_handlers(self) -> Mapping[str, BatchHandler]:
-        return {"OrderCreated": self.on_orders_created}
-
-    async def on_order_created(self, envelope: EventEnvelope, conn: Connection) -> None:
-        await self.on_orders_created([envelope], conn)
+    def handlers(self) -> Handlers:
+        return Handlers(batch={"OrderCreated": self.on_orders_created})
 
     async def on_orders_created(self, envelopes: Sequence[EventEnvelope], conn: Connection) -> None:
         order_ids = [str(envelope.record["order_id"]) for envelope in envelopes]
@@ -120,7 +114,7 @@ class OrderValidator:
             )
         return outbox_message(
             self._codec,
-            topic=topics.ORDERS,
+            topic=registry.ORDERS,
             key=order.order_id,
             event_name=name,
             record=record,
@@ -161,16 +155,10 @@ class OrderStatusProjector:
     def __init__(self, codec: EventCodec) -> None:
         self._codec = codec
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return dict.fromkeys(self.EVENTS, self.on_event)
-
-    def batch_handlers(self) -> Mapping[str, BatchHandler]:
+    def handlers(self) -> Handlers:
         # One handler object for every event, so a batch's consecutive facts (whatever
         # their types) reach it as one run.
-        return dict.fromkeys(self.EVENTS, self.on_events)
-
-    async def on_event(self, envelope: EventEnvelope, conn: Connection) -> None:
-        await self.on_events([envelope], conn)
+        return Handlers(batch=dict.fromkeys(self.EVENTS, self.on_events))
 
     async def on_events(self, envelopes: Sequence[EventEnvelope], conn: Connection) -> None:
         """Applies the facts in offset order to the orders they name, locked in one query;
@@ -212,7 +200,7 @@ class OrderStatusProjector:
         """OrderReadyToShip: the order is handed to the warehouse."""
         return outbox_message(
             self._codec,
-            topic=topics.ORDERS,
+            topic=registry.ORDERS,
             key=order.order_id,
             event_name="OrderReadyToShip",
             record={

@@ -6,13 +6,10 @@ import grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.payment import handlers
-from services.payment.adapters.repository import PooledPaymentReader
 from services.payment.domain.model import Payment, PaymentStatus
 from services.payment.domain.ports import PaymentReader
 from services.platform.convert import money_to_proto, timestamp
 from services.platform.interceptors import current_principal
-from services.platform.resources import Resources
-from services.platform.server import Component
 
 SERVICE = "ordermesh.payment.v1.PaymentService"
 
@@ -49,11 +46,3 @@ class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.GetPaymentResponse:
         payment = await handlers.get_payment(request.order_id, current_principal(), self._payments)
         return payment_pb2.GetPaymentResponse(payment=payment_to_proto(payment))
-
-
-def component(resources: Resources) -> Component:
-    api = PaymentApi(PooledPaymentReader(resources.pool("payment")))
-    return Component(
-        service_name=SERVICE,
-        register=lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(api, server),
-    )

@@ -6,7 +6,6 @@ A redelivered event finds the payment already recorded and writes nothing.
 """
 
 import logging
-from collections.abc import Mapping
 
 from services.common.money import Money
 from services.payment import handlers
@@ -16,8 +15,8 @@ from services.payment.domain.commands import CancelPayment, ChargeOrder, RefundO
 from services.payment.domain.events import Event
 from services.payment.domain.ports import PaymentProvider
 from services.platform.db import Connection
-from workers.codec import EventCodec, EventEnvelope
-from workers.consumer import Handler
+from services.platform.messaging.codec import EventCodec, EventEnvelope
+from services.platform.messaging.consumer import Handlers
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +33,14 @@ class PaymentProcessor:
         self._outbox = PaymentOutbox(codec)
         self._provider = provider
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "OrderValidated": self.on_order_validated,
-            "OrderCancelled": self.on_order_cancelled,
-            "OutOfStock": self.on_out_of_stock,
-        }
+    def handlers(self) -> Handlers:
+        return Handlers(
+            single={
+                "OrderValidated": self.on_order_validated,
+                "OrderCancelled": self.on_order_cancelled,
+                "OutOfStock": self.on_out_of_stock,
+            }
+        )
 
     async def on_order_validated(self, envelope: EventEnvelope, conn: Connection) -> None:
         order = envelope.record

@@ -7,6 +7,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from services.platform.contexts import CONTEXT_NAMES
 from services.platform.settings import Settings
 
 Connection = AsyncConnection[DictRow]
@@ -15,7 +16,8 @@ Pool = AsyncConnectionPool[Connection]
 # The parts of ordermesh that keep state in Postgres. Each connects as a login role of its
 # own, ``ordermesh_<component>``, which its migrations grant its own schema only (the relay:
 # every outbox); the owner role that migrates is the only one with more.
-DATABASE_COMPONENTS = ("auth", "order", "inventory", "payment", "fulfillment", "webhook", "relay")
+RELAY_COMPONENT = "relay"
+DATABASE_COMPONENTS: tuple[str, ...] = (*CONTEXT_NAMES, RELAY_COMPONENT)
 OWNER_ROLE = "ordermesh"
 CONNECTION_WAIT_SECONDS = 5.0
 RECONNECT_GIVE_UP_SECONDS = 2.0

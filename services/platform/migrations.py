@@ -16,9 +16,12 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from services.platform.contexts import CONTEXT_NAMES
+
 log = logging.getLogger(__name__)
 
 PLATFORM_FOLDER = Path(__file__).parent / "migrations"
+SERVICES_ROOT = Path(__file__).resolve().parents[1]
 
 _FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x6F6D_6967  # "omig"
@@ -93,3 +96,13 @@ async def apply(connection: AsyncConnection[Any], migrations: list[Migration]) -
     finally:
         await connection.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+def all_migrations() -> list[Migration]:
+    """The platform's shared definitions first, then each context's own schema."""
+    found = discover("platform", PLATFORM_FOLDER)
+    for name in CONTEXT_NAMES:
+        folder = SERVICES_ROOT / name / "migrations"
+        if folder.is_dir():
+            found.extend(discover(name, folder))
+    return found

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import grpc
 
 from services.platform.db import Pool
+from services.platform.messaging.codec import EventCodec
 from services.platform.settings import Settings
 from services.platform.tokens import TokenVerifier
-from workers.codec import EventCodec
 
 
 @dataclass(frozen=True, slots=True)

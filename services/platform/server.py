@@ -14,19 +14,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.platform import validation
+from services.platform.contexts import PUBLIC_SERVICE_NAMES
 from services.platform.interceptors import PlatformInterceptor
 from services.platform.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
-
-PUBLIC_SERVICE_NAMES = (
-    "ordermesh.auth.v1.AuthService",
-    "ordermesh.order.v1.OrderService",
-    "ordermesh.inventory.v1.InventoryService",
-    "ordermesh.payment.v1.PaymentService",
-    "ordermesh.fulfillment.v1.FulfillmentService",
-    "ordermesh.webhook.v1.WebhookService",
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from services.platform.paths import SCHEMAS_DIR
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -32,7 +34,6 @@ class Environment(StrEnum):
 
 _E = TypeVar("_E", bound=StrEnum)
 
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 # Published in this repository, so it protects nothing: usable only with the explicit
 # ORDERMESH_INSECURE_DEV_SECRETS=true, never in production.
@@ -147,7 +148,7 @@ class Settings:
                 "ORDERMESH_SESSION_RETENTION_SECONDS", 24 * 3600, minimum=0
             ),
             retention_interval_seconds=reader.number("ORDERMESH_RETENTION_INTERVAL_SECONDS", 300.0),
-            schemas_dir=Path(reader.text("ORDERMESH_SCHEMAS_DIR", str(DEFAULT_SCHEMAS_DIR))),
+            schemas_dir=Path(reader.text("ORDERMESH_SCHEMAS_DIR", str(SCHEMAS_DIR))),
             state_dir=Path(state) if (state := reader.text("ORDERMESH_STATE_DIR", "")) else None,
         )
 

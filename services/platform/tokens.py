@@ -17,11 +17,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import grpc
 import jwt
+from google.protobuf import json_format
 from jwt.algorithms import RSAAlgorithm
+from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.common.errors import DependencyUnavailable, Unauthenticated
 from services.common.identity import Principal, Role, Tier
+from services.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +156,24 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         )
     except ValueError as error:
         raise Unauthenticated(f"token carries an unknown role or tier: {error}") from None
+
+
+def jwks_fetcher(channel: grpc.aio.Channel) -> JwksFetcher:
+    """Fetches the auth service's JWKS over gRPC (AuthService.GetJwks)."""
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    async def fetch() -> Mapping[str, Any]:
+        response = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
+        return json_format.MessageToDict(response, preserving_proto_field_name=True)
+
+    return fetch
+
+
+def token_verifier(settings: Settings, auth_channel: grpc.aio.Channel) -> TokenVerifier:
+    return TokenVerifier(
+        jwks_fetcher(auth_channel),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        cache_seconds=settings.jwks_cache_seconds,
+        stale_grace_seconds=settings.jwks_stale_grace_seconds,
+    )

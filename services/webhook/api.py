@@ -1,6 +1,5 @@
 """WebhookService over gRPC: translates protos to commands and results back."""
 
-from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -8,12 +7,7 @@ from ordermesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
 
 from services.platform.convert import timestamp
 from services.platform.interceptors import current_principal
-from services.platform.resources import Resources
-from services.platform.server import Component
 from services.webhook import handlers
-from services.webhook.adapters.repository import PostgresWebhookRepository
-from services.webhook.adapters.resolver import DnsResolver
-from services.webhook.adapters.secrets import SecretCipher
 from services.webhook.domain.commands import DeleteWebhook, RegisterWebhook
 from services.webhook.domain.model import Webhook
 from services.webhook.domain.ports import HostResolver, WebhookRepository
@@ -77,19 +71,3 @@ class WebhookApi(webhook_pb2_grpc.WebhookServiceServicer):
             self._webhooks,
         )
         return webhook_pb2.DeleteWebhookResponse()
-
-
-def component(resources: Resources, env: Mapping[str, str] | None = None) -> Component:
-    """`env` defaults to the process environment, where the webhook settings are read."""
-    api = WebhookApi(
-        PostgresWebhookRepository(
-            resources.pool("webhook"),
-            SecretCipher(resources.settings.require_key_encryption_secret()),
-        ),
-        DnsResolver(),
-        WebhookSettings.from_env(env),
-    )
-    return Component(
-        service_name=SERVICE,
-        register=lambda server: webhook_pb2_grpc.add_WebhookServiceServicer_to_server(api, server),
-    )

@@ -20,8 +20,8 @@ import psycopg
 
 from devstack import kafka, postgres, procs
 from devstack.paths import REPO_ROOT
+from services.platform.messaging.dead_letters import list_dead_letters
 from tests.e2e.conftest import User, order_body
-from workers.consumer import list_dead_letters
 
 TERMINAL = ("SHIPPED", "FAILED", "CANCELLED")
 OUTBOX_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")

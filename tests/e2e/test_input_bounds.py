@@ -29,7 +29,7 @@ from ordermesh.order.v1 import order_pb2
 from ordermesh.payment.v1 import payment_pb2
 from ordermesh.webhook.v1 import webhook_pb2
 
-from services.platform.server import PUBLIC_SERVICE_NAMES
+from services.platform.contexts import PUBLIC_SERVICE_NAMES
 from services.platform.validation import JSON_MESSAGES
 from tests.e2e.conftest import User
 

@@ -18,8 +18,8 @@ from devstack import procs
 from devstack.paths import REPO_ROOT
 from devstack.ports import Ports
 from devstack.stack import app_env
+from services.platform.messaging.registry import CONSUMER_GROUPS
 from tests.e2e.conftest import SCARCE, STOCKED, User, order_body
-from workers.__main__ import CONSUMERS
 
 pytestmark = pytest.mark.e2e
 
@@ -137,7 +137,7 @@ def projector_paused() -> Iterator[None]:
     seeing PENDING while payment and stock move on: a cancellation then lands after the
     payment and the reservation, deterministically. The normal workers come back after."""
     procs.stop("workers")
-    others = [name for name in CONSUMERS if name != "order_status_projector"]
+    others = [g.worker for g in CONSUMER_GROUPS if g.worker != "order_status_projector"]
     procs.start_daemon(
         PARTIAL,
         [sys.executable, "-m", "workers", "--components", ",".join(others)],

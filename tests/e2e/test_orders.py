@@ -14,11 +14,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
 from devstack import kafka
-from services.platform.server import PUBLIC_SERVICE_NAMES
-from services.platform.settings import DEFAULT_SCHEMAS_DIR
+from services.platform.contexts import PUBLIC_SERVICE_NAMES
+from services.platform.messaging import registry
+from services.platform.messaging.codec import EventCodec, header_map
+from services.platform.paths import SCHEMAS_DIR
 from tests.e2e.conftest import User, order_body
-from workers import topics
-from workers.codec import EventCodec, header_map
 
 pytestmark = pytest.mark.e2e
 
@@ -58,14 +58,14 @@ class _OrderTopic:
                 "enable.auto.commit": False,
             }
         )
-        metadata = self._consumer.list_topics(topics.ORDERS, timeout=10)
-        partitions = metadata.topics[topics.ORDERS].partitions
+        metadata = self._consumer.list_topics(registry.ORDERS, timeout=10)
+        partitions = metadata.topics[registry.ORDERS].partitions
         self._start = []
         for partition in partitions:
             _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topics.ORDERS, partition), timeout=10
+                TopicPartition(registry.ORDERS, partition), timeout=10
             )
-            self._start.append(TopicPartition(topics.ORDERS, partition, high))
+            self._start.append(TopicPartition(registry.ORDERS, partition, high))
 
     def find(self, order_id: str, timeout: float = 30.0) -> tuple[dict[str, str], bytes]:
         self._consumer.assign(self._start)
@@ -80,7 +80,7 @@ class _OrderTopic:
                     return headers, message.value() or b""
         finally:
             self._consumer.close()
-        raise AssertionError(f"no event for order {order_id} on {topics.ORDERS} in {timeout}s")
+        raise AssertionError(f"no event for order {order_id} on {registry.ORDERS} in {timeout}s")
 
 
 async def test_register_login_create_read_over_rest_and_grpc(
@@ -113,7 +113,7 @@ async def test_register_login_create_read_over_rest_and_grpc(
     headers, payload = order_topic.find(order["order_id"])
     assert headers["ce_type"] == "ordermesh.events.v1.OrderCreated"
     assert headers["ce_source"] == "/ordermesh/order"
-    decoded = EventCodec.from_directory(DEFAULT_SCHEMAS_DIR).decode(payload)
+    decoded = EventCodec.from_directory(SCHEMAS_DIR).decode(payload)
     assert decoded.record["order_id"] == order["order_id"]
     assert decoded.record["total_minor"] == 17998
 

@@ -15,6 +15,9 @@ from psycopg.types.json import Jsonb
 
 from devstack import postgres
 from devstack.paths import LOG_DIR
+from services.platform.messaging import registry
+from services.platform.messaging.codec import SCHEMA_DIR, EventCodec
+from services.platform.messaging.outbox import outbox_message
 from tests.e2e.conftest import User
 from tests.e2e.pipeline import (
     ORDERMESH,
@@ -24,9 +27,6 @@ from tests.e2e.pipeline import (
     status_text,
     wait_all_terminal,
 )
-from workers import topics
-from workers.codec import SCHEMA_DIR, EventCodec
-from workers.outbox import outbox_message
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def write_unproducible_row() -> str:
     order_id = str(uuid.uuid4())
     message = outbox_message(
         codec,
-        topic=topics.ORDERS,
+        topic=registry.ORDERS,
         key=order_id,
         event_name="OrderCancelled",
         record={

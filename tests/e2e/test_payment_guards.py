@@ -16,11 +16,9 @@ import pytest
 from confluent_kafka import Producer
 
 from devstack import kafka, postgres, procs, stack
-from tests.e2e.conftest import User, order_body
-from tests.e2e.pipeline import ORDERMESH, Books, money_balance, products, wait_all_terminal
-from workers import topics
-from workers.codec import SCHEMA_DIR, EventCodec, cloudevent_headers
-from workers.consumer import (
+from services.platform.messaging import registry
+from services.platform.messaging.codec import SCHEMA_DIR, EventCodec, cloudevent_headers
+from services.platform.messaging.dead_letters import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER_GROUP,
     DLQ_ERROR,
@@ -29,6 +27,8 @@ from workers.consumer import (
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
 )
+from tests.e2e.conftest import User, order_body
+from tests.e2e.pipeline import ORDERMESH, Books, money_balance, products, wait_all_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -120,15 +120,15 @@ def test_a_replayed_validation_of_a_cancelled_order_captures_nothing(
     headers.update(
         {
             DLQ_ERROR: "DependencyUnavailable('payment provider timed out')",
-            DLQ_ORIGINAL_TOPIC: topics.ORDERS,
+            DLQ_ORIGINAL_TOPIC: registry.ORDERS,
             DLQ_ORIGINAL_PARTITION: "0",
             DLQ_ORIGINAL_OFFSET: "-1",
-            DLQ_CONSUMER_GROUP: topics.PAYMENT_PROCESSOR_GROUP,
+            DLQ_CONSUMER_GROUP: registry.PAYMENT_PROCESSOR_GROUP,
             DLQ_ATTEMPTS: "5",
             DLQ_FAILED_AT: datetime.now(UTC).isoformat(),
         }
     )
-    produce(topics.DEAD_LETTER, order_id, codec.encode("OrderValidated", record), headers)
+    produce(registry.DEAD_LETTER, order_id, codec.encode("OrderValidated", record), headers)
     replay = subprocess.run(
         [ORDERMESH, "dlq", "replay", "--event-id", str(event_id)],
         capture_output=True,
@@ -139,7 +139,7 @@ def test_a_replayed_validation_of_a_cancelled_order_captures_nothing(
     assert replay.returncode == 0, replay.stderr
     assert "replayed 1" in replay.stdout
     eventually(
-        lambda: applied("payment", topics.PAYMENT_PROCESSOR_GROUP, event_id),
+        lambda: applied("payment", registry.PAYMENT_PROCESSOR_GROUP, event_id),
         "the payment processor handling the replayed validation",
     )
     assert query("SELECT status FROM payment.payments WHERE order_id = %s", order_id) == []
@@ -177,10 +177,10 @@ def test_a_duplicate_payment_event_after_a_refund_refunds_nothing_twice(
     )
     # The same event again (a redelivery), and a copy under a new id (a buggy producer).
     copy_id = uuid.uuid4()
-    produce(topics.PAYMENTS, short, bytes(payload), original_headers)
-    produce(topics.PAYMENTS, short, bytes(payload), {**original_headers, "ce_id": str(copy_id)})
+    produce(registry.PAYMENTS, short, bytes(payload), original_headers)
+    produce(registry.PAYMENTS, short, bytes(payload), {**original_headers, "ce_id": str(copy_id)})
     eventually(
-        lambda: applied("inventory", topics.INVENTORY_MANAGER_GROUP, copy_id),
+        lambda: applied("inventory", registry.INVENTORY_MANAGER_GROUP, copy_id),
         "the inventory manager handling the copy",
     )
     assert query("SELECT status FROM payment.payments WHERE order_id = %s", short) == [

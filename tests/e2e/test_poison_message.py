@@ -32,17 +32,15 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from devstack import kafka
-from tests.e2e.conftest import User, order_body
-from tests.unit.test_codec import SAMPLES
-from workers import topics
-from workers.codec import (
+from services.platform.messaging import registry
+from services.platform.messaging.codec import (
     SINGLE_OBJECT_MAGIC,
     EventCodec,
     cloudevent_headers,
     event_type,
     header_map,
 )
-from workers.consumer import (
+from services.platform.messaging.dead_letters import (
     DLQ_CONSUMER_GROUP,
     DLQ_ERROR,
     DLQ_ORIGINAL_OFFSET,
@@ -50,6 +48,8 @@ from workers.consumer import (
     UnknownDeadLetterError,
     discard_dead_letters,
 )
+from tests.e2e.conftest import User, order_body
+from tests.unit.test_codec import SAMPLES
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,7 @@ def _produce(
 
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     producer.produce(
-        topics.ORDERS,
+        registry.ORDERS,
         value,
         key=key.encode(),
         headers=list(headers.items()),
@@ -137,12 +137,12 @@ class DeadLetterReader:
 def _dead_letter_reader(bootstrap: str) -> Iterator[DeadLetterReader]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
     try:
-        metadata = consumer.list_topics(topics.DEAD_LETTER, timeout=10)
+        metadata = consumer.list_topics(registry.DEAD_LETTER, timeout=10)
         starts = {
             partition: _high(consumer, partition)
-            for partition in metadata.topics[topics.DEAD_LETTER].partitions
+            for partition in metadata.topics[registry.DEAD_LETTER].partitions
         }
-        consumer.assign([TopicPartition(topics.DEAD_LETTER, p, o) for p, o in starts.items()])
+        consumer.assign([TopicPartition(registry.DEAD_LETTER, p, o) for p, o in starts.items()])
         yield DeadLetterReader(consumer, starts)
     finally:
         consumer.close()
@@ -150,7 +150,7 @@ def _dead_letter_reader(bootstrap: str) -> Iterator[DeadLetterReader]:
 
 def _high(consumer: Consumer, partition: int) -> int:
     _, high = consumer.get_watermark_offsets(
-        TopicPartition(topics.DEAD_LETTER, partition), timeout=10
+        TopicPartition(registry.DEAD_LETTER, partition), timeout=10
     )
     return int(high)
 
@@ -174,7 +174,9 @@ def _keys_to_end(reader: DeadLetterReader) -> set[bytes]:
         message = reader.consumer.poll(0.2)
         if message is not None and message.error() is None:
             keys.add(_bytes(message.key()))
-        positions = reader.consumer.position([TopicPartition(topics.DEAD_LETTER, p) for p in ends])
+        positions = reader.consumer.position(
+            [TopicPartition(registry.DEAD_LETTER, p) for p in ends]
+        )
         done = all(
             max(tp.offset, reader.starts[tp.partition]) >= ends[tp.partition] for tp in positions
         )
@@ -190,15 +192,15 @@ def _bytes(value: str | bytes | None) -> bytes:
 
 def _wait_for_validator_past(broker: Broker, partition: int, offset: int) -> None:
     """Wait until the order validator committed an offset past ``partition@offset``."""
-    group = topics.ORDER_VALIDATOR_GROUP
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topics.ORDERS, partition)])
+    group = registry.ORDER_VALIDATOR_GROUP
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(registry.ORDERS, partition)])
 
     def past() -> bool | None:
         futures = broker.admin.list_consumer_group_offsets([request], request_timeout=5)
         [committed] = futures[group].result().topic_partitions
         return True if committed.offset > offset else None
 
-    _poll(past, f"{group} committing past {topics.ORDERS}[{partition}]@{offset}")
+    _poll(past, f"{group} committing past {registry.ORDERS}[{partition}]@{offset}")
 
 
 def _order_ships(http: httpx.Client, user: User) -> dict[str, Any]:
@@ -230,9 +232,9 @@ def test_poison_is_dead_lettered_and_the_workers_keep_going(
             headers = _poll(_next_with_key(reader, key), f"dead letter keyed {key}")
 
         assert problem in headers[DLQ_ERROR], headers[DLQ_ERROR]
-        assert headers[DLQ_ORIGINAL_TOPIC] == topics.ORDERS
+        assert headers[DLQ_ORIGINAL_TOPIC] == registry.ORDERS
         assert headers[DLQ_ORIGINAL_OFFSET] == str(offset)
-        assert headers[DLQ_CONSUMER_GROUP] == topics.ORDER_VALIDATOR_GROUP
+        assert headers[DLQ_CONSUMER_GROUP] == registry.ORDER_VALIDATOR_GROUP
         assert headers["ce_id"] == str(event_id)
         _wait_for_validator_past(broker, partition, offset)
         order = _order_ships(http, user)

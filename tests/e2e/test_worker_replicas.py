@@ -17,9 +17,9 @@ from confluent_kafka.admin import AdminClient
 
 from devstack import kafka, procs, stack
 from devstack.paths import REPO_ROOT
+from services.platform.messaging import registry
 from tests.e2e.conftest import User, order_body
 from tests.e2e.pipeline import kill_9
-from workers import topics
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def second_validator() -> Iterator[None]:
 
 
 def _assignments(admin: AdminClient) -> list[set[tuple[str, int]]]:
-    group = topics.ORDER_VALIDATOR_GROUP
+    group = registry.ORDER_VALIDATOR_GROUP
     description = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
     return [
         {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
@@ -76,7 +76,9 @@ def test_two_validators_share_the_partitions_and_validate_every_order(
     _wait("both validators own partitions", shared)
     status = ordermesh("status")
     assert re.search(rf"^{REPLICA}\s+running", status, re.MULTILINE), status
-    group_line = re.search(rf"^{topics.ORDER_VALIDATOR_GROUP}\s+\d+\s+(\d+)", status, re.MULTILINE)
+    group_line = re.search(
+        rf"^{registry.ORDER_VALIDATOR_GROUP}\s+\d+\s+(\d+)", status, re.MULTILINE
+    )
     assert group_line is not None and int(group_line[1]) >= 2, status
 
     order_ids = []
@@ -115,7 +117,7 @@ def test_a_dead_replicas_partitions_move_to_a_live_one(
 
     _wait("both validators own partitions", shared)
     kill_9(REPLICA)
-    every_partition = {(topics.ORDERS, partition) for partition in range(3)}
+    every_partition = {(registry.ORDERS, partition) for partition in range(3)}
 
     def survivor_owns_all() -> bool:
         members = _assignments(admin)

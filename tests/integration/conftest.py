@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from devstack import kafka, postgres, redis, secrets
-from services.__main__ import all_migrations
 from services.platform import migrations
 from services.platform.db import Pool, open_pool
+from services.platform.migrations import all_migrations
 from services.platform.settings import Settings
 
 

@@ -13,13 +13,13 @@ import pytest
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from devstack.ports import HOST
-from services.__main__ import token_verifier
 from services.platform.db import DATABASE_COMPONENTS, Pool
+from services.platform.messaging.codec import EventCodec
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost
 from services.platform.settings import Settings
+from services.platform.tokens import token_verifier
 from tests.ports import reserve_port
-from workers.codec import EventCodec
 
 PASSWORD = "correct horse battery staple"
 

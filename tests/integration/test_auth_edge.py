@@ -19,7 +19,7 @@ from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from devstack import edge
 from devstack.ports import HOST
-from services.auth import api as auth_api
+from services.auth import bootstrap as auth_bootstrap
 from services.auth.adapters.hashing import RETRY_AFTER_SECONDS, Argon2PasswordHasher
 from services.platform.db import Pool
 from services.platform.settings import Settings
@@ -44,7 +44,7 @@ async def gated_auth(
 ) -> AsyncIterator[GatedAuth]:
     backend = GatedArgon2()
     hasher = Argon2PasswordHasher(backend, max_concurrent=1, max_queued=0)
-    component = functools.partial(auth_api.component, hasher=hasher)
+    component = functools.partial(auth_bootstrap.component, hasher=hasher)
     async with grpc_stack(settings, pool, [component]) as stack:
         workdir: Path = tmp_path_factory.mktemp("auth-edge")
         clusters = edge.local_clusters(HOST, stack.port)

@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from devstack import postgres
-from services.auth import api as auth_api
+from services.auth import bootstrap as auth_bootstrap
 from services.auth.adapters.keys import PostgresSigningKeyStore, SigningKeyUnavailable
 from services.auth.bootstrap import signing_key_store
 from services.auth.create_admin import create_admin
@@ -45,7 +45,7 @@ AUTH_MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "auth" / "m
 
 @pytest.fixture(scope="module")
 async def stack(settings: Settings, pool: Pool) -> AsyncIterator[GrpcStack]:
-    async with grpc_stack(settings, pool, [auth_api.component]) as running:
+    async with grpc_stack(settings, pool, [auth_bootstrap.component]) as running:
         yield running
 
 
@@ -314,7 +314,7 @@ async def test_access_tokens_expire(
     settings: Settings, pool: Pool, auth: auth_pb2_grpc.AuthServiceAsyncStub
 ) -> None:
     short_lived = dataclasses.replace(settings, access_token_ttl_seconds=1)
-    async with grpc_stack(short_lived, pool, [auth_api.component]) as other:
+    async with grpc_stack(short_lived, pool, [auth_bootstrap.component]) as other:
         short_auth = auth_pb2_grpc.AuthServiceStub(other.channel)
         email = unique_email()
         await register(short_auth, email)

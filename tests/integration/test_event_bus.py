@@ -20,22 +20,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from devstack import kafka
 from services.common.errors import DependencyUnavailable
-from services.platform.settings import Settings
-from tests.unit.test_codec import SAMPLES, add_schema_version, schema_file
-from workers import parked
-from workers.admin import delete_topics, ensure_topics
-from workers.codec import SCHEMA_DIR, EventCodec, EventEnvelope
-from workers.consumer import (
+from services.platform.messaging import parked
+from services.platform.messaging.admin import delete_topics, ensure_topics
+from services.platform.messaging.codec import SCHEMA_DIR, EventCodec, EventEnvelope
+from services.platform.messaging.consumer import EventConsumer, Handler, RetryPolicy
+from services.platform.messaging.dead_letters import (
     DeadLetter,
-    EventConsumer,
-    Handler,
-    RetryPolicy,
     list_dead_letters,
     replay_dead_letters,
 )
-from workers.outbox import OUTBOX_CHANNEL, add_to_outbox, inbox_ddl, outbox_ddl
-from workers.relay import OutboxRelay, advisory_lock_key
-from workers.topics import TopicSpec
+from services.platform.messaging.outbox import OUTBOX_CHANNEL, add_to_outbox, inbox_ddl, outbox_ddl
+from services.platform.messaging.registry import TopicSpec
+from services.platform.messaging.relay import OutboxRelay, advisory_lock_key
+from services.platform.settings import Settings
+from tests.unit.test_codec import SAMPLES, add_schema_version, schema_file
 
 pytestmark = pytest.mark.integration
 

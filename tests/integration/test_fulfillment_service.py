@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from ordermesh.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 
-from services.auth import api as auth_api
+from services.auth import bootstrap as auth_bootstrap
 from services.auth.create_admin import create_admin
 from services.common.errors import InvalidArgument
-from services.fulfillment import api as fulfillment_api
+from services.fulfillment import bootstrap as fulfillment_bootstrap
 from services.fulfillment.adapters.repository import ShipmentRepository
 from services.fulfillment.domain.model import NewShipment, Shipment
 from services.platform.db import Pool
@@ -105,7 +105,7 @@ async def test_a_tracking_number_belongs_to_one_shipment(pool: Pool) -> None:
 
 @pytest.fixture(scope="module")
 async def stack(settings: Settings, pool: Pool) -> AsyncIterator[GrpcStack]:
-    components = [auth_api.component, fulfillment_api.component]
+    components = [auth_bootstrap.component, fulfillment_bootstrap.component]
     async with grpc_stack(settings, pool, components) as running:
         yield running
 

@@ -13,11 +13,11 @@ from services.fulfillment.consumers import FulfillmentWorker
 from services.fulfillment.domain.model import Shipment
 from services.fulfillment.domain.shipping import CARRIERS, choose_carrier
 from services.platform.db import Pool
+from services.platform.messaging.codec import EventCodec, EventEnvelope
+from services.platform.messaging.registry import FULFILLMENT_GROUP
 from services.platform.settings import Settings
 from tests.integration.test_inventory_manager import apply, envelope, open_wide_pool, outbox
 from tests.unit.test_codec import SAMPLES
-from workers.codec import EventCodec, EventEnvelope
-from workers.topics import FULFILLMENT_GROUP
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ class Fulfillment:
         return envelope(self.codec, "OrderCancelled", record)
 
     async def deliver(self, event: EventEnvelope) -> bool:
-        handler = self.handlers[event.name]
+        handler = self.handlers.for_event(event.name)
         return await apply(self.pool, "fulfillment", FULFILLMENT_GROUP, handler, event)
 
     async def shipment(self, order_id: str) -> Shipment | None:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
-from services.auth import api as auth_api
-from services.inventory import api as inventory_api
-from services.order import api as order_api
+from services.auth import bootstrap as auth_bootstrap
+from services.inventory import bootstrap as inventory_bootstrap
+from services.order import bootstrap as order_bootstrap
 from services.platform.db import Pool
 from services.platform.settings import Settings
 from tests.integration.grpc_harness import GrpcStack, grpc_stack, rpc_error, sign_in
@@ -24,7 +24,11 @@ TTL_SECONDS = 600
 @pytest.fixture(scope="module")
 async def stack(settings: Settings, pool: Pool) -> AsyncIterator[GrpcStack]:
     short_lived = dataclasses.replace(settings, idempotency_ttl_seconds=TTL_SECONDS)
-    components = [auth_api.component, inventory_api.component, order_api.component]
+    components = [
+        auth_bootstrap.component,
+        inventory_bootstrap.component,
+        order_bootstrap.component,
+    ]
     async with grpc_stack(short_lived, pool, components) as running:
         yield running
 

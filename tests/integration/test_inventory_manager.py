@@ -13,11 +13,11 @@ import pytest
 
 from services.inventory.consumers import InventoryManager
 from services.platform.db import Pool, open_pool
+from services.platform.messaging.codec import EventCodec, EventEnvelope, cloudevent_headers
+from services.platform.messaging.consumer import BatchHandler, Handler
+from services.platform.messaging.registry import INVENTORY_MANAGER_GROUP, topic_for
 from services.platform.settings import Settings
 from tests.unit.test_codec import SAMPLES
-from workers.codec import EventCodec, EventEnvelope, cloudevent_headers
-from workers.consumer import BatchHandler, Handler
-from workers.topics import INVENTORY_MANAGER_GROUP, topic_for
 
 pytestmark = pytest.mark.integration
 
@@ -192,20 +192,23 @@ class Inventory:
         self.pool = pool
         self.codec = codec
         self.handlers = manager.handlers()
-        self.batch_handlers = manager.batch_handlers()
 
     def event(self, name: str, record: dict[str, Any]) -> EventEnvelope:
         return envelope(self.codec, name, record)
 
     async def deliver(self, event: EventEnvelope) -> bool:
         return await apply(
-            self.pool, "inventory", INVENTORY_MANAGER_GROUP, self.handlers[event.name], event
+            self.pool,
+            "inventory",
+            INVENTORY_MANAGER_GROUP,
+            self.handlers.for_event(event.name),
+            event,
         )
 
     async def deliver_batch(self, events: Sequence[EventEnvelope]) -> None:
         [name] = {event.name for event in events}
         await apply_batch(
-            self.pool, "inventory", INVENTORY_MANAGER_GROUP, self.batch_handlers[name], events
+            self.pool, "inventory", INVENTORY_MANAGER_GROUP, self.handlers.batch[name], events
         )
 
     def payment(self, order_id: str, *lines: tuple[str, int]) -> EventEnvelope:

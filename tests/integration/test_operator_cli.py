@@ -22,11 +22,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from devstack import cli, stack
 from devstack.paths import REPO_ROOT
-from services.platform.settings import Settings
-from workers import inspect, topics
-from workers.admin import delete_topics, ensure_topics
-from workers.codec import cloudevent_headers
-from workers.consumer import (
+from services.platform.messaging import inspect
+from services.platform.messaging import registry as topics
+from services.platform.messaging.admin import delete_topics, ensure_topics
+from services.platform.messaging.codec import cloudevent_headers
+from services.platform.messaging.dead_letters import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER_GROUP,
     DLQ_ERROR,
@@ -35,8 +35,9 @@ from workers.consumer import (
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
 )
-from workers.outbox import outbox_ddl
-from workers.topics import TopicSpec
+from services.platform.messaging.outbox import outbox_ddl
+from services.platform.messaging.registry import TopicSpec
+from services.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 

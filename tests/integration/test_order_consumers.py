@@ -21,11 +21,15 @@ from services.order.domain.idempotency import IdempotencyClaim
 from services.order.domain.model import Address, Order, OrderLine, OrderStatus
 from services.order.domain.pricing import CatalogEntry
 from services.platform.db import Connection, Pool
+from services.platform.messaging.codec import EventCodec, EventEnvelope, cloudevent_headers
+from services.platform.messaging.consumer import BatchHandler
+from services.platform.messaging.registry import (
+    ORDER_STATUS_PROJECTOR_GROUP,
+    ORDER_VALIDATOR_GROUP,
+    ORDERS,
+)
 from tests.unit.fakes.order import FakeCatalog
 from tests.unit.test_codec import SAMPLES
-from workers.codec import EventCodec, EventEnvelope, cloudevent_headers
-from workers.consumer import BatchHandler
-from workers.topics import ORDER_STATUS_PROJECTOR_GROUP, ORDER_VALIDATOR_GROUP, ORDERS
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,14 @@ from services.payment.domain.model import (
     RefundResult,
 )
 from services.platform.db import Connection, Pool
+from services.platform.messaging import registry
+from services.platform.messaging.codec import (
+    EventCodec,
+    EventEnvelope,
+    cloudevent_headers,
+    event_type,
+)
 from services.platform.settings import Settings
-from workers import topics
-from workers.codec import EventCodec, EventEnvelope, cloudevent_headers, event_type
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +147,7 @@ class Scenario:
 
     async def deliver(self, envelope: EventEnvelope) -> None:
         """Runs the envelope's handler in a transaction of its own, as the consumer does."""
-        handler = self.processor.handlers()[envelope.name]
+        handler = self.processor.handlers().for_event(envelope.name)
         async with self.conn.transaction():
             await handler(envelope, self.conn)
 
@@ -193,7 +198,7 @@ async def test_an_approved_order_is_captured_and_announced(scenario: Scenario) -
     assert payment.provider_reference and payment.provider_reference.startswith("ch_sim_")
     [event] = await scenario.published()
     assert (event.topic, event.key, event.name) == (
-        topics.PAYMENTS,
+        registry.PAYMENTS,
         scenario.order_id,
         "PaymentProcessed",
     )
@@ -229,7 +234,7 @@ async def test_a_refused_charge_is_declined_and_announced(
         None,
     )
     [event] = await scenario.published()
-    assert (event.topic, event.name) == (topics.PAYMENTS, "PaymentFailed")
+    assert (event.topic, event.name) == (registry.PAYMENTS, "PaymentFailed")
     assert (event.record["reason"], event.record["reason_code"]) == (reason, code)
     assert (event.record["payment_id"], event.record["amount_minor"]) == (payment.payment_id, 17998)
 

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 
-from services.auth import api as auth_api
+from services.auth import bootstrap as auth_bootstrap
 from services.auth.create_admin import create_admin
 from services.common.errors import Conflict, FailedPrecondition, NotFound
 from services.common.money import Money
-from services.payment import api as payment_api
+from services.payment import bootstrap as payment_bootstrap
 from services.payment.adapters.repository import PaymentRepository
 from services.payment.domain.model import NewPayment, Payment, PaymentStatus
 from services.platform.db import Pool
@@ -136,7 +136,9 @@ async def test_the_table_enforces_one_payment_per_order_and_consistent_refunds(
 
 @pytest.fixture(scope="module")
 async def stack(settings: Settings, pool: Pool) -> AsyncIterator[GrpcStack]:
-    async with grpc_stack(settings, pool, [auth_api.component, payment_api.component]) as running:
+    async with grpc_stack(
+        settings, pool, [auth_bootstrap.component, payment_bootstrap.component]
+    ) as running:
         yield running
 
 

@@ -8,10 +8,17 @@ from datetime import timedelta
 import pytest
 
 from devstack import postgres
+from services.auth import bootstrap as auth_bootstrap
 from services.platform.db import Pool, open_pool
+from services.platform.messaging.outbox import inbox_ddl, outbox_ddl
+from services.platform.messaging.retention import (
+    Purge,
+    RetentionPurger,
+    components_of,
+    purge_older_than,
+)
 from services.platform.settings import Settings
-from workers.outbox import inbox_ddl, outbox_ddl
-from workers.retention import Purge, RetentionPurger, components_of, purge_older_than, purges
+from workers.__main__ import all_purges
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +102,7 @@ async def test_a_refresh_token_family_goes_only_when_its_newest_token_expired(po
                 "user": user_id,
             },
         )
-    [sessions] = [purge for purge in purges(Settings.from_env({})) if purge.component == "auth"]
+    [sessions] = auth_bootstrap.purges(Settings.from_env({}))
     purger = RetentionPurger({"auth": pool}, [sessions], interval=60)
     await purger.purge_once()
     async with pool.connection() as conn:
@@ -121,7 +128,7 @@ async def test_each_service_role_may_run_its_own_purges(
             "ORDERMESH_SESSION_RETENTION_SECONDS": str(100 * 365 * 86400),
         }
     )
-    purge_list = purges(centuries)
+    purge_list = all_purges(centuries)
     pools: dict[str, Pool] = {}
     try:
         for component in components_of(purge_list):

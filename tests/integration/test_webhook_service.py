@@ -11,12 +11,12 @@ import grpc
 import pytest
 from ordermesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
 
-from services.auth import api as auth_api
+from services.auth import bootstrap as auth_bootstrap
 from services.platform.db import Pool
 from services.platform.resources import Resources
 from services.platform.server import Component
 from services.platform.settings import Settings
-from services.webhook import api as webhook_api
+from services.webhook import bootstrap as webhook_bootstrap
 from services.webhook.adapters.secrets import SecretCipher
 from services.webhook.domain.model import MAX_WEBHOOKS_PER_USER
 from services.webhook.settings import ALLOW_PRIVATE_TARGETS
@@ -30,23 +30,23 @@ Metadata = tuple[tuple[str, str]]
 
 
 def webhooks_allowing_private_targets(resources: Resources) -> Component:
-    return webhook_api.component(resources, env={ALLOW_PRIVATE_TARGETS: "true"})
+    return webhook_bootstrap.component(resources, env={ALLOW_PRIVATE_TARGETS: "true"})
 
 
 def webhooks_refusing_private_targets(resources: Resources) -> Component:
-    return webhook_api.component(resources, env={})
+    return webhook_bootstrap.component(resources, env={})
 
 
 @pytest.fixture(scope="module")
 async def permissive(settings: Settings, pool: Pool) -> AsyncIterator[GrpcStack]:
-    components = [auth_api.component, webhooks_allowing_private_targets]
+    components = [auth_bootstrap.component, webhooks_allowing_private_targets]
     async with grpc_stack(settings, pool, components) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 async def strict(settings: Settings, pool: Pool) -> AsyncIterator[GrpcStack]:
-    components = [auth_api.component, webhooks_refusing_private_targets]
+    components = [auth_bootstrap.component, webhooks_refusing_private_targets]
     async with grpc_stack(settings, pool, components) as running:
         yield running
 

@@ -1,6 +1,9 @@
 """Dependencies point inward: domain code imports no framework, driver or generated stub."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,89 @@ def test_domain_modules_import_no_io_or_generated_code(path: Path) -> None:
 
 def test_there_are_domain_modules_to_check() -> None:
     assert len(PURE) >= 5
+
+
+def _own(path: Path) -> set[str]:
+    """The modules of this project ``path`` imports (services, workers, devstack, tools)."""
+    return {
+        name
+        for name in _imports(path)
+        if name.split(".")[0] in {"services", "workers", "devstack", "tools", "bench", "gateway"}
+    }
+
+
+@pytest.mark.parametrize("path", PURE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_domain_modules_import_nothing_from_platform_or_adapters(path: Path) -> None:
+    bad = {
+        name
+        for name in _own(path)
+        if name.startswith("services.platform") or ".adapters" in name or name.endswith(".api")
+    }
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+MESSAGING = sorted(ROOT.glob("services/platform/messaging/**/*.py"))
+CONTEXT_PACKAGES = tuple(
+    f"services.{path.name}"
+    for path in sorted(ROOT.glob("services/*"))
+    if (path / "bootstrap.py").is_file()
+)
+
+
+@pytest.mark.parametrize("path", MESSAGING, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_messaging_package_imports_no_service(path: Path) -> None:
+    bad = {
+        name
+        for name in _own(path)
+        if name.startswith(CONTEXT_PACKAGES) or name.split(".")[0] in {"workers", "devstack"}
+    }
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+LIBRARY = sorted(
+    path
+    for folder in ("services", "workers", "devstack", "tools")
+    for path in ROOT.glob(f"{folder}/**/*.py")
+    if path.name != "__main__.py"
+)
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_library_module_imports_an_entrypoint(path: Path) -> None:
+    bad = {name for name in _own(path) if name.endswith("__main__")}
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_tools_do_not_import_devstack() -> None:
+    for path in ROOT.glob("tools/**/*.py"):
+        assert not {n for n in _own(path) if n.startswith("devstack")}, path
+
+
+def test_every_bounded_context_has_a_bootstrap() -> None:
+    from services.platform.contexts import CONTEXT_NAMES
+
+    assert {name.removeprefix("services.") for name in CONTEXT_PACKAGES} == set(CONTEXT_NAMES)
+
+
+def test_the_checks_have_modules_to_check() -> None:
+    assert len(MESSAGING) >= 10
+    assert len(LIBRARY) >= 50
+
+
+def test_ordermesh_status_loads_no_service() -> None:
+    """What `ordermesh status` imports (the CLI, the stack, the messaging inspection) loads
+    no bounded context and no composition root."""
+    probe = (
+        "import json, sys\n"
+        "import devstack.cli, devstack.stack\n"
+        "import services.platform.messaging.inspect, services.platform.messaging.state\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    contexts = {name for name in loaded if name.startswith(CONTEXT_PACKAGES)}
+    entrypoints = {name for name in loaded if name.endswith("__main__") and name != "__main__"}
+    assert not contexts, sorted(contexts)
+    assert not entrypoints, sorted(entrypoints)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from workers.codec import (
+from services.platform.messaging.codec import (
     CONTENT_TYPE,
     SCHEMA_DIR,
     SINGLE_OBJECT_MAGIC,
@@ -33,7 +33,7 @@ from workers.codec import (
     load_schema_versions,
     schema_fingerprint,
 )
-from workers.topics import TOPIC_BY_EVENT
+from services.platform.messaging.registry import TOPIC_BY_EVENT
 
 AT = datetime(2025, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 ORDER_ID = "5f0c6a36-8d4a-4a59-a5a4-9c1c3a2a7d10"

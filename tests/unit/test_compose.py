@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from devstack import compose_secrets
-from services.__main__ import COMPONENTS
+from services.platform.contexts import CONTEXT_NAMES
 from services.platform.db import DATABASE_COMPONENTS, role_name
+from services.platform.messaging.registry import WORKERS
 from services.platform.settings import MIN_SECRET_LENGTH, Environment, Settings
-from workers.__main__ import WORKER_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,11 @@ def test_every_component_and_worker_has_a_container(compose: dict[str, Any]) -> 
         command = _command(service)
         if "--components" in command:
             hosted.update(command[command.index("--components") + 1].split(","))
-    assert set(COMPONENTS) | set(WORKER_NAMES) <= hosted
+    assert set(CONTEXT_NAMES) | set(WORKERS) <= hosted
     for service in compose["services"].values():
         command = _command(service)
         if command[:3] == ["python", "-m", "services"] and "--components" in command:
-            assert set(command[command.index("--components") + 1].split(",")) <= set(COMPONENTS)
+            assert set(command[command.index("--components") + 1].split(",")) <= set(CONTEXT_NAMES)
 
 
 def test_dependencies_exist_and_wait_for_health(compose: dict[str, Any]) -> None:

@@ -20,9 +20,9 @@ from services.fulfillment.domain.shipping import (
     plan_shipment,
     tracking_number,
 )
+from services.platform.messaging.codec import EventCodec
 from tests.unit.fakes.fulfillment import FakeShipmentLedger
 from tests.unit.test_codec import SAMPLES
-from workers.codec import EventCodec
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -137,4 +137,4 @@ def test_consumed_events_become_commands() -> None:
         cancelled["order_id"], cancelled["reason"], cancelled["cancelled_at"]
     )
     handled = FulfillmentWorker(EventCodec.from_directory()).handlers()
-    assert set(handled) == {"OrderReadyToShip", "OrderCancelled"}
+    assert handled.events == {"OrderReadyToShip", "OrderCancelled"}

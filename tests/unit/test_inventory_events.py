@@ -17,9 +17,9 @@ from services.inventory.domain.reservations import (
     Shortage,
     StockLine,
 )
+from services.platform.messaging.codec import EventCodec
+from services.platform.messaging.registry import TOPIC_BY_EVENT
 from tests.unit.test_codec import SAMPLES
-from workers.codec import EventCodec
-from workers.topics import TOPIC_BY_EVENT
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
@@ -136,4 +136,4 @@ def test_a_cancellation_becomes_a_release_request() -> None:
 
 
 def test_the_manager_handles_payments_and_cancellations(codec: EventCodec) -> None:
-    assert set(InventoryManager(codec).handlers()) == {"PaymentProcessed", "OrderCancelled"}
+    assert InventoryManager(codec).handlers().events == {"PaymentProcessed", "OrderCancelled"}

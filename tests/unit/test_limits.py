@@ -17,7 +17,8 @@ from ordermesh.webhook.v1 import webhook_pb2
 
 from services.order.domain.idempotency import MAX_KEY_LENGTH
 from services.order.domain.model import MAX_METADATA_BYTES
-from services.platform.server import PUBLIC_SERVICE_NAMES, max_request_bytes
+from services.platform.contexts import PUBLIC_SERVICE_NAMES
+from services.platform.server import max_request_bytes
 from services.platform.validation import UnboundedFieldError, limits_of, rules_for
 
 # Every public service's module is imported, so its descriptors are in the default pool.

@@ -9,7 +9,7 @@ from services.common.money import Money
 from services.payment.adapters.outbox import event_record
 from services.payment.domain.events import PaymentFailed, PaymentProcessed, PaymentRefunded
 from services.payment.domain.model import Payment, PaymentStatus
-from workers.codec import EventCodec
+from services.platform.messaging.codec import EventCodec
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)

@@ -17,6 +17,7 @@ from google.protobuf import descriptor_pb2
 
 from devstack import edge
 from devstack.paths import REPO_ROOT
+from tools import descriptors
 
 SOURCE_DESCRIPTOR = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
 
@@ -105,11 +106,11 @@ def test_rules_cover_every_rest_binding() -> None:
 
 
 def test_envoy_descriptor_has_no_response_body() -> None:
-    assert edge.unsupported_response_bodies(SOURCE_DESCRIPTOR), "protos changed?"
+    assert descriptors.unsupported_response_bodies(SOURCE_DESCRIPTOR), "protos changed?"
     fds = _fds()
     changed = gen.strip_response_bodies(fds)
     assert "ordermesh.order.v1.OrderService.CreateOrder:order" in changed
-    assert edge.unsupported_response_bodies(edge.ENVOY_DESCRIPTOR) == []
+    assert descriptors.unsupported_response_bodies(edge.ENVOY_DESCRIPTOR) == []
 
 
 def test_generated_files_are_fresh(tmp_path: Path) -> None:
@@ -130,19 +131,19 @@ def test_compose_config_is_fresh() -> None:
 def test_fill_round_trips_through_yaml() -> None:
     template = "\n".join(
         [
-            "a: ${number}",
-            "b: {x: ${text}, y: 1}",
+            'a: "${number}"',
+            'b: {x: "${text}", y: 1}',
             "c:",
-            "  d: ${block}",
-            "  e: ${mapping}",
+            '  d: "${block}"',
+            '  e: "${mapping}"',
             "  items:",
-            "    ${items}",
+            '    - "${items}"',
             "    - last",
             "  none:",
-            "    ${empty}",
+            '    - "${empty}"',
             "    - only",
             "f:",
-            "  - g: ${mapping}",
+            '  - g: "${mapping}"',
         ]
     )
     text = 'quote " back\\slash \u00e9 \u2028 \U0001f600 tab\t'
@@ -173,7 +174,7 @@ def test_fill_round_trips_through_yaml() -> None:
 
 def test_fill_rejects_unknown_and_unused_placeholders() -> None:
     with pytest.raises(KeyError):
-        edge.fill("a: ${missing}", {})
+        edge.fill('a: "${missing}"', {})
     with pytest.raises(KeyError):
         edge.fill("a: 1", {"extra": 1})
 

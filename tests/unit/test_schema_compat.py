@@ -32,8 +32,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from tests.unit.test_codec import add_schema_version, schema_file
-from workers.codec import (
+from services.platform.messaging.codec import (
     NAMESPACE,
     SCHEMA_DIR,
     SchemaVersion,
@@ -41,7 +40,8 @@ from workers.codec import (
     load_schema_versions,
     schema_fingerprint,
 )
-from workers.topics import TOPIC_BY_EVENT
+from services.platform.messaging.registry import TOPIC_BY_EVENT
+from tests.unit.test_codec import add_schema_version, schema_file
 
 MANIFEST = "released.json"
 VERSIONS = load_schema_versions(SCHEMA_DIR)

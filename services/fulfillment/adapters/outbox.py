@@ -6,9 +6,9 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from services.fulfillment.domain.events import OrderShipped
-from workers import topics
-from workers.codec import EventCodec
-from workers.outbox import add_to_outbox
+from services.platform.messaging import registry
+from services.platform.messaging.codec import EventCodec
+from services.platform.messaging.outbox import add_to_outbox
 
 SCHEMA = "fulfillment"
 SOURCE = "/ordermesh/fulfillment"
@@ -36,7 +36,7 @@ class FulfillmentOutbox:
             conn,
             SCHEMA,
             codec=self._codec,
-            topic=topics.FULFILLMENT,
+            topic=registry.FULFILLMENT,
             key=event.shipment.order_id,
             event_name="OrderShipped",
             record=order_shipped_record(event),

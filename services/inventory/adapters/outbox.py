@@ -8,9 +8,14 @@ from psycopg import AsyncConnection
 
 from services.inventory.domain.events import Event, OrderFulfilled, OutOfStock, StockReleased
 from services.inventory.domain.reservations import StockLine
-from workers import topics
-from workers.codec import EventCodec
-from workers.outbox import OutboxMessage, add_messages_to_outbox, add_to_outbox, outbox_message
+from services.platform.messaging import registry
+from services.platform.messaging.codec import EventCodec
+from services.platform.messaging.outbox import (
+    OutboxMessage,
+    add_messages_to_outbox,
+    add_to_outbox,
+    outbox_message,
+)
 
 SCHEMA = "inventory"
 SOURCE = "/ordermesh/inventory"
@@ -89,7 +94,7 @@ class InventoryOutbox:
             conn,
             SCHEMA,
             codec=self._codec,
-            topic=topics.topic_for(name),
+            topic=registry.topic_for(name),
             key=order_id,
             event_name=name,
             record=record,
@@ -101,7 +106,7 @@ class InventoryOutbox:
         order_id, name, record = event_record(event)
         return outbox_message(
             self._codec,
-            topic=topics.topic_for(name),
+            topic=registry.topic_for(name),
             key=order_id,
             event_name=name,
             record=record,

@@ -10,9 +10,9 @@ from psycopg import AsyncConnection
 
 from services.order.domain.events import Event, OrderCancelled, OrderCreated, OrderStatusChanged
 from services.order.domain.model import OrderStatus
-from workers import topics
-from workers.codec import EventCodec
-from workers.outbox import add_to_outbox
+from services.platform.messaging import registry
+from services.platform.messaging.codec import EventCodec
+from services.platform.messaging.outbox import add_to_outbox
 
 SCHEMA = "orders"
 SOURCE = "/ordermesh/order"
@@ -90,7 +90,7 @@ class OrderOutbox:
                 conn,
                 SCHEMA,
                 codec=self._codec,
-                topic=topics.ORDERS,
+                topic=registry.ORDERS,
                 key=event.order.order_id,
                 event_name=name,
                 record=record,

@@ -7,9 +7,9 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from services.payment.domain.events import Event, PaymentFailed, PaymentProcessed, PaymentRefunded
-from workers import topics
-from workers.codec import EventCodec
-from workers.outbox import add_to_outbox
+from services.platform.messaging import registry
+from services.platform.messaging.codec import EventCodec
+from services.platform.messaging.outbox import add_to_outbox
 
 SCHEMA = "payment"
 SOURCE = "/ordermesh/payment"
@@ -65,7 +65,7 @@ class PaymentOutbox:
             conn,
             SCHEMA,
             codec=self._codec,
-            topic=topics.PAYMENTS,
+            topic=registry.PAYMENTS,
             key=event.payment.order_id,
             event_name=name,
             record=record,

@@ -28,12 +28,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from workers.codec import event_name_of
-from workers.consumer import DeadLetter
-from workers.outbox import checked_schema
-from workers.parked import ParkedRow, parked_counts
-from workers.state import ProcessState
-from workers.topics import WORKER_GROUPS
+from services.platform.messaging.codec import event_name_of
+from services.platform.messaging.dead_letters import DeadLetter
+from services.platform.messaging.outbox import checked_schema
+from services.platform.messaging.parked import ParkedRow, parked_counts
+from services.platform.messaging.registry import CONSUMER_GROUPS, OUTBOX_SCHEMAS
+from services.platform.messaging.state import ProcessState
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -88,22 +88,12 @@ class PipelineReport:
 
 
 def registered_groups() -> dict[str, tuple[str, ...]]:
-    """Consumer group → topics, for the groups of ``WORKER_GROUPS`` a worker consumes with."""
-    from workers.__main__ import CONSUMERS
-
-    topics_by_group: dict[str, list[str]] = {}
-    for spec in CONSUMERS.values():
-        known = topics_by_group.setdefault(spec.group, [])
-        known.extend(topic for topic in spec.topics if topic not in known)
-    return {
-        group: tuple(topics_by_group[group]) for group in WORKER_GROUPS if group in topics_by_group
-    }
+    """Consumer group → the topics it reads, from the registry."""
+    return {group.group: group.topics for group in CONSUMER_GROUPS}
 
 
 def registered_outbox_schemas() -> tuple[str, ...]:
-    from workers.__main__ import OUTBOX_SCHEMAS
-
-    return tuple(OUTBOX_SCHEMAS)
+    return OUTBOX_SCHEMAS
 
 
 def consumer_lag(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,21 +28,14 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.platform.messaging.outbox import checked_schema
+from services.platform.messaging.registry import RETENTION_WORKER, Outbox
+from services.platform.messaging.state import StateBoard
 from services.platform.settings import Settings
-from workers.outbox import checked_schema
-from workers.state import StateBoard
 
 log = logging.getLogger(__name__)
 
-RETENTION = "retention"
 BATCH = 1000
-# The services whose schema has an outbox and an inbox, by the component that owns it.
-EVENT_SCHEMAS: Mapping[str, str] = {
-    "order": "orders",
-    "payment": "payment",
-    "inventory": "inventory",
-    "fulfillment": "fulfillment",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +56,16 @@ def purge_older_than(table: str, column: str) -> str:
     )
 
 
-def purges(settings: Settings) -> list[Purge]:
-    """Every purge, with the horizons of ``settings``."""
+def event_table_purges(outboxes: Iterable[Outbox], settings: Settings) -> list[Purge]:
+    """Published outbox rows and old inbox entries of every outbox-owning context, each
+    deleted by that context's role."""
     found: list[Purge] = []
-    for component, name in EVENT_SCHEMAS.items():
-        schema = checked_schema(name)
+    for outbox in outboxes:
+        schema = checked_schema(outbox.schema)
         found.append(
             Purge(
                 f"{schema}.outbox (published)",
-                component,
+                outbox.context,
                 purge_older_than(f"{schema}.outbox", "published_at"),
                 timedelta(seconds=settings.outbox_retention_seconds),
             )
@@ -79,31 +73,11 @@ def purges(settings: Settings) -> list[Purge]:
         found.append(
             Purge(
                 f"{schema}.inbox",
-                component,
+                outbox.context,
                 purge_older_than(f"{schema}.inbox", "processed_at"),
                 timedelta(seconds=settings.inbox_retention_seconds),
             )
         )
-    found.append(
-        Purge(
-            "orders.idempotency_keys (expired)",
-            "order",
-            purge_older_than("orders.idempotency_keys", "created_at"),
-            timedelta(seconds=settings.idempotency_ttl_seconds),
-        )
-    )
-    found.append(
-        Purge(
-            "auth.refresh_tokens (expired families)",
-            "auth",
-            # A family goes as a whole, once its newest token expired: a revoked family must
-            # never lose the rows that mark it revoked while one of its tokens is valid.
-            "DELETE FROM auth.refresh_tokens WHERE family_id IN (SELECT family_id"
-            " FROM auth.refresh_tokens GROUP BY family_id"
-            " HAVING max(expires_at) < now() - %(horizon)s LIMIT %(batch)s)",
-            timedelta(seconds=settings.session_retention_seconds),
-        )
-    )
     return found
 
 
@@ -125,7 +99,7 @@ class RetentionPurger:
         self._purges = tuple(purge_list)
         self._interval = interval
         self._batch = batch
-        self.board = board or StateBoard(RETENTION)
+        self.board = board or StateBoard(RETENTION_WORKER)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -133,9 +107,9 @@ class RetentionPurger:
                 deleted = await self.purge_once(stop)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                 log.warning("retention pass interrupted: %s", exc)
-                self.board.block(RETENTION, "postgres", str(exc) or repr(exc))
+                self.board.block(RETENTION_WORKER, "postgres", str(exc) or repr(exc))
             else:
-                self.board.unblock(RETENTION)
+                self.board.unblock(RETENTION_WORKER)
                 if any(deleted.values()):
                     log.info("retention pass", extra={"deleted": deleted})
             with contextlib.suppress(TimeoutError):

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions, NewTopic
 
-from workers.topics import ALL, TopicSpec
+from services.platform.messaging.registry import ALL, TopicSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,40 +20,26 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from workers.outbox import OUTBOX_CHANNEL, checked_schema
-from workers.state import StateBoard
+from services.platform.messaging.outbox import OUTBOX_CHANNEL, checked_schema
+from services.platform.messaging.producer import (
+    ConfigValue,
+    DeliveryTracker,
+    flush_until_reported,
+    producer_config_with_defaults,
+)
+from services.platform.messaging.state import StateBoard
 
 log = logging.getLogger(__name__)
-
-ConfigValue: TypeAlias = str | int | float | bool
-
-PRODUCER_DEFAULTS: Mapping[str, ConfigValue] = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "linger.ms": 5,
-    "compression.type": "lz4",
-    "message.timeout.ms": 30_000,
-    # Below the broker's own limit (about 1 MiB), so librdkafka refuses an oversized record
-    # itself, at produce(), before any later record of its key has been sent.
-    "message.max.bytes": 1_000_000,
-}
-_ENFORCED: Mapping[str, ConfigValue] = {"enable.idempotence": True, "acks": "all"}
-
-
-def producer_config_with_defaults(overrides: Mapping[str, ConfigValue]) -> dict[str, ConfigValue]:
-    """Defaults, then ``overrides``; idempotence and ``acks=all`` cannot be turned off."""
-    return {**PRODUCER_DEFAULTS, **overrides, **_ENFORCED}
-
 
 # Delivery or produce errors that say a record can never be accepted, however often it is
 # retried. Anything else (a broker away, a timeout, a full queue) is transient.
@@ -109,35 +95,6 @@ class _Outcome:
 class ProducerFailedError(Exception):
     """The producer hit a fatal error (e.g. the idempotent producer lost its sequence) and
     must be replaced; nothing of the failed batch was marked published."""
-
-
-class DeliveryTracker:
-    """Delivery reports of one batch, filled from librdkafka's callback thread."""
-
-    def __init__(self, size: int) -> None:
-        self.acknowledged = [False] * size
-        self.errors: dict[int, KafkaError] = {}
-        self.reported = 0
-
-    def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is None:
-                self.acknowledged[index] = True
-            else:
-                self.errors[index] = error
-            self.reported += 1
-
-        return on_delivery
-
-
-async def flush_until_reported(
-    producer: Producer, tracker: DeliveryTracker, expected: int, max_wait: float
-) -> None:
-    """Serve delivery callbacks in a worker thread until ``expected`` reports or ``max_wait``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max_wait
-    while tracker.reported < expected and loop.time() < deadline:
-        await asyncio.to_thread(producer.flush, min(1.0, max(0.0, deadline - loop.time())))
 
 
 class OutboxRelay:

@@ -1,7 +1,7 @@
 """The operator's side of parked outbox rows (``ordermesh outbox list|replay|discard``).
 
 The relay parks a row Kafka can never accept in ``<schema>.outbox_parked``, with the reason,
-and holds the later rows of its message key behind it (see :mod:`workers.relay`). Here an
+and holds the later rows of its message key behind it (see :mod:`.relay`). Here an
 operator, after fixing the cause (say, raising a size limit), *replays* a parked row and
 the rows held behind it (back into the outbox, in their original order, where the relay
 publishes them), or *discards* a row that can never succeed, which releases the rows held
@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from workers.outbox import checked_schema
+from services.platform.messaging.outbox import checked_schema
 
 _COLUMNS = "event_id, topic, message_key, event_type, payload, headers, occurred_at"
 

@@ -2,7 +2,7 @@
 
 A service never produces to Kafka from a request: it inserts an outbox row in the same
 Postgres transaction as its state change, so both commit or neither does. The relay
-(:mod:`workers.relay`) publishes committed rows. Consumers record processed event ids in an
+(:mod:`.relay`) publishes committed rows. Consumers record processed event ids in an
 inbox table in the transaction of their effects, which makes at-least-once delivery
 effectively-once.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from workers.codec import EventCodec, cloudevent_headers
+from services.platform.messaging.codec import EventCodec, cloudevent_headers
 
 OUTBOX_CHANNEL = "ordermesh_outbox"
 

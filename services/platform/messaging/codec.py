@@ -31,8 +31,10 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from services.platform.paths import SCHEMAS_DIR
+
 NAMESPACE = "ordermesh.events.v1"
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = SCHEMAS_DIR
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONTENT_TYPE = "application/avro"
 CE_SPEC_VERSION = "1.0"

@@ -1,0 +1,1 @@
+"""Build-time tools: code generation helpers run by scripts/gen and devstack."""
