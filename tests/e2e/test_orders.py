@@ -18,7 +18,7 @@ from services.platform.contexts import PUBLIC_SERVICE_NAMES
 from services.platform.messaging import registry
 from services.platform.messaging.codec import EventCodec, header_map
 from services.platform.paths import SCHEMAS_DIR
-from tests.e2e.conftest import User, order_body
+from tests.e2e.conftest import STOCKED_PRICE_MINOR, User, order_body
 
 pytestmark = pytest.mark.e2e
 
@@ -92,9 +92,14 @@ async def test_register_login_create_read_over_rest_and_grpc(
     order = created.json()
     assert order["user_id"] == user.user_id
     assert order["status"] == "ORDER_STATUS_PENDING"
-    assert order["total_amount"] == {"currency": "USD", "amount_minor": "17998", "amount": "179.98"}
-    assert order["items"][0]["unit_price"]["amount"] == "89.99"
-    assert order["items"][0]["total_price"]["amount"] == "179.98"
+    total_minor = 2 * STOCKED_PRICE_MINOR
+    assert order["total_amount"] == {
+        "currency": "USD",
+        "amount_minor": str(total_minor),
+        "amount": f"{total_minor // 100}.{total_minor % 100:02d}",
+    }
+    assert order["items"][0]["unit_price"]["amount_minor"] == str(STOCKED_PRICE_MINOR)
+    assert order["items"][0]["total_price"]["amount_minor"] == str(total_minor)
     assert order["version"] == 1
 
     fetched = http.get(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
@@ -108,14 +113,14 @@ async def test_register_login_create_read_over_rest_and_grpc(
         order_pb2.GetOrderRequest(order_id=order["order_id"]), metadata=user.grpc_metadata
     )
     assert reply.order.user_id == user.user_id
-    assert reply.order.total_amount.amount_minor == 17998
+    assert reply.order.total_amount.amount_minor == total_minor
 
     headers, payload = order_topic.find(order["order_id"])
     assert headers["ce_type"] == "ordermesh.events.v1.OrderCreated"
     assert headers["ce_source"] == "/ordermesh/order"
     decoded = EventCodec.from_directory(SCHEMAS_DIR).decode(payload)
     assert decoded.record["order_id"] == order["order_id"]
-    assert decoded.record["total_minor"] == 17998
+    assert decoded.record["total_minor"] == total_minor
 
 
 def test_list_is_paginated_and_trailing_slash_works(http: httpx.Client, user: User) -> None:
