@@ -7,12 +7,12 @@ commits itself.
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.common.clock import new_id, utc_now
 from services.fulfillment import handlers
-from services.fulfillment.adapters.outbox import FulfillmentOutbox
+from services.fulfillment.adapters.outbox import fulfillment_outbox
 from services.fulfillment.adapters.repository import ShipmentRepository
 from services.fulfillment.domain.commands import HoldShipment, ShipOrder
 from services.platform.db import Connection
@@ -52,25 +52,28 @@ class FulfillmentWorker:
     """
 
     def __init__(self, codec: EventCodec) -> None:
-        self._outbox = FulfillmentOutbox(codec)
+        self._outbox = fulfillment_outbox(codec)
 
     def handlers(self) -> Handlers:
         return Handlers(
-            single={
-                "OrderReadyToShip": self.on_ready_to_ship,
-                "OrderCancelled": self.on_order_cancelled,
-            }
+            single={"OrderCancelled": self.on_order_cancelled},
+            batch={"OrderReadyToShip": self.on_ready_to_ship},
         )
 
-    async def on_ready_to_ship(self, envelope: EventEnvelope, conn: Connection) -> None:
-        command = ship_command(envelope.record)
-        event = await handlers.ship_order(
-            command, ShipmentRepository(conn), now=utc_now(), new_id=new_id, entropy=_entropy
+    async def on_ready_to_ship(self, envelopes: Sequence[EventEnvelope], conn: Connection) -> None:
+        """Ships a batch of released orders with a handful of queries (see
+        :func:`services.fulfillment.handlers.ship_orders`)."""
+        commands = [ship_command(envelope.record) for envelope in envelopes]
+        events = await handlers.ship_orders(
+            commands, ShipmentRepository(conn), now=utc_now(), new_id=new_id, entropy=_entropy
         )
-        if event is None:
-            log.info("order does not ship", extra={"order_id": command.order_id})
-            return
-        await self._outbox.write(conn, event)
+        await self._outbox.write(conn, events)
+        if len(events) < len(commands):
+            shipped = {event.shipment.order_id for event in events}
+            log.info(
+                "orders that do not ship (cancelled or shipped before)",
+                extra={"orders": [c.order_id for c in commands if c.order_id not in shipped]},
+            )
 
     async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = hold_command(envelope.record)

@@ -12,7 +12,7 @@ from typing import Any
 from services.common.clock import new_id, utc_now
 from services.common.errors import InvalidArgument
 from services.inventory import handlers
-from services.inventory.adapters.outbox import InventoryOutbox
+from services.inventory.adapters.outbox import inventory_outbox
 from services.inventory.adapters.stock import PostgresStockLedger
 from services.inventory.domain.commands import ReleaseStock, ReserveStock
 from services.inventory.domain.reservations import StockLine
@@ -53,7 +53,7 @@ class InventoryManager:
     """PaymentProcessed → OrderFulfilled or OutOfStock; OrderCancelled → StockReleased."""
 
     def __init__(self, codec: EventCodec) -> None:
-        self._outbox = InventoryOutbox(codec)
+        self._outbox = inventory_outbox(codec)
 
     def handlers(self) -> Handlers:
         return Handlers(
@@ -77,10 +77,10 @@ class InventoryManager:
         if not events:
             log.info("payments need no reservation", extra={"orders": len(commands)})
             return
-        await self._outbox.write_all(conn, events)
+        await self._outbox.write(conn, events)
 
     async def on_order_cancelled(self, envelope: EventEnvelope, conn: Connection) -> None:
         command = release_command(envelope.record)
         event = await handlers.release_stock(command, PostgresStockLedger(conn), now=utc_now())
         if event is not None:
-            await self._outbox.write(conn, event)
+            await self._outbox.write(conn, [event])

@@ -7,7 +7,7 @@ from datetime import timedelta
 from ordermesh.order.v1 import order_pb2_grpc
 
 from services.order.adapters.catalog import InventoryCatalog
-from services.order.adapters.outbox import OrderOutbox
+from services.order.adapters.outbox import order_outbox
 from services.order.adapters.repository import PostgresOrderStore
 from services.order.api import SERVICE, OrderApi
 from services.order.consumers import OrderStatusProjector, OrderValidator
@@ -21,7 +21,7 @@ from services.platform.settings import Settings
 def order_store(resources: Resources) -> PostgresOrderStore:
     return PostgresOrderStore(
         resources.pool("order"),
-        OrderOutbox(resources.codec),
+        order_outbox(resources.codec),
         timedelta(seconds=resources.settings.idempotency_ttl_seconds),
     )
 

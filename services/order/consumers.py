@@ -5,15 +5,15 @@ the order row first so every writer of one order is serialised, and never commit
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from services.common.clock import utc_now
-from services.order.adapters.outbox import SCHEMA, SOURCE
+from services.order.adapters.outbox import order_outbox
 from services.order.adapters.repository import fetch_orders, save_orders
+from services.order.domain.events import Event, OrderRejected, OrderReleased, OrderValidated
 from services.order.domain.lifecycle import (
     STATUS_BY_EVENT,
-    Rejection,
     StatusFact,
     apply_fact,
     validate,
@@ -22,23 +22,10 @@ from services.order.domain.model import Order, OrderStatus
 from services.order.domain.ports import Catalog
 from services.order.domain.pricing import CatalogEntry
 from services.platform.db import Connection
-from services.platform.messaging import registry
 from services.platform.messaging.codec import EventCodec, EventEnvelope
 from services.platform.messaging.consumer import Handlers
-from services.platform.messaging.outbox import OutboxMessage, add_messages_to_outbox, outbox_message
 
 log = logging.getLogger(__name__)
-
-
-def _lines(order: Order) -> list[dict[str, Any]]:
-    return [
-        {
-            "product_id": line.product_id,
-            "quantity": line.quantity,
-            "unit_price_minor": line.unit_price.amount_minor,
-        }
-        for line in order.lines
-    ]
 
 
 class OrderValidator:
@@ -52,7 +39,7 @@ class OrderValidator:
     CATALOG_BATCH = 100
 
     def __init__(self, codec: EventCodec, catalog: Catalog) -> None:
-        self._codec = codec
+        self._outbox = order_outbox(codec)
         self._catalog = catalog
 
     def handlers(self) -> Handlers:
@@ -71,9 +58,8 @@ class OrderValidator:
         entries = await self._entries(
             {line.product_id for order in pending for line in order.lines}
         )
-        await add_messages_to_outbox(
-            conn, SCHEMA, [self._verdict(order, validate(order, entries)) for order in pending]
-        )
+        now = utc_now()
+        await self._outbox.write(conn, [verdict(order, entries, now) for order in pending])
 
     async def _entries(self, product_ids: Iterable[str]) -> dict[str, CatalogEntry]:
         ids = sorted(product_ids)
@@ -83,44 +69,12 @@ class OrderValidator:
             entries.update(found)
         return entries
 
-    def _verdict(self, order: Order, rejection: Rejection | None) -> OutboxMessage:
-        now = utc_now()
-        if rejection is None:
-            name, record = (
-                "OrderValidated",
-                {
-                    "order_id": order.order_id,
-                    "user_id": order.user_id,
-                    "items": _lines(order),
-                    "total_minor": order.total.amount_minor,
-                    "currency": order.currency,
-                    "payment_method": order.payment_method,
-                    "shipping_address": asdict(order.shipping_address),
-                    "validated_at": now,
-                    "version": order.version,
-                },
-            )
-        else:
-            name, record = (
-                "OrderRejected",
-                {
-                    "order_id": order.order_id,
-                    "user_id": order.user_id,
-                    "reason": rejection.reason,
-                    "reason_code": rejection.code,
-                    "rejected_at": now,
-                    "version": order.version,
-                },
-            )
-        return outbox_message(
-            self._codec,
-            topic=registry.ORDERS,
-            key=order.order_id,
-            event_name=name,
-            record=record,
-            source=SOURCE,
-            occurred_at=now,
-        )
+
+def verdict(order: Order, catalog: Mapping[str, CatalogEntry], at: datetime) -> Event:
+    rejection = validate(order, catalog)
+    if rejection is None:
+        return OrderValidated(order, at)
+    return OrderRejected(order, rejection.reason, rejection.code, at)
 
 
 def status_fact(event_name: str, record: Mapping[str, Any]) -> StatusFact | None:
@@ -153,7 +107,7 @@ class OrderStatusProjector:
     EVENTS = tuple(STATUS_BY_EVENT)
 
     def __init__(self, codec: EventCodec) -> None:
-        self._codec = codec
+        self._outbox = order_outbox(codec)
 
     def handlers(self) -> Handlers:
         # One handler object for every event, so a batch's consecutive facts (whatever
@@ -190,26 +144,7 @@ class OrderStatusProjector:
         if not states:
             return
         await save_orders(conn, states, read_versions)
-        released = [
-            self._release(state) for state in states if state.status is OrderStatus.FULFILLED
-        ]
-        if released:
-            await add_messages_to_outbox(conn, SCHEMA, released)
-
-    def _release(self, order: Order) -> OutboxMessage:
-        """OrderReadyToShip: the order is handed to the warehouse."""
-        return outbox_message(
-            self._codec,
-            topic=registry.ORDERS,
-            key=order.order_id,
-            event_name="OrderReadyToShip",
-            record={
-                "order_id": order.order_id,
-                "user_id": order.user_id,
-                "items": _lines(order),
-                "shipping_address": asdict(order.shipping_address),
-                "released_at": order.updated_at,
-                "version": order.version,
-            },
-            source=SOURCE,
+        await self._outbox.write(
+            conn,
+            [OrderReleased(state) for state in states if state.status is OrderStatus.FULFILLED],
         )

@@ -2,51 +2,71 @@
 inside the transaction that also records the triggering event in the inbox and the
 returned event in the outbox; the query serves the API."""
 
-import uuid
+from collections.abc import Callable, Sequence
 
 from services.common.errors import InvalidArgument, NotFound
 from services.common.identity import Principal
 from services.payment.domain.commands import CancelPayment, ChargeOrder, RefundOrder
 from services.payment.domain.events import PaymentFailed, PaymentProcessed, PaymentRefunded
-from services.payment.domain.model import ChargeApproved, NewPayment, Payment
+from services.payment.domain.model import (
+    ChargeApproved,
+    ChargeOutcome,
+    ChargeRequest,
+    NewPayment,
+    Payment,
+)
 from services.payment.domain.ports import PaymentLedger, PaymentProvider, PaymentReader
 from services.payment.domain.rules import owes_refund
 
 
-async def charge_order(
-    command: ChargeOrder,
+async def charge_orders(
+    commands: Sequence[ChargeOrder],
     payments: PaymentLedger,
     provider: PaymentProvider,
-) -> PaymentProcessed | PaymentFailed | None:
-    """Charges the order and records the outcome; None when it was recorded before, or when
-    the order has been cancelled (a late, replayed or duplicated validation never takes money
-    for a cancelled order).
+    *,
+    new_id: Callable[[], str],
+) -> list[PaymentProcessed | PaymentFailed]:
+    """Charges each order once and records the outcomes; returns the events to publish, in
+    the commands' order. An order that is cancelled (a late, replayed or duplicated
+    validation never takes money for a cancelled order), already has an outcome, or comes a
+    second time in the batch is left out.
 
-    The provider is idempotent on the order id, so if a previous attempt charged but
-    crashed before its commit, this one gets the same charge back instead of a second.
+    The orders' locks come first (sorted, so batches and cancellations never wait
+    crosswise), then which of them are settled, then one provider call for the rest and
+    one write of every outcome. The provider is idempotent on the order id, so if a previous
+    attempt charged but crashed before its commit, this one gets the same charge back
+    instead of a second.
     """
-    await payments.lock_order(command.order_id)
-    if await payments.is_cancelled(command.order_id):
-        return None
-    if await payments.by_order(command.order_id) is not None:
-        return None
-    result = await provider.charge(
-        command.order_id, command.amount, command.method, idempotency_key=command.order_id
+    order_ids = [command.order_id for command in commands]
+    await payments.lock_orders(order_ids)
+    settled = set(await payments.settled_orders(order_ids))
+    due: list[ChargeOrder] = []
+    for command in commands:
+        if command.order_id not in settled:
+            settled.add(command.order_id)
+            due.append(command)
+    if not due:
+        return []
+    results = await provider.charge_all(
+        [ChargeRequest(c.order_id, c.amount, c.method, idempotency_key=c.order_id) for c in due]
     )
-    attempt = NewPayment(
-        str(uuid.uuid4()), command.order_id, command.user_id, command.amount, command.method
-    )
-    event: PaymentProcessed | PaymentFailed
-    if isinstance(result, ChargeApproved):
-        payment = await payments.capture(attempt, result.provider_reference)
-        event = PaymentProcessed(payment)
-    else:
-        payment = await payments.decline(attempt, result.reason)
-        event = PaymentFailed(payment, result.reason, result.code)
-    if payment.payment_id != attempt.payment_id:
-        # A concurrent attempt recorded the same outcome first, and publishes it.
-        return None
-    return event
+    if len(results) != len(due):
+        raise RuntimeError(f"the provider answered {len(results)} of {len(due)} charges")
+    outcomes = [
+        ChargeOutcome(NewPayment(new_id(), c.order_id, c.user_id, c.amount, c.method), result)
+        for c, result in zip(due, results, strict=True)
+    ]
+    recorded = await payments.record(outcomes)
+    events: list[PaymentProcessed | PaymentFailed] = []
+    for command, outcome, payment in zip(due, outcomes, recorded, strict=True):
+        if payment.payment_id != outcome.attempt.payment_id:
+            continue  # a concurrent attempt recorded the same outcome first, and publishes it
+        result = outcome.result
+        if isinstance(result, ChargeApproved):
+            events.append(PaymentProcessed(payment, command.carried))
+        else:
+            events.append(PaymentFailed(payment, result.reason, result.code))
+    return events
 
 
 async def cancel_payment(

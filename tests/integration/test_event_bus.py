@@ -29,7 +29,13 @@ from services.platform.messaging.dead_letters import (
     list_dead_letters,
     replay_dead_letters,
 )
-from services.platform.messaging.outbox import OUTBOX_CHANNEL, add_to_outbox, inbox_ddl, outbox_ddl
+from services.platform.messaging.outbox import (
+    OUTBOX_CHANNEL,
+    add_messages_to_outbox,
+    inbox_ddl,
+    outbox_ddl,
+    outbox_message,
+)
 from services.platform.messaging.registry import TopicSpec
 from services.platform.messaging.relay import OutboxRelay, advisory_lock_key
 from services.platform.settings import Settings
@@ -40,6 +46,15 @@ pytestmark = pytest.mark.integration
 SOURCE = "/ordermesh/tests"
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
 FAST_CONSUMER = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+async def add_to_outbox(
+    conn: AsyncConnection[Any], schema: str, *, codec: EventCodec, **event: Any
+) -> uuid.UUID:
+    """One event into ``schema``'s outbox, as a service's outbox writer stores it."""
+    message = outbox_message(codec, **event)
+    await add_messages_to_outbox(conn, schema, [message])
+    return message.event_id
 
 
 @dataclass(frozen=True)

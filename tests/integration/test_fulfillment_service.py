@@ -37,9 +37,26 @@ def new_shipment(user_id: str = "user-1", order_id: str | None = None) -> NewShi
     )
 
 
-async def create(pool: Pool, shipment: NewShipment) -> Shipment:
+async def create_all(pool: Pool, *shipments: NewShipment) -> list[Shipment]:
     async with pool.connection() as conn, conn.transaction():
-        return await ShipmentRepository(conn).create(shipment)
+        return await ShipmentRepository(conn).create_all(shipments)
+
+
+async def create(pool: Pool, shipment: NewShipment) -> Shipment:
+    [stored] = await create_all(pool, shipment)
+    return stored
+
+
+async def test_a_batch_records_new_shipments_in_order_and_keeps_earlier_ones(pool: Pool) -> None:
+    earlier = await create(pool, new_shipment())
+    first, last = new_shipment(), new_shipment()
+    created = await create_all(pool, first, new_shipment(order_id=earlier.order_id), last)
+    assert [(s.shipment_id, s.order_id) for s in created] == [
+        (first.shipment_id, first.order_id),
+        (last.shipment_id, last.order_id),
+    ]
+    async with pool.connection() as conn:
+        assert await ShipmentRepository(conn).by_order(earlier.order_id) == earlier
 
 
 async def test_an_order_ships_once(pool: Pool) -> None:
@@ -55,7 +72,7 @@ async def test_an_order_ships_once(pool: Pool) -> None:
         SHIPPED_AT + timedelta(days=3),
     )
     second = new_shipment(order_id=first.order_id)
-    assert await create(pool, second) == stored
+    assert await create_all(pool, second) == [], "the order keeps its first shipment"
     async with pool.connection() as conn:
         assert await ShipmentRepository(conn).by_order(first.order_id) == stored
         assert await ShipmentRepository(conn).by_order(f"order-{uuid.uuid4()}") is None

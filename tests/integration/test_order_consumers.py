@@ -42,8 +42,8 @@ RETIRED = CatalogEntry("itest-retired", "Retired", Money(100, "USD"), False)
 class _NoOutbox:
     """The test orders' OrderCreated is never written: these handlers are fed directly."""
 
-    async def write(self, conn: Connection, events: Iterable[Event]) -> None:
-        return None
+    async def write(self, conn: Connection, events: Iterable[Event]) -> int:
+        return 0
 
 
 @pytest.fixture(scope="module")

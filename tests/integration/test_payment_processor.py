@@ -8,7 +8,7 @@ The concurrent-refund scenario needs two real committed transactions and commits
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,9 @@ from services.payment.adapters.repository import PaymentRepository
 from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
 from services.payment.consumers import PaymentProcessor
 from services.payment.domain.model import (
+    ChargeApproved,
+    ChargeOutcome,
+    ChargeRequest,
     ChargeResult,
     NewPayment,
     Payment,
@@ -52,11 +55,9 @@ class CountingProvider:
     refunds: list[str] = field(default_factory=list)
     inner: SimulatedPaymentProvider = field(default_factory=SimulatedPaymentProvider)
 
-    async def charge(
-        self, order_id: str, amount: Money, payment_method: str, idempotency_key: str
-    ) -> ChargeResult:
-        self.charges.append(idempotency_key)
-        return await self.inner.charge(order_id, amount, payment_method, idempotency_key)
+    async def charge_all(self, charges: Sequence[ChargeRequest]) -> list[ChargeResult]:
+        self.charges.extend(charge.idempotency_key for charge in charges)
+        return await self.inner.charge_all(charges)
 
     async def refund(
         self, provider_reference: str, amount: Money, idempotency_key: str
@@ -313,9 +314,11 @@ async def test_a_cancellation_and_a_shortage_at_once_refund_once(
     async with pool.connection() as conn:
         order = Scenario(conn, codec, provider, processor)
         async with conn.transaction():
-            captured = await PaymentRepository(conn).capture(
-                NewPayment(str(uuid.uuid4()), order.order_id, order.user_id, TOTAL, "tok_visa"),
-                "ch_concurrent",
+            attempt = NewPayment(
+                str(uuid.uuid4()), order.order_id, order.user_id, TOTAL, "tok_visa"
+            )
+            [captured] = await PaymentRepository(conn).record(
+                [ChargeOutcome(attempt, ChargeApproved("ch_concurrent"))]
             )
         deliveries = [order.out_of_stock(captured.payment_id), order.order_cancelled()]
 

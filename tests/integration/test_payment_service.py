@@ -16,7 +16,14 @@ from services.common.errors import Conflict, FailedPrecondition, NotFound
 from services.common.money import Money
 from services.payment import bootstrap as payment_bootstrap
 from services.payment.adapters.repository import PaymentRepository
-from services.payment.domain.model import NewPayment, Payment, PaymentStatus
+from services.payment.domain.model import (
+    ChargeApproved,
+    ChargeDeclined,
+    ChargeOutcome,
+    NewPayment,
+    Payment,
+    PaymentStatus,
+)
 from services.platform.db import Pool
 from services.platform.settings import Settings
 from tests.integration.grpc_harness import PASSWORD, GrpcStack, grpc_stack, rpc_error, sign_in
@@ -38,12 +45,18 @@ def new_payment(user_id: str = "user-1", order_id: str | None = None) -> NewPaym
 
 async def capture(pool: Pool, payment: NewPayment, reference: str = "ch_1") -> Payment:
     async with pool.connection() as conn, conn.transaction():
-        return await PaymentRepository(conn).capture(payment, reference)
+        [stored] = await PaymentRepository(conn).record(
+            [ChargeOutcome(payment, ChargeApproved(reference))]
+        )
+        return stored
 
 
 async def decline(pool: Pool, payment: NewPayment) -> Payment:
     async with pool.connection() as conn, conn.transaction():
-        return await PaymentRepository(conn).decline(payment, "card declined")
+        [stored] = await PaymentRepository(conn).record(
+            [ChargeOutcome(payment, ChargeDeclined("card declined"))]
+        )
+        return stored
 
 
 async def refund(pool: Pool, order_id: str) -> Payment:

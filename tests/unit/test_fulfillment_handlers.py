@@ -8,7 +8,7 @@ from itertools import count
 import pytest
 
 from services.fulfillment import handlers
-from services.fulfillment.adapters.outbox import order_shipped_record
+from services.fulfillment.adapters.outbox import event_record
 from services.fulfillment.consumers import FulfillmentWorker, hold_command, ship_command
 from services.fulfillment.domain.commands import HoldShipment, ShipOrder
 from services.fulfillment.domain.events import OrderShipped
@@ -38,9 +38,12 @@ def entropy() -> int:
 
 
 async def ship(ledger: FakeShipmentLedger, order_id: str) -> OrderShipped | None:
-    return await handlers.ship_order(
-        ShipOrder(order_id, "user-1"), ledger, now=NOW, new_id=ids(), entropy=entropy
+    """The handler given a batch of one, as the consumer calls it for a lone event."""
+    events = await handlers.ship_orders(
+        [ShipOrder(order_id, "user-1")], ledger, now=NOW, new_id=ids(), entropy=entropy
     )
+    assert len(events) <= 1
+    return events[0] if events else None
 
 
 async def test_a_fulfilled_order_ships_with_its_carrier() -> None:
@@ -80,6 +83,24 @@ async def test_a_cancellation_before_fulfilment_keeps_the_order_home() -> None:
     assert ledger.locked == ["order-1", "order-1"]
 
 
+async def test_a_batch_ships_each_open_order_once_in_order() -> None:
+    ledger = FakeShipmentLedger()
+    await handlers.hold_shipment(HoldShipment("order-c", "changed my mind", NOW), ledger)
+    assert await ship(ledger, "order-s") is not None
+    entropies = iter(range(1, 100))
+    ledger.locked.clear()
+    batch = [
+        ShipOrder(o, "user-1") for o in ("order-b", "order-c", "order-s", "order-a", "order-b")
+    ]
+    events = await handlers.ship_orders(
+        batch, ledger, now=NOW, new_id=ids(), entropy=lambda: next(entropies)
+    )
+    assert [e.shipment.order_id for e in events] == ["order-b", "order-a"]
+    assert [e.shipment.shipment_id for e in events] == ["shipment-1", "shipment-2"]
+    assert ledger.locked == ["order-a", "order-b", "order-c", "order-s"]
+    assert set(ledger.shipments) == {"order-s", "order-b", "order-a"}
+
+
 async def test_a_cancellation_after_shipping_reports_the_shipment() -> None:
     ledger = FakeShipmentLedger()
     shipped = await ship(ledger, "order-1")
@@ -117,8 +138,9 @@ def test_a_planned_shipment_arrives_after_it_leaves() -> None:
 def test_the_shipment_becomes_an_order_shipped_record() -> None:
     codec = EventCodec.from_directory()
     shipment = Shipment("s-1", "order-1", "user-1", "UPS", "1Z42", NOW, LATER, NOW)
-    record = order_shipped_record(OrderShipped(shipment))
-    assert codec.decode(codec.encode("OrderShipped", record)).record == {
+    found = event_record(OrderShipped(shipment))
+    assert (found.name, found.key, found.occurred_at) == ("OrderShipped", "order-1", NOW)
+    assert codec.decode(codec.encode("OrderShipped", found.record)).record == {
         "order_id": "order-1",
         "user_id": "user-1",
         "shipment_id": "s-1",

@@ -44,9 +44,6 @@ class FakeStockLedger:
     async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
         return {o for o in order_ids if o in self.cancelled or o in self.reservations}
 
-    async def is_cancelled(self, order_id: str) -> bool:
-        return order_id in self.cancelled
-
     async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
         self.cancelled.setdefault(order_id, reason)
 

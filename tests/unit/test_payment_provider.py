@@ -5,6 +5,8 @@ from services.payment.adapters.simulated_provider import SimulatedPaymentProvide
 from services.payment.domain.model import (
     ChargeApproved,
     ChargeDeclined,
+    ChargeRequest,
+    ChargeResult,
     InvalidPaymentMethod,
     RefundResult,
 )
@@ -12,14 +14,19 @@ from services.payment.domain.model import (
 AMOUNT = Money(1999, "USD")
 
 
+async def charge(provider: SimulatedPaymentProvider, order_id: str, method: str) -> ChargeResult:
+    [result] = await provider.charge_all([ChargeRequest(order_id, AMOUNT, method, order_id)])
+    return result
+
+
 async def test_card_tokens_decide_the_outcome() -> None:
     provider = SimulatedPaymentProvider()
-    approved = await provider.charge("o-1", AMOUNT, "tok_visa", "o-1")
+    approved = await charge(provider, "o-1", "tok_visa")
     assert isinstance(approved, ChargeApproved)
     assert approved.provider_reference.startswith("ch_sim_")
-    declined = await provider.charge("o-2", AMOUNT, "tok_chargeDeclined", "o-2")
+    declined = await charge(provider, "o-2", "tok_chargeDeclined")
     assert declined == ChargeDeclined("card declined", "CARD_DECLINED")
-    invalid = await provider.charge("o-3", AMOUNT, "iou", "o-3")
+    invalid = await charge(provider, "o-3", "iou")
     assert invalid == InvalidPaymentMethod("iou")
     assert invalid.reason == "invalid payment method 'iou'"
     assert invalid.code == "INVALID_PAYMENT_METHOD"
@@ -27,10 +34,24 @@ async def test_card_tokens_decide_the_outcome() -> None:
 
 async def test_references_are_derived_from_the_idempotency_key() -> None:
     provider, restarted = SimulatedPaymentProvider(), SimulatedPaymentProvider()
-    first = await provider.charge("o-1", AMOUNT, "tok_visa", "o-1")
-    assert await restarted.charge("o-1", AMOUNT, "tok_visa", "o-1") == first
-    assert await provider.charge("o-2", AMOUNT, "tok_visa", "o-2") != first
+    first = await charge(provider, "o-1", "tok_visa")
+    assert await charge(restarted, "o-1", "tok_visa") == first
+    assert await charge(provider, "o-2", "tok_visa") != first
     refund = await provider.refund("ch_x", AMOUNT, "p-1")
     assert isinstance(refund, RefundResult) and refund.refund_reference.startswith("re_sim_")
     assert await restarted.refund("ch_x", AMOUNT, "p-1") == refund
     assert await provider.refund("ch_x", AMOUNT, "p-2") != refund
+
+
+async def test_a_batch_is_answered_charge_by_charge_in_order() -> None:
+    provider = SimulatedPaymentProvider()
+    methods = ["tok_visa", "tok_chargeDeclined", "iou", "tok_visa"]
+    requests = [ChargeRequest(f"o-{i}", AMOUNT, m, f"o-{i}") for i, m in enumerate(methods)]
+    results = await provider.charge_all(requests)
+    assert [await charge(provider, r.order_id, r.method) for r in requests] == results
+    assert [type(r) for r in results] == [
+        ChargeApproved,
+        ChargeDeclined,
+        InvalidPaymentMethod,
+        ChargeApproved,
+    ]

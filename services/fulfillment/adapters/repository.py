@@ -2,6 +2,7 @@
 caller's connection, so the worker records a shipment, its inbox entry and its outbox event
 in one transaction."""
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.fulfillment.domain.model import NewShipment, Shipment
@@ -28,6 +29,15 @@ def _shipment(row: dict[str, Any]) -> Shipment:
     )
 
 
+_CREATE = (
+    "INSERT INTO fulfillment.shipments (shipment_id, order_id, user_id, carrier,"
+    " tracking_number, shipped_at, estimated_delivery)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::timestamptz[])"
+    f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}"
+)
+
+
 class ShipmentRepository(OrderGuard):
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn, "fulfillment")
@@ -39,31 +49,37 @@ class ShipmentRepository(OrderGuard):
         row = await cursor.fetchone()
         return None if row is None else _shipment(row)
 
-    async def create(self, shipment: NewShipment) -> Shipment:
-        """Records the order's shipment. An order ships once: if it already has a shipment,
-        that one is returned and `shipment` is dropped."""
-        validate_shipment(shipment)
+    async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
+        ids = sorted(set(order_ids))
         cursor = await self._conn.execute(
-            "INSERT INTO fulfillment.shipments (shipment_id, order_id, user_id, carrier,"
-            " tracking_number, shipped_at, estimated_delivery)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}",
-            (
-                shipment.shipment_id,
-                shipment.order_id,
-                shipment.user_id,
-                shipment.carrier,
-                shipment.tracking_number,
-                shipment.shipped_at,
-                shipment.estimated_delivery,
-            ),
+            "SELECT order_id FROM fulfillment.cancelled_orders WHERE order_id = ANY(%s)"
+            " UNION SELECT order_id FROM fulfillment.shipments WHERE order_id = ANY(%s)",
+            (ids, ids),
         )
-        row = await cursor.fetchone()
-        if row is not None:
-            return _shipment(row)
-        existing = await self.by_order(shipment.order_id)
-        assert existing is not None, "the conflicting shipment is committed before DO NOTHING"
-        return existing
+        return {row["order_id"] for row in await cursor.fetchall()}
+
+    async def create_all(self, shipments: Sequence[NewShipment]) -> list[Shipment]:
+        """Records the shipments with one statement. An order ships once: one that already
+        has a shipment keeps it, and is left out of the result."""
+        for shipment in shipments:
+            validate_shipment(shipment)
+        if not shipments:
+            return []
+        rows = [
+            (
+                s.shipment_id,
+                s.order_id,
+                s.user_id,
+                s.carrier,
+                s.tracking_number,
+                s.shipped_at,
+                s.estimated_delivery,
+            )
+            for s in shipments
+        ]
+        cursor = await self._conn.execute(_CREATE, list(zip(*rows, strict=True)))
+        created = {row["order_id"]: _shipment(row) for row in await cursor.fetchall()}
+        return [created[s.order_id] for s in shipments if s.order_id in created]
 
 
 class PooledShipmentReader:

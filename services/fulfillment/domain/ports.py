@@ -1,5 +1,6 @@
 """What the fulfillment handlers need from the outside world."""
 
+from collections.abc import Iterable, Sequence, Set
 from datetime import datetime
 from typing import Protocol
 
@@ -17,9 +18,15 @@ class ShipmentLedger(ShipmentReader, Protocol):
         """Serialises every handler of this order until the transaction ends (a fulfilment
         and a cancellation of one order arrive on different topics, possibly at once)."""
 
-    async def is_cancelled(self, order_id: str) -> bool: ...
+    async def lock_orders(self, order_ids: Iterable[str]) -> None:
+        """:meth:`lock_order` for several orders at once, in an order every caller shares."""
+
+    async def settled_orders(self, order_ids: Iterable[str]) -> Set[str]:
+        """The orders among ``order_ids`` that must not ship: cancelled, or shipped."""
 
     async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
         """Remembers the order as cancelled; recording it again changes nothing."""
 
-    async def create(self, shipment: NewShipment) -> Shipment: ...
+    async def create_all(self, shipments: Sequence[NewShipment]) -> list[Shipment]:
+        """Records the shipments; returns the ones recorded (an order that already has a
+        shipment keeps it, and its new one is dropped)."""

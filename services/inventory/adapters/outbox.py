@@ -1,21 +1,12 @@
 """Inventory events as Avro records in the inventory outbox (same transaction as the stock
 change; the outbox relay publishes them to the inventory topic, keyed by order id)."""
 
-from collections.abc import Iterable
 from typing import Any
-
-from psycopg import AsyncConnection
 
 from services.inventory.domain.events import Event, OrderFulfilled, OutOfStock, StockReleased
 from services.inventory.domain.reservations import StockLine
-from services.platform.messaging import registry
 from services.platform.messaging.codec import EventCodec
-from services.platform.messaging.outbox import (
-    OutboxMessage,
-    add_messages_to_outbox,
-    add_to_outbox,
-    outbox_message,
-)
+from services.platform.messaging.outbox import EventOutbox, EventRecord
 
 SCHEMA = "inventory"
 SOURCE = "/ordermesh/inventory"
@@ -32,13 +23,13 @@ def _lines(lines: tuple[StockLine, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def event_record(event: Event) -> tuple[str, str, dict[str, Any]]:
-    """The order id, Avro schema name and record of a domain event."""
+def event_record(event: Event) -> EventRecord:
+    """A domain event as the Avro record of its event type."""
     match event:
         case OrderFulfilled(reservation=reservation):
-            return (
-                reservation.order_id,
+            return EventRecord(
                 "OrderFulfilled",
+                reservation.order_id,
                 {
                     "order_id": reservation.order_id,
                     "user_id": reservation.user_id,
@@ -47,11 +38,12 @@ def event_record(event: Event) -> tuple[str, str, dict[str, Any]]:
                     "shipping_address": dict(event.shipping_address),
                     "reserved_at": reservation.created_at,
                 },
+                reservation.created_at,
             )
         case OutOfStock():
-            return (
-                event.order_id,
+            return EventRecord(
                 "OutOfStock",
+                event.order_id,
                 {
                     "order_id": event.order_id,
                     "user_id": event.user_id,
@@ -68,11 +60,12 @@ def event_record(event: Event) -> tuple[str, str, dict[str, Any]]:
                     ],
                     "occurred_at": event.occurred_at,
                 },
+                event.occurred_at,
             )
         case StockReleased(reservation=reservation):
-            return (
-                reservation.order_id,
+            return EventRecord(
                 "StockReleased",
+                reservation.order_id,
                 {
                     "order_id": reservation.order_id,
                     "user_id": reservation.user_id,
@@ -81,38 +74,9 @@ def event_record(event: Event) -> tuple[str, str, dict[str, Any]]:
                     "reason": event.reason,
                     "released_at": event.released_at,
                 },
+                event.released_at,
             )
 
 
-class InventoryOutbox:
-    def __init__(self, codec: EventCodec) -> None:
-        self._codec = codec
-
-    async def write(self, conn: AsyncConnection[Any], event: Event) -> None:
-        order_id, name, record = event_record(event)
-        await add_to_outbox(
-            conn,
-            SCHEMA,
-            codec=self._codec,
-            topic=registry.topic_for(name),
-            key=order_id,
-            event_name=name,
-            record=record,
-            source=SOURCE,
-        )
-
-    def message(self, event: Event) -> OutboxMessage:
-        """``event`` encoded for :meth:`write_all`."""
-        order_id, name, record = event_record(event)
-        return outbox_message(
-            self._codec,
-            topic=registry.topic_for(name),
-            key=order_id,
-            event_name=name,
-            record=record,
-            source=SOURCE,
-        )
-
-    async def write_all(self, conn: AsyncConnection[Any], events: Iterable[Event]) -> None:
-        """Stores several events with one COPY."""
-        await add_messages_to_outbox(conn, SCHEMA, [self.message(event) for event in events])
+def inventory_outbox(codec: EventCodec) -> EventOutbox[Event]:
+    return EventOutbox(codec, schema=SCHEMA, source=SOURCE, to_record=event_record)

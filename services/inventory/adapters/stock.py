@@ -49,18 +49,6 @@ class PostgresStockLedger(OrderGuard):
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn, "inventory")
 
-    async def lock_orders(self, order_ids: Iterable[str]) -> None:
-        """Takes the per-order locks of :meth:`lock_order` for several orders in one query,
-        in order_id order (``unnest`` yields them as given), so two batches sharing orders
-        never wait for each other crosswise."""
-        keys = [f"ordermesh.{self._schema}.order:{order_id}" for order_id in sorted(set(order_ids))]
-        # A volatile function in the select list runs after the sort, so row by row in n order.
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
-            " FROM unnest(%s::text[]) WITH ORDINALITY AS t (k, n) ORDER BY n",
-            (keys,),
-        )
-
     async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
         """The orders among ``order_ids`` that must not reserve: cancelled, or decided."""
         ids = sorted(set(order_ids))

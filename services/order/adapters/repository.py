@@ -27,7 +27,7 @@ _ORDER_COLUMNS = (
 
 
 class EventOutbox(Protocol):
-    async def write(self, conn: Connection, events: Iterable[Event]) -> None: ...
+    async def write(self, conn: Connection, events: Iterable[Event]) -> int: ...
 
 
 def _order(row: dict[str, Any]) -> Order:

@@ -26,4 +26,35 @@ class OrderStatusChanged:
     occurred_at: datetime
 
 
-Event = OrderCreated | OrderCancelled | OrderStatusChanged
+@dataclass(frozen=True, slots=True)
+class OrderValidated:
+    """The order passed validation against the catalog as it was at ``at``."""
+
+    order: Order
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected:
+    order: Order
+    reason: str
+    code: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReleased:
+    """The order reached FULFILLED and is handed to the warehouse (OrderReadyToShip): from
+    now on it can no longer be cancelled."""
+
+    order: Order
+
+
+Event = (
+    OrderCreated
+    | OrderCancelled
+    | OrderStatusChanged
+    | OrderValidated
+    | OrderRejected
+    | OrderReleased
+)

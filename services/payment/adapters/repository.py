@@ -5,12 +5,13 @@ The table enforces what the rules promise: `order_id` is unique (one outcome, so
 capture, per order) and the refund lives on the payment row (at most one refund each).
 """
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from services.common.errors import NotFound
 from services.common.money import Money
-from services.payment.domain.model import NewPayment, Payment, PaymentStatus
+from services.payment.domain.model import ChargeApproved, ChargeOutcome, Payment, PaymentStatus
 from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
 from services.platform.db import Connection, Pool
 from services.platform.order_guard import OrderGuard
@@ -39,6 +40,42 @@ def _payment(row: dict[str, Any]) -> Payment:
     )
 
 
+_RECORD = (
+    "INSERT INTO payment.payments (payment_id, order_id, user_id, status, amount_minor,"
+    " currency, method, provider_reference, decline_reason)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[])"
+    f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}"
+)
+
+
+def _status(outcome: ChargeOutcome) -> PaymentStatus:
+    if isinstance(outcome.result, ChargeApproved):
+        return PaymentStatus.CAPTURED
+    return PaymentStatus.DECLINED
+
+
+def _outcome_row(outcome: ChargeOutcome) -> tuple[Any, ...]:
+    attempt, result = outcome.attempt, outcome.result
+    reference: str | None = None
+    reason: str | None = None
+    if isinstance(result, ChargeApproved):
+        reference = result.provider_reference
+    else:
+        reason = result.reason
+    return (
+        attempt.payment_id,
+        attempt.order_id,
+        attempt.user_id,
+        _status(outcome).value,
+        attempt.amount.amount_minor,
+        attempt.amount.currency,
+        attempt.method,
+        reference,
+        reason,
+    )
+
+
 class PaymentRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -47,8 +84,18 @@ class PaymentRepository:
     async def lock_order(self, order_id: str) -> None:
         await self._guard.lock_order(order_id)
 
-    async def is_cancelled(self, order_id: str) -> bool:
-        return await self._guard.is_cancelled(order_id)
+    async def lock_orders(self, order_ids: Iterable[str]) -> None:
+        await self._guard.lock_orders(order_ids)
+
+    async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
+        """The orders among ``order_ids`` that must not be charged: cancelled, or decided."""
+        ids = sorted(set(order_ids))
+        cursor = await self._conn.execute(
+            "SELECT order_id FROM payment.cancelled_orders WHERE order_id = ANY(%s)"
+            " UNION SELECT order_id FROM payment.payments WHERE order_id = ANY(%s)",
+            (ids, ids),
+        )
+        return {row["order_id"] for row in await cursor.fetchall()}
 
     async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
         await self._guard.record_cancellation(order_id, reason, at)
@@ -63,13 +110,26 @@ class PaymentRepository:
         row = await cursor.fetchone()
         return None if row is None else _payment(row)
 
-    async def capture(self, payment: NewPayment, provider_reference: str) -> Payment:
-        """Records a captured charge; recording the same capture again returns it unchanged."""
-        return await self._record(payment, PaymentStatus.CAPTURED, provider_reference, None)
-
-    async def decline(self, payment: NewPayment, reason: str) -> Payment:
-        """Records a declined charge; recording the same decline again returns it unchanged."""
-        return await self._record(payment, PaymentStatus.DECLINED, None, reason)
+    async def record(self, outcomes: Sequence[ChargeOutcome]) -> list[Payment]:
+        """Inserts every outcome with one statement; an order that already had a payment
+        keeps it (returned in its place, if it is the same outcome)."""
+        if not outcomes:
+            return []
+        rows = [_outcome_row(outcome) for outcome in outcomes]
+        cursor = await self._conn.execute(_RECORD, list(zip(*rows, strict=True)))
+        stored = {row["order_id"]: _payment(row) for row in await cursor.fetchall()}
+        missing = [o.attempt.order_id for o in outcomes if o.attempt.order_id not in stored]
+        if missing:
+            cursor = await self._conn.execute(
+                f"SELECT {_COLUMNS} FROM payment.payments WHERE order_id = ANY(%s)", (missing,)
+            )
+            earlier = {row["order_id"]: _payment(row) for row in await cursor.fetchall()}
+            for outcome in outcomes:
+                order_id = outcome.attempt.order_id
+                if order_id in earlier:
+                    ensure_same_outcome(earlier[order_id], _status(outcome), outcome.attempt.amount)
+            stored.update(earlier)
+        return [stored[outcome.attempt.order_id] for outcome in outcomes]
 
     async def refund(self, order_id: str, refund_reference: str) -> Payment:
         """Refunds the order's captured payment in full; a repeated refund returns it."""
@@ -86,38 +146,6 @@ class PaymentRepository:
         if existing is None:
             raise NotFound(f"order {order_id} has no payment")
         ensure_refundable(existing)
-        return existing
-
-    async def _record(
-        self,
-        payment: NewPayment,
-        status: PaymentStatus,
-        provider_reference: str | None,
-        decline_reason: str | None,
-    ) -> Payment:
-        cursor = await self._conn.execute(
-            "INSERT INTO payment.payments (payment_id, order_id, user_id, status, amount_minor,"
-            " currency, method, provider_reference, decline_reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}",
-            (
-                payment.payment_id,
-                payment.order_id,
-                payment.user_id,
-                status.value,
-                payment.amount.amount_minor,
-                payment.amount.currency,
-                payment.method,
-                provider_reference,
-                decline_reason,
-            ),
-        )
-        row = await cursor.fetchone()
-        if row is not None:
-            return _payment(row)
-        existing = await self.by_order(payment.order_id)
-        assert existing is not None, "the conflicting payment is committed before DO NOTHING"
-        ensure_same_outcome(existing, status, payment.amount)
         return existing
 
 

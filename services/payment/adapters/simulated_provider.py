@@ -7,11 +7,13 @@ provider's idempotency keys guarantee.
 """
 
 import hashlib
+from collections.abc import Sequence
 
 from services.common.money import Money
 from services.payment.domain.model import (
     ChargeApproved,
     ChargeDeclined,
+    ChargeRequest,
     ChargeResult,
     InvalidPaymentMethod,
     RefundResult,
@@ -26,14 +28,16 @@ def _reference(prefix: str, idempotency_key: str) -> str:
 
 
 class SimulatedPaymentProvider:
-    async def charge(
-        self, order_id: str, amount: Money, payment_method: str, idempotency_key: str
-    ) -> ChargeResult:
-        if payment_method == APPROVED_METHOD:
-            return ChargeApproved(_reference("ch", idempotency_key))
-        if payment_method == DECLINED_METHOD:
+    async def charge_all(self, charges: Sequence[ChargeRequest]) -> list[ChargeResult]:
+        return [self._charge(charge) for charge in charges]
+
+    @staticmethod
+    def _charge(charge: ChargeRequest) -> ChargeResult:
+        if charge.method == APPROVED_METHOD:
+            return ChargeApproved(_reference("ch", charge.idempotency_key))
+        if charge.method == DECLINED_METHOD:
             return ChargeDeclined("card declined")
-        return InvalidPaymentMethod(payment_method)
+        return InvalidPaymentMethod(charge.method)
 
     async def refund(
         self, provider_reference: str, amount: Money, idempotency_key: str

@@ -1,13 +1,18 @@
 """Facts the payment service publishes (through its outbox) about payments."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from services.payment.domain.model import Payment
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentProcessed:
+    """The order's payment was captured. ``carried`` is the charge command's, passed on."""
+
     payment: Payment
+    carried: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,17 @@ class NewPayment:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """One charge asked of the provider; retried with the same ``idempotency_key``, the
+    provider repeats its first answer and moves no money twice."""
+
+    order_id: str
+    amount: Money
+    method: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Payment:
     payment_id: str
     order_id: str
@@ -70,6 +81,14 @@ class InvalidPaymentMethod:
 
 
 ChargeResult = ChargeApproved | ChargeDeclined | InvalidPaymentMethod
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    """An attempt and the provider's answer to it, to be recorded together."""
+
+    attempt: NewPayment
+    result: ChargeResult
 
 
 @dataclass(frozen=True, slots=True)

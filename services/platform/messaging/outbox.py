@@ -12,19 +12,23 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from services.platform.messaging.codec import EventCodec, cloudevent_headers
+from services.platform.messaging.registry import topic_for
 
 OUTBOX_CHANNEL = "ordermesh_outbox"
 
+E = TypeVar("E")
+
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_COLUMN_TYPES = ("uuid", "text", "text", "text", "bytea", "jsonb", "timestamptz")
 _COLUMNS = (
     "event_id",
     "topic",
@@ -95,94 +99,76 @@ def outbox_message(
     )
 
 
-async def add_to_outbox(
-    conn: AsyncConnection[Any],
-    schema: str,
-    *,
-    codec: EventCodec,
-    topic: str,
-    key: str,
-    event_name: str,
-    record: Mapping[str, Any],
-    source: str,
-    event_id: uuid.UUID | None = None,
-    occurred_at: datetime | None = None,
-) -> uuid.UUID:
-    """Encode an event and insert it in the caller's transaction; returns its event id.
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A domain event as it goes on the wire: its event (Avro schema) name, its Kafka key
+    (the order id for every ordermesh event), its record, and when it happened."""
 
-    ``source`` is the CloudEvents source, e.g. ``/ordermesh/order``; ``key`` is the Kafka
-    message key, the ``order_id`` for every ordermesh event.
-    """
-    message = outbox_message(
-        codec,
-        topic=topic,
-        key=key,
-        event_name=event_name,
-        record=record,
-        source=source,
-        event_id=event_id,
-        occurred_at=occurred_at,
-    )
-    await conn.execute(_insert_statement(schema), _row(message))
-    return message.event_id
+    name: str
+    key: str
+    record: Mapping[str, Any]
+    occurred_at: datetime | None = None
+
+
+class EventOutbox(Generic[E]):
+    """A context's outbox: ``write(conn, events)`` encodes domain events with the context's
+    ``to_record`` and inserts them in the caller's transaction, in one statement, each to the
+    topic the registry assigns its event type."""
+
+    def __init__(
+        self,
+        codec: EventCodec,
+        *,
+        schema: str,
+        source: str,
+        to_record: Callable[[E], EventRecord],
+    ) -> None:
+        self._codec = codec
+        self._schema = checked_schema(schema)
+        self._source = source
+        self._to_record = to_record
+
+    def message(self, event: E) -> OutboxMessage:
+        found = self._to_record(event)
+        return outbox_message(
+            self._codec,
+            topic=topic_for(found.name),
+            key=found.key,
+            event_name=found.name,
+            record=found.record,
+            source=self._source,
+            occurred_at=found.occurred_at,
+        )
+
+    async def write(self, conn: AsyncConnection[Any], events: Iterable[E]) -> int:
+        """Inserts the events; returns how many."""
+        return await add_messages_to_outbox(
+            conn, self._schema, [self.message(event) for event in events]
+        )
 
 
 async def add_messages_to_outbox(
-    conn: AsyncConnection[Any], schema: str, messages: Iterable[OutboxMessage]
+    conn: AsyncConnection[Any], schema: str, messages: Sequence[OutboxMessage]
 ) -> int:
-    """Bulk-insert pre-encoded messages with COPY, in the caller's transaction."""
-    count = 0
-    async with conn.cursor() as cursor, cursor.copy(_copy_statement(schema)) as copy:
-        for message in messages:
-            await copy.write_row(_row(message))
-            count += 1
-    return count
+    """Insert pre-encoded messages in the caller's transaction with one statement (one round
+    trip, whatever their number); returns how many."""
+    if not messages:
+        return 0
+    columns = list(zip(*(_row(message) for message in messages), strict=True))
+    await conn.execute(_insert_statement(checked_schema(schema)), columns)
+    return len(messages)
 
 
-async def purge_published(conn: AsyncConnection[Any], schema: str, older_than: timedelta) -> int:
-    """Delete outbox rows published more than ``older_than`` ago; returns how many."""
-    query = sql.SQL("DELETE FROM {}.outbox WHERE published_at < now() - %s::interval").format(
-        sql.Identifier(checked_schema(schema))
-    )
-    cursor = await conn.execute(query, (older_than,))
-    return cursor.rowcount
-
-
-async def purge_inbox(conn: AsyncConnection[Any], schema: str, older_than: timedelta) -> int:
-    """Forget processed event ids older than ``older_than``.
-
-    Safe once ``older_than`` exceeds how long a duplicate can still arrive (topic
-    retention plus the longest DLQ replay delay).
-    """
-    query = sql.SQL("DELETE FROM {}.inbox WHERE processed_at < now() - %s::interval").format(
-        sql.Identifier(checked_schema(schema))
-    )
-    cursor = await conn.execute(query, (older_than,))
-    return cursor.rowcount
-
-
-# The statements are rendered once per schema: a composed query would be rendered again on
-# every execution, and these run once or more per event.
+# The statement is rendered once per schema: a composed query would be rendered again on
+# every execution, and this runs once or more per event.
 @functools.lru_cache(maxsize=64)
 def _insert_statement(schema: str) -> str:
     return (
-        sql.SQL("INSERT INTO {}.outbox ({}) VALUES ({})")
+        sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})")
         .format(
-            sql.Identifier(checked_schema(schema)),
+            sql.Identifier(checked_schema(schema), "outbox"),
             sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
-            sql.SQL(", ").join(sql.Placeholder() for _ in _COLUMNS),
-        )
-        .as_string()
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _copy_statement(schema: str) -> str:
-    return (
-        sql.SQL("COPY {}.outbox ({}) FROM STDIN")
-        .format(
-            sql.Identifier(checked_schema(schema)),
-            sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
+            sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for kind in _COLUMN_TYPES),
         )
         .as_string()
     )

@@ -1,10 +1,17 @@
 """In-memory stand-ins for the payment service's ports."""
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from services.common.errors import NotFound
-from services.payment.domain.model import NewPayment, Payment, PaymentStatus
+from services.payment.domain.model import (
+    ChargeApproved,
+    ChargeOutcome,
+    NewPayment,
+    Payment,
+    PaymentStatus,
+)
 from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -22,8 +29,11 @@ class FakeLedger:
     async def lock_order(self, order_id: str) -> None:
         self.order_locks.append(order_id)
 
-    async def is_cancelled(self, order_id: str) -> bool:
-        return order_id in self.cancelled
+    async def lock_orders(self, order_ids: Iterable[str]) -> None:
+        self.order_locks.extend(sorted(set(order_ids)))
+
+    async def settled_orders(self, order_ids: Iterable[str]) -> set[str]:
+        return {o for o in order_ids if o in self.cancelled or o in self.payments}
 
     async def record_cancellation(self, order_id: str, reason: str, at: datetime) -> None:
         self.cancelled.setdefault(order_id, reason)
@@ -33,11 +43,18 @@ class FakeLedger:
             self.locked.append(order_id)
         return self.payments.get(order_id)
 
-    async def capture(self, payment: NewPayment, provider_reference: str) -> Payment:
-        return self._record(payment, PaymentStatus.CAPTURED, provider_reference, None)
-
-    async def decline(self, payment: NewPayment, reason: str) -> Payment:
-        return self._record(payment, PaymentStatus.DECLINED, None, reason)
+    async def record(self, outcomes: Sequence[ChargeOutcome]) -> list[Payment]:
+        stored = []
+        for outcome in outcomes:
+            result = outcome.result
+            if isinstance(result, ChargeApproved):
+                payment = self._record(
+                    outcome.attempt, PaymentStatus.CAPTURED, result.provider_reference, None
+                )
+            else:
+                payment = self._record(outcome.attempt, PaymentStatus.DECLINED, None, result.reason)
+            stored.append(payment)
+        return stored
 
     async def refund(self, order_id: str, refund_reference: str) -> Payment:
         existing = self.payments.get(order_id)
