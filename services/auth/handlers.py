@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -39,6 +38,7 @@ from services.auth.domain.rules import (
     refresh_token_id,
     validate_registration,
 )
+from services.common.clock import new_id
 from services.common.errors import AlreadyExists, ResourceExhausted, Unauthenticated
 from services.common.identity import Principal, Tier
 
@@ -53,7 +53,7 @@ async def register_user(
     registration = validate_registration(command)
     created = await users.add(
         NewUser(
-            user_id=str(uuid.uuid4()),
+            user_id=new_id(),
             email=registration.email,
             full_name=registration.full_name,
             phone=registration.phone,

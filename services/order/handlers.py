@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 
+from services.common.clock import new_id as clock_new_id
 from services.common.errors import Conflict, InvalidArgument, NotFound
 from services.common.identity import Principal
 from services.common.paging import Page
@@ -20,16 +21,12 @@ Clock = Callable[[], datetime]
 CONFLICT_RETRIES = 5
 
 
-def new_order_id() -> str:
-    return str(uuid.uuid4())
-
-
 async def create_order(
     command: CreateOrder,
     store: OrderStore,
     catalog: Catalog,
     clock: Clock,
-    new_id: Callable[[], str] = new_order_id,
+    new_id: Callable[[], str] = clock_new_id,
 ) -> Order:
     pricing.check_request(command)
     ensure_metadata_fits(command.metadata)

@@ -1,7 +1,6 @@
 """One function per webhook command or query, taking its ports as arguments."""
 
-import uuid
-
+from services.common.clock import new_id
 from services.common.errors import NotFound
 from services.webhook.domain.commands import DeleteWebhook, RegisterWebhook
 from services.webhook.domain.model import NewWebhook, RegisteredWebhook, Webhook
@@ -34,7 +33,7 @@ async def register_webhook(
         ensure_capacity(await owned.count())
         webhook = await owned.add(
             NewWebhook(
-                webhook_id=str(uuid.uuid4()),
+                webhook_id=new_id(),
                 user_id=command.user_id,
                 url=target.url,
                 events=events,

@@ -6,7 +6,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.order.domain.model import TRANSITIONS, Order, OrderStatus
-from services.order.domain.pricing import MAX_LINES, MAX_QUANTITY, CatalogEntry
+from services.order.domain.pricing import (
+    MAX_LINES,
+    MAX_QUANTITY,
+    CatalogEntry,
+    Rejection,
+    catalog_problem,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +79,16 @@ def apply_fact(order: Order, fact: StatusFact, *, at: datetime) -> list[Order]:
     return states
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: str
-    code: str
-
-
 def validate(order: Order, catalog: Mapping[str, CatalogEntry]) -> Rejection | None:
     """Checks a new order against the catalog as it is now."""
     if not order.lines or len(order.lines) > MAX_LINES:
         return Rejection(f"an order has 1 to {MAX_LINES} items", "INVALID_LINES")
     for line in order.lines:
         entry = catalog.get(line.product_id)
-        if entry is None:
-            return Rejection(f"product {line.product_id!r} does not exist", "UNKNOWN_PRODUCT")
-        if not entry.active:
-            return Rejection(f"product {line.product_id!r} is no longer sold", "INACTIVE_PRODUCT")
+        problem = catalog_problem(line.product_id, entry)
+        if problem is not None:
+            return problem
+        assert entry is not None
         if not 1 <= line.quantity <= MAX_QUANTITY:
             return Rejection(
                 f"quantity of {line.product_id!r} must be between 1 and {MAX_QUANTITY}",

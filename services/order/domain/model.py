@@ -5,6 +5,7 @@ terminal exits. Every change bumps `version`; an illegal transition is FailedPre
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -101,6 +102,14 @@ class OrderLine:
         return self.unit_price * self.quantity
 
 
+def order_total(lines: Sequence[OrderLine]) -> Money:
+    """What an order of ``lines`` costs: the one total computation (lines share a currency)."""
+    total = Money.zero(lines[0].unit_price.currency)
+    for line in lines:
+        total = total + line.total_price
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class Order:
     order_id: str
@@ -123,10 +132,7 @@ class Order:
 
     @property
     def total(self) -> Money:
-        total = Money.zero(self.currency)
-        for line in self.lines:
-            total = total + line.total_price
-        return total
+        return order_total(self.lines)
 
     def transition(self, target: OrderStatus, *, reason: str, at: datetime) -> "Order":
         if target not in TRANSITIONS[self.status]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.money import Money
 from services.order.domain.commands import CreateOrder
-from services.order.domain.model import OrderLine
+from services.order.domain.model import OrderLine, order_total
 
 MAX_LINES = 50
 MAX_QUANTITY = 100
@@ -23,6 +23,24 @@ class CatalogEntry:
     name: str
     unit_price: Money
     active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an order cannot go on: a sentence for people and a stable code for programs."""
+
+    reason: str
+    code: str
+
+
+def catalog_problem(product_id: str, entry: CatalogEntry | None) -> Rejection | None:
+    """Why ``product_id`` cannot be ordered with this catalog entry, or None if it can. The
+    one catalog check: CreateOrder refuses with it, the validator rejects with it."""
+    if entry is None:
+        return Rejection(f"unknown product {product_id!r}", "UNKNOWN_PRODUCT")
+    if not entry.active:
+        return Rejection(f"product {product_id!r} is no longer sold", "INACTIVE_PRODUCT")
+    return None
 
 
 def check_request(command: CreateOrder) -> None:
@@ -73,15 +91,10 @@ def price_lines(command: CreateOrder, catalog: Mapping[str, CatalogEntry]) -> tu
     for index, requested in enumerate(command.lines):
         where = f"items[{index}]"
         entry = catalog.get(requested.product_id)
-        if entry is None:
-            raise InvalidArgument(
-                f"{where}: unknown product {requested.product_id!r}", field=f"{where}.product_id"
-            )
-        if not entry.active:
-            raise InvalidArgument(
-                f"{where}: product {requested.product_id!r} is no longer sold",
-                field=f"{where}.product_id",
-            )
+        problem = catalog_problem(requested.product_id, entry)
+        if problem is not None:
+            raise InvalidArgument(f"{where}: {problem.reason}", field=f"{where}.product_id")
+        assert entry is not None
         if requested.expected_unit_price is not None:
             _check_expected(
                 requested.expected_unit_price,
@@ -94,9 +107,7 @@ def price_lines(command: CreateOrder, catalog: Mapping[str, CatalogEntry]) -> tu
     if len(currencies) > 1:
         raise InvalidArgument("all items of an order must be priced in one currency")
     if command.expected_total is not None:
-        total = Money.zero(lines[0].unit_price.currency)
-        for line in lines:
-            total = total + line.total_price
+        total = order_total(lines)
         _check_expected(
             command.expected_total, total, what="total_amount", subject="the order total"
         )
