@@ -18,7 +18,7 @@ from services.platform.contexts import PUBLIC_SERVICE_NAMES
 from services.platform.messaging import registry
 from services.platform.messaging.codec import EventCodec, header_map
 from services.platform.paths import SCHEMAS_DIR
-from tests.e2e.conftest import STOCKED_PRICE_MINOR, User, order_body
+from tests.e2e.conftest import STOCKED, STOCKED_PRICE_MINOR, User, order_body
 
 pytestmark = pytest.mark.e2e
 
@@ -157,9 +157,10 @@ def test_list_is_paginated_and_trailing_slash_works(http: httpx.Client, user: Us
 
 
 def test_original_clients_prices_and_user_id_are_checked(http: httpx.Client, user: User) -> None:
+    price = f"{STOCKED_PRICE_MINOR // 100}.{STOCKED_PRICE_MINOR % 100:02d}"
     agreeing = order_body(
-        items=[{"product_id": "mouse-wl-02", "quantity": 1, "unit_price": 29.99}],
-        total_amount="29.99",
+        items=[{"product_id": STOCKED, "quantity": 1, "unit_price": float(price)}],
+        total_amount=price,
         user_id=user.user_id,
         metadata={"source": "legacy-client", "gift": True},
     )
@@ -167,7 +168,7 @@ def test_original_clients_prices_and_user_id_are_checked(http: httpx.Client, use
     assert response.status_code == 200, response.text
     assert response.json()["metadata"] == {"source": "legacy-client", "gift": True}
 
-    cheaper = order_body(items=[{"product_id": "mouse-wl-02", "quantity": 1, "unit_price": 1.5}])
+    cheaper = order_body(items=[{"product_id": STOCKED, "quantity": 1, "unit_price": 1.5}])
     response = http.post("/api/v1/orders", json=cheaper, headers=user.headers)
     assert response.status_code == 400
     assert "does not match the catalog price" in response.json()["message"]
