@@ -31,6 +31,7 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from services.platform.messaging.quick_validation import QuickValidator, quick_validator
 from services.platform.paths import SCHEMAS_DIR
 
 NAMESPACE = "ordermesh.events.v1"
@@ -207,6 +208,7 @@ class _Reader:
     parsed: Any
     fingerprint: bytes
     header: bytes
+    quick_check: QuickValidator
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +231,12 @@ class EventCodec:
             parsed = _parse(schema)
             fingerprint = schema_fingerprint(schema)
             self._readers[name] = _Reader(
-                name, schema, parsed, fingerprint, SINGLE_OBJECT_MAGIC + fingerprint
+                name,
+                schema,
+                parsed,
+                fingerprint,
+                SINGLE_OBJECT_MAGIC + fingerprint,
+                quick_validator(parsed),
             )
             self._writers[fingerprint] = _Writer(name, parsed, None)
 
@@ -288,13 +295,10 @@ class EventCodec:
     def encode(self, event_name: str, record: Mapping[str, Any]) -> bytes:
         reader = self._reader(event_name)
         datum = record if isinstance(record, dict) else dict(record)
-        try:
-            validate(datum, reader.parsed, raise_errors=True)
-        except ValidationError as exc:
-            problems = [
-                (_short_field(e.field), f"got {e.datum!r}, expected {e.schema}") for e in exc.errors
-            ]
-            raise EventValidationError(event_name, problems) from None
+        # The quick check accepts only what fastavro's validate accepts; what it refuses
+        # (or does not model) goes to validate itself, which names the offending fields.
+        if not reader.quick_check(datum):
+            _refuse_invalid(event_name, datum, reader.parsed)
         buffer = io.BytesIO()
         buffer.write(reader.header)
         try:
@@ -449,6 +453,17 @@ def _record_name(schema: AvroSchema) -> str:
     if namespace != NAMESPACE:
         raise SchemaError(f"{full}: event schemas live in namespace {NAMESPACE}")
     return short
+
+
+def _refuse_invalid(event_name: str, datum: dict[str, Any], parsed: Any) -> None:
+    """Raise ``EventValidationError`` if fastavro's ``validate`` refuses ``datum``."""
+    try:
+        validate(datum, parsed, raise_errors=True)
+    except ValidationError as exc:
+        problems = [
+            (_short_field(e.field), f"got {e.datum!r}, expected {e.schema}") for e in exc.errors
+        ]
+        raise EventValidationError(event_name, problems) from None
 
 
 def _short_field(path: str | None) -> str:
