@@ -79,8 +79,8 @@ def best_seconds_per_call(
     """
     best = dict.fromkeys(works, float("inf"))
     for _ in range(repeats):
+        gc.collect()
         for key, work in works.items():
-            gc.collect()
             gc.disable()
             try:
                 started = time.perf_counter()
