@@ -29,6 +29,7 @@ from services.platform.messaging.codec import (
     canonical_form,
     cloudevent_headers,
     crc64_avro,
+    header_map,
     kafka_headers,
     load_schema_versions,
     schema_fingerprint,
@@ -455,6 +456,24 @@ def test_envelope_without_id_is_refused(codec: EventCodec) -> None:
     payload = codec.encode("OrderDelivered", SAMPLES["OrderDelivered"])
     with pytest.raises(EnvelopeError, match="ce_id"):
         codec.open_envelope([("ce_source", b"/x"), ("ce_time", b"2025-03-01T00:00:00Z")], payload)
+
+
+def test_header_map_decodes_bytes_keeps_text_and_skips_missing_values() -> None:
+    assert header_map([("a", b"1"), ("b", "2"), ("c", None), ("a", b"3")]) == {"a": "3", "b": "2"}
+    assert header_map({"a": b"1", "b": None}) == {"a": "1"}
+    assert header_map(None) == {}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[("ce_id", b"\xff")], [("ce_subject", None), ("ce_id", b"\xff")]],
+    ids=["bytes only", "with a missing value"],
+)
+def test_a_header_that_is_not_utf8_is_an_envelope_error(
+    headers: list[tuple[str, bytes | None]],
+) -> None:
+    with pytest.raises(EnvelopeError, match="UTF-8"):
+        header_map(headers)
 
 
 def test_naive_event_time_is_refused() -> None:

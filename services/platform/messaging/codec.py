@@ -31,6 +31,7 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from services.platform.messaging.quick_validation import QuickValidator, quick_validator
 from services.platform.paths import SCHEMAS_DIR
 
 NAMESPACE = "ordermesh.events.v1"
@@ -191,11 +192,16 @@ def header_map(headers: KafkaHeaders | None) -> dict[str, str]:
         return {}
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     try:
-        return {
-            name: value if isinstance(value, str) else value.decode()
-            for name, value in pairs
-            if value is not None
-        }
+        try:
+            # What Kafka hands a consumer, every value bytes, without a test per value; a str
+            # or None value has no decode() and sends the headers the general way.
+            return {name: value.decode() for name, value in pairs}  # type: ignore[union-attr]
+        except AttributeError:
+            return {
+                name: value if isinstance(value, str) else value.decode()
+                for name, value in pairs
+                if value is not None
+            }
     except UnicodeDecodeError:
         raise EnvelopeError("a header value is not UTF-8") from None
 
@@ -207,13 +213,16 @@ class _Reader:
     parsed: Any
     fingerprint: bytes
     header: bytes
+    quick_check: QuickValidator
 
 
 @dataclass(frozen=True, slots=True)
 class _Writer:
     name: str
+    fingerprint: bytes
     parsed: Any
     reader: Any | None
+    ce_type: str
 
 
 class EventCodec:
@@ -229,9 +238,14 @@ class EventCodec:
             parsed = _parse(schema)
             fingerprint = schema_fingerprint(schema)
             self._readers[name] = _Reader(
-                name, schema, parsed, fingerprint, SINGLE_OBJECT_MAGIC + fingerprint
+                name,
+                schema,
+                parsed,
+                fingerprint,
+                SINGLE_OBJECT_MAGIC + fingerprint,
+                quick_validator(parsed),
             )
-            self._writers[fingerprint] = _Writer(name, parsed, None)
+            self._writers[fingerprint] = _Writer(name, fingerprint, parsed, None, event_type(name))
 
     @classmethod
     def from_directory(cls, directory: str | Path = SCHEMA_DIR) -> EventCodec:
@@ -272,7 +286,9 @@ class EventCodec:
             raise IncompatibleSchemaError(name, problems)
         fingerprint = schema_fingerprint(schema)
         if fingerprint != reader.fingerprint:
-            self._writers[fingerprint] = _Writer(name, _parse(schema), reader.parsed)
+            self._writers[fingerprint] = _Writer(
+                name, fingerprint, _parse(schema), reader.parsed, event_type(name)
+            )
         return fingerprint
 
     @property
@@ -288,13 +304,10 @@ class EventCodec:
     def encode(self, event_name: str, record: Mapping[str, Any]) -> bytes:
         reader = self._reader(event_name)
         datum = record if isinstance(record, dict) else dict(record)
-        try:
-            validate(datum, reader.parsed, raise_errors=True)
-        except ValidationError as exc:
-            problems = [
-                (_short_field(e.field), f"got {e.datum!r}, expected {e.schema}") for e in exc.errors
-            ]
-            raise EventValidationError(event_name, problems) from None
+        # The quick check accepts only what fastavro's validate accepts; what it refuses
+        # (or does not model) goes to validate itself, which names the offending fields.
+        if not reader.quick_check(datum):
+            _refuse_invalid(event_name, datum, reader.parsed)
         buffer = io.BytesIO()
         buffer.write(reader.header)
         try:
@@ -304,6 +317,11 @@ class EventCodec:
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> DecodedEvent:
+        writer, record = self._decode(data)
+        return DecodedEvent(writer.name, record, writer.fingerprint)
+
+    def _decode(self, data: bytes) -> tuple[_Writer, dict[str, Any]]:
+        """The writer schema and record of a message (``decode`` without its wrapper)."""
         if len(data) < _HEADER_SIZE or data[:2] != SINGLE_OBJECT_MAGIC:
             raise NotSingleObjectError("not an Avro single-object encoded message")
         fingerprint = bytes(data[2:_HEADER_SIZE])
@@ -322,7 +340,7 @@ class EventCodec:
             )
         if not isinstance(record, dict):
             raise MalformedPayloadError(f"{writer.name} body is not a record")
-        return DecodedEvent(writer.name, record, fingerprint)
+        return writer, record
 
     def open_envelope(self, headers: KafkaHeaders | None, value: bytes | None) -> EventEnvelope:
         """Decode a Kafka message (binary-mode CloudEvent) into an envelope."""
@@ -332,7 +350,7 @@ class EventCodec:
         """Like :meth:`open_envelope`, with the headers already decoded by ``header_map``."""
         if value is None:
             raise EnvelopeError("message has no value")
-        decoded = self.decode(value)
+        writer, record = self._decode(value)
         content_type = attributes.get(CONTENT_TYPE_HEADER, CONTENT_TYPE)
         if content_type != CONTENT_TYPE:
             raise EnvelopeError(f"content-type {content_type!r} is not {CONTENT_TYPE}")
@@ -345,16 +363,20 @@ class EventCodec:
         except ValueError as exc:
             raise EnvelopeError(f"malformed CloudEvents header: {exc}") from None
         declared = attributes.get(CE_TYPE)
-        if declared is not None and event_name_of(declared) != decoded.name:
-            raise EnvelopeError(f"ce_type {declared} but payload is {decoded.name}")
+        if (
+            declared is not None
+            and declared != writer.ce_type
+            and event_name_of(declared) != writer.name
+        ):
+            raise EnvelopeError(f"ce_type {declared} but payload is {writer.name}")
         return EventEnvelope(
             event_id=event_id,
-            type=event_type(decoded.name),
+            type=writer.ce_type,
             source=source,
             subject=attributes.get(CE_SUBJECT),
             time=time,
             payload=value,
-            record=decoded.record,
+            record=record,
         )
 
     def _reader(self, event_name: str) -> _Reader:
@@ -449,6 +471,17 @@ def _record_name(schema: AvroSchema) -> str:
     if namespace != NAMESPACE:
         raise SchemaError(f"{full}: event schemas live in namespace {NAMESPACE}")
     return short
+
+
+def _refuse_invalid(event_name: str, datum: dict[str, Any], parsed: Any) -> None:
+    """Raise ``EventValidationError`` if fastavro's ``validate`` refuses ``datum``."""
+    try:
+        validate(datum, parsed, raise_errors=True)
+    except ValidationError as exc:
+        problems = [
+            (_short_field(e.field), f"got {e.datum!r}, expected {e.schema}") for e in exc.errors
+        ]
+        raise EventValidationError(event_name, problems) from None
 
 
 def _short_field(path: str | None) -> str:
