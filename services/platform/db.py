@@ -1,6 +1,7 @@
 """The Postgres connection pool, built and closed by the composition root. Connections are
 in autocommit mode (writes open explicit transactions) and return rows as dicts."""
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -21,6 +22,13 @@ DATABASE_COMPONENTS: tuple[str, ...] = (*CONTEXT_NAMES, RELAY_COMPONENT)
 OWNER_ROLE = "ordermesh"
 CONNECTION_WAIT_SECONDS = 5.0
 RECONNECT_GIVE_UP_SECONDS = 2.0
+
+
+def columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """``rows`` turned into one list per column: the parameters of a set-based statement,
+    ``INSERT ... SELECT * FROM unnest(%s::uuid[], %s::text[], ...)``. (Lists, because
+    psycopg sends a tuple as a record, not an array.)"""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def role_name(component: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from services.fulfillment.domain.model import NewShipment, Shipment
 from services.fulfillment.domain.rules import validate_shipment
-from services.platform.db import Connection, Pool
+from services.platform.db import Connection, Pool, columns
 from services.platform.order_guard import OrderGuard
 
 _COLUMNS = (
@@ -77,7 +77,7 @@ class ShipmentRepository(OrderGuard):
             )
             for s in shipments
         ]
-        cursor = await self._conn.execute(_CREATE, list(zip(*rows, strict=True)))
+        cursor = await self._conn.execute(_CREATE, columns(rows))
         created = {row["order_id"]: _shipment(row) for row in await cursor.fetchall()}
         return [created[s.order_id] for s in shipments if s.order_id in created]
 

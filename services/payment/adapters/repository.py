@@ -13,7 +13,7 @@ from services.common.errors import NotFound
 from services.common.money import Money
 from services.payment.domain.model import ChargeApproved, ChargeOutcome, Payment, PaymentStatus
 from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
-from services.platform.db import Connection, Pool
+from services.platform.db import Connection, Pool, columns
 from services.platform.order_guard import OrderGuard
 
 SCHEMA = "payment"
@@ -116,7 +116,7 @@ class PaymentRepository:
         if not outcomes:
             return []
         rows = [_outcome_row(outcome) for outcome in outcomes]
-        cursor = await self._conn.execute(_RECORD, list(zip(*rows, strict=True)))
+        cursor = await self._conn.execute(_RECORD, columns(rows))
         stored = {row["order_id"]: _payment(row) for row in await cursor.fetchall()}
         missing = [o.attempt.order_id for o in outcomes if o.attempt.order_id not in stored]
         if missing:

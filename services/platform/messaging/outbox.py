@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
+from services.platform.db import columns
 from services.platform.messaging.codec import EventCodec, cloudevent_headers
 from services.platform.messaging.registry import topic_for
 
@@ -154,8 +155,9 @@ async def add_messages_to_outbox(
     trip, whatever their number); returns how many."""
     if not messages:
         return 0
-    columns = list(zip(*(_row(message) for message in messages), strict=True))
-    await conn.execute(_insert_statement(checked_schema(schema)), columns)
+    await conn.execute(
+        _insert_statement(checked_schema(schema)), columns(_row(message) for message in messages)
+    )
     return len(messages)
 
 
