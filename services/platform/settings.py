@@ -63,6 +63,8 @@ class Settings:
     refresh_token_ttl_seconds: int
     jwks_cache_seconds: int
     jwks_stale_grace_seconds: int
+    token_cache_seconds: int
+    token_cache_size: int
     password_hash_concurrency: int
     password_hash_queue: int
     key_encryption_secret: str | None
@@ -125,6 +127,10 @@ class Settings:
             jwks_stale_grace_seconds=reader.integer(
                 "ORDERMESH_JWKS_STALE_GRACE_SECONDS", 300, minimum=0
             ),
+            # A verified access token is reused for at most this long (never past its exp);
+            # 0 verifies every call's token afresh.
+            token_cache_seconds=reader.integer("ORDERMESH_TOKEN_CACHE_SECONDS", 60, minimum=0),
+            token_cache_size=reader.integer("ORDERMESH_TOKEN_CACHE_SIZE", 10_000, minimum=0),
             password_hash_concurrency=hash_concurrency,
             password_hash_queue=reader.integer(
                 "ORDERMESH_PASSWORD_HASH_QUEUE", 4 * hash_concurrency, minimum=0

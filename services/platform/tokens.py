@@ -8,13 +8,24 @@ forged tokens cannot hammer the auth service; that is what makes key rotation wo
 service publishes the new key before signing with it. When a refetch fails, the keys already
 known keep serving for `stale_grace_seconds` past their cache time (an auth-service blip must
 not fail every call); after that, calls fail UNAVAILABLE until a fetch succeeds.
+
+A verified access token is remembered (by the SHA-256 of the token, at most
+`verified_cache_size` of them) until the earlier of its `exp` and `verified_cache_seconds`
+after its verification, so a client sending the same token on every call pays for one RS256
+verification, not one per call. A remembered token is still refused once it expires, and
+still goes through the key set on every call: if its key is no longer accepted (retired from
+the JWKS, or the set is unavailable past its grace) the call fails as it would without the
+cache, and a refetched key set makes the token verified afresh. Access tokens have no other
+revocation (logout revokes refresh tokens, which are never remembered).
 """
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,6 +47,20 @@ ACCESS = "access"
 REFRESH = "refresh"
 KEYS_UNAVAILABLE = "cannot verify tokens right now: key set unavailable"
 JWKS_DEPENDENCY = "auth service (JWKS)"
+VERIFIED_CACHE_SECONDS = 60.0
+VERIFIED_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """An access token that passed verification: who it names, the key object it was
+    verified with, and until when (monotonic clock, wall-clock ``exp``) it may be reused."""
+
+    principal: Principal
+    kid: str
+    key: Any
+    reuse_until: float
+    expires_at: float
 
 
 class TokenVerifier:
@@ -48,7 +73,10 @@ class TokenVerifier:
         cache_seconds: float = 300.0,
         stale_grace_seconds: float = 300.0,
         min_refetch_interval: float = 5.0,
+        verified_cache_seconds: float = VERIFIED_CACHE_SECONDS,
+        verified_cache_size: int = VERIFIED_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._fetch_jwks = fetch_jwks
         self._issuer = issuer
@@ -57,27 +85,56 @@ class TokenVerifier:
         self._stale_grace_seconds = stale_grace_seconds
         self._min_refetch_interval = min_refetch_interval
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._verified_seconds = verified_cache_seconds
+        self._verified_size = verified_cache_size
+        self._verified: dict[bytes, _Verified] = {}
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def principal(self, authorization: str | None) -> Principal:
+        """The caller named by a bearer access token; a token verified before is reused
+        while it may be (see the module's docstring)."""
         token = bearer_token(authorization)
-        claims = await self.claims(token, expected_type=ACCESS)
-        return principal_from_claims(claims)
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            # The key set decides on every call, as for a token seen the first time.
+            if (
+                self._clock() < known.reuse_until
+                and self._wall_clock() < known.expires_at
+                and await self._key(known.kid) is known.key
+            ):
+                return known.principal
+            del self._verified[digest]
+        kid = _key_id(token)
+        key = await self._key(kid)
+        claims = self._decode(token, key, expected_type=ACCESS)
+        principal = principal_from_claims(claims)
+        if self._verified_seconds > 0 and self._verified_size > 0:
+            while len(self._verified) >= self._verified_size:
+                # The oldest goes first (dicts keep insertion order); it is verified again
+                # if it comes back.
+                del self._verified[next(iter(self._verified))]
+            reuse_until = self._clock() + self._verified_seconds
+            self._verified[digest] = _Verified(
+                principal, kid, key, reuse_until, float(claims["exp"])
+            )
+        return principal
+
+    @property
+    def remembered_tokens(self) -> int:
+        return len(self._verified)
 
     async def claims(self, token: str, *, expected_type: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise Unauthenticated("malformed bearer token") from None
-        if header.get("alg") != ALGORITHM:
-            raise Unauthenticated(f"token algorithm must be {ALGORITHM}")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise Unauthenticated("token has no key id")
-        key = await self._key(kid)
+        """The verified claims of ``token``, which must be of ``expected_type``; never
+        remembered (refresh tokens and logout go through here)."""
+        key = await self._key(_key_id(token))
+        return self._decode(token, key, expected_type=expected_type)
+
+    def _decode(self, token: str, key: Any, *, expected_type: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -91,6 +148,9 @@ class TokenVerifier:
             raise Unauthenticated("token has expired") from None
         except jwt.InvalidTokenError as error:
             raise Unauthenticated(f"invalid token: {error}") from None
+        # The same clock decides for remembered tokens (PyJWT reads the system's).
+        if float(claims["exp"]) <= self._wall_clock():
+            raise Unauthenticated("token has expired")
         if claims.get("typ") != expected_type:
             raise Unauthenticated(f"a {expected_type} token is required")
         return claims
@@ -137,6 +197,19 @@ class TokenVerifier:
         }
 
 
+def _key_id(token: str) -> str:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise Unauthenticated("malformed bearer token") from None
+    if header.get("alg") != ALGORITHM:
+        raise Unauthenticated(f"token algorithm must be {ALGORITHM}")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise Unauthenticated("token has no key id")
+    return kid
+
+
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise Unauthenticated("missing bearer token (send 'Authorization: Bearer <token>')")
@@ -176,4 +249,6 @@ def token_verifier(settings: Settings, auth_channel: grpc.aio.Channel) -> TokenV
         audience=settings.jwt_audience,
         cache_seconds=settings.jwks_cache_seconds,
         stale_grace_seconds=settings.jwks_stale_grace_seconds,
+        verified_cache_seconds=settings.token_cache_seconds,
+        verified_cache_size=settings.token_cache_size,
     )

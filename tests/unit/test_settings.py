@@ -20,6 +20,7 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.refresh_token_ttl_seconds == 7 * 24 * 3600
     assert settings.key_encryption_secret is None
     assert (settings.jwks_cache_seconds, settings.jwks_stale_grace_seconds) == (300, 300)
+    assert (settings.token_cache_seconds, settings.token_cache_size) == (60, 10_000)
     assert settings.password_hash_concurrency == (os.cpu_count() or 1)
     assert settings.password_hash_queue == 4 * settings.password_hash_concurrency
 
