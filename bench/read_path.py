@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -233,6 +234,82 @@ def machine_busy_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+# ---------------------------------------------------------------- optional py-spy profile
+
+
+class Profiler:
+    """py-spy sampling of the API process during the timed GetOrder phases (--profile)."""
+
+    def __init__(self, executable: str, pid: int, output: Path) -> None:
+        self._executable = executable
+        self._pid = pid
+        self._output = output
+        self._running: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> None:
+        self._running = await asyncio.create_subprocess_exec(
+            self._executable,
+            "record",
+            "--pid",
+            str(self._pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(self._output),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._running is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._running.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(self._running.wait(), 30)
+        except TimeoutError:
+            self._running.kill()
+            await self._running.wait()
+
+
+def print_profile(path: Path, top: int) -> None:
+    """The hottest functions of py-spy's raw output (``frame;frame;... count`` per line),
+    by samples in the function itself and by samples with the function on the stack, over
+    every thread of the API process that was busy."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            frames, _, count = line.rpartition(" ")
+            parts = frames.split(";")
+            if not count.isdigit() or not frames:
+                continue
+            samples = int(count)
+            total += samples
+            stack = [_frame_name(frame) for frame in parts]
+            own[stack[-1]] += samples
+            for name in set(stack):
+                inclusive[name] += samples
+    print(f"\n== py-spy, API process during the last timed GetOrder phase: {total} samples")
+    if not total:
+        return
+    for title, counts in (("in the function itself", own), ("on the stack", inclusive)):
+        print(f"  {title}:")
+        for name, samples in counts.most_common(top):
+            print(f"    {samples / total:6.1%}  {name}")
+
+
+def _frame_name(frame: str) -> str:
+    """``function (path/to/file.py:line)`` as ``function (file.py)``."""
+    function, _, where = frame.partition(" (")
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{function} ({'/'.join(Path(file).parts[-2:])})"
+
+
 # ---------------------------------------------------------------- one phase
 
 
@@ -414,13 +491,19 @@ async def run(args: argparse.Namespace) -> None:
             f" {args.concurrency} connections, {args.duration:g} s per phase after"
             f" {args.warmup:g} s warm-up; GetOrder over {len(order_ids)} orders of one user"
         )
-        phases = {
+        phases: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
             TRIVIAL_CALL: ([{}], {}),
             READ_CALL: (
                 [{"order_id": order_id} for order_id in order_ids],
                 {"authorization": f"Bearer {token}"},
             ),
         }
+        profiler: Profiler | None = None
+        if args.profile is not None:
+            py_spy = shutil.which("py-spy")
+            if py_spy is None:
+                raise BenchError("--profile needs py-spy on PATH (pip install py-spy)")
+            profiler = Profiler(py_spy, pid, args.profile)
         runs: list[dict[str, Phase]] = []
         for number in range(1, args.runs + 1):
             print(f"\n== run {number} of {args.runs}", flush=True)
@@ -430,18 +513,22 @@ async def run(args: argparse.Namespace) -> None:
                     await ghz.run(
                         call, args.warmup, data=data, metadata=metadata, directory=directory
                     )
-                results[call] = await measure(
-                    ghz,
-                    call,
-                    args.duration,
-                    api_pid=pid,
-                    data=data,
-                    metadata=metadata,
-                    directory=directory,
-                )
+                sampling = profiler if call == READ_CALL and number == args.runs else None
+                async with sampling or contextlib.nullcontext():
+                    results[call] = await measure(
+                        ghz,
+                        call,
+                        args.duration,
+                        api_pid=pid,
+                        data=data,
+                        metadata=metadata,
+                        directory=directory,
+                    )
                 print(f"  {_short(call):<22} {results[call].line()}", flush=True)
             runs.append(results)
         print_results(runs)
+        if args.profile is not None:
+            print_profile(args.profile, args.profile_top)
 
 
 def _short(call: str) -> str:
@@ -455,6 +542,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="ghz workers/connections")
     parser.add_argument("--orders", type=int, default=64, help="orders the user reads in turn")
     parser.add_argument("--runs", type=int, default=3, help="alternating runs; best is shown")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the API during the last GetOrder phase; raw stacks go to this file",
+    )
+    parser.add_argument("--profile-top", type=int, default=25, help="functions to list")
     args = parser.parse_args()
     if args.duration <= 0 or args.concurrency < 1 or args.orders < 1 or args.runs < 1:
         parser.error("--duration, --concurrency, --orders and --runs must be positive")
