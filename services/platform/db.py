@@ -1,10 +1,12 @@
 """The Postgres connection pool, built and closed by the composition root. Connections are
 in autocommit mode (writes open explicit transactions) and return rows as dicts."""
 
+import select
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,6 +22,7 @@ Pool = AsyncConnectionPool[Connection]
 RELAY_COMPONENT = "relay"
 DATABASE_COMPONENTS: tuple[str, ...] = (*CONTEXT_NAMES, RELAY_COMPONENT)
 OWNER_ROLE = "ordermesh"
+IDLE = TransactionStatus.IDLE
 CONNECTION_WAIT_SECONDS = 5.0
 RECONNECT_GIVE_UP_SECONDS = 2.0
 
@@ -50,7 +53,7 @@ async def open_pool(settings: Settings, *, name: str, component: str | None = No
     pool = Pool(
         url,
         connection_class=Connection,
-        # A connection handed out is checked first (an empty query): after a database
+        # A connection handed out is checked first (see _Revalidation): after a database
         # restart the pool replaces dead connections instead of failing a request with one.
         check=revalidation.check,
         # While the database is away a caller waits at most this long, then gets an outage
@@ -72,16 +75,24 @@ async def open_pool(settings: Settings, *, name: str, component: str | None = No
 
 
 class _Revalidation:
-    """The pool's check of a connection it hands out. One dead connection means the server
-    restarted or the network broke, so every idle connection is checked at once: the pool
-    waits a second before its next attempt (to avoid a busy loop), and that attempt then
-    finds a fresh connection instead of the next dead one."""
+    """The pool's check of a connection it hands out.
+
+    An idle connection in autocommit mode has nothing to read unless the server sent
+    something unasked since its last use: the notice and end of file of a restart or of a
+    terminated backend, or a parameter change. So a connection whose socket is not readable
+    is handed out as it is, without a round trip; any other is checked with an empty query.
+    One dead connection means the server restarted or the network broke, so every idle
+    connection is then checked at once: the pool waits a second before its next attempt (to
+    avoid a busy loop), and that attempt then finds a fresh connection instead of the next
+    dead one."""
 
     def __init__(self) -> None:
         self.pool: Pool | None = None
         self._checking = False
 
     async def check(self, conn: Connection) -> None:
+        if _quiet(conn):
+            return
         try:
             await Pool.check_connection(conn)
         except Exception:
@@ -92,3 +103,13 @@ class _Revalidation:
                 finally:
                     self._checking = False
             raise
+
+
+def _quiet(conn: Connection) -> bool:
+    """Whether ``conn`` is open, idle, and has nothing from the server waiting to be read."""
+    pgconn = conn.pgconn
+    if conn.closed or pgconn.status != ConnStatus.OK or pgconn.transaction_status != IDLE:
+        return False
+    readable = select.poll()
+    readable.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+    return not readable.poll(0)
