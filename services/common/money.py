@@ -50,8 +50,14 @@ class Money:
         return Decimal(self.amount_minor).scaleb(-minor_digits(self.currency))
 
     def format(self) -> str:
-        """The exact decimal string, e.g. "29.99"."""
-        return f"{self.to_decimal():.{minor_digits(self.currency)}f}"
+        """The exact decimal string, e.g. "29.99" (integer arithmetic: this runs for every
+        amount of every order a service returns)."""
+        digits = minor_digits(self.currency)
+        if not digits:
+            return str(self.amount_minor)
+        whole, fraction = divmod(abs(self.amount_minor), 10**digits)
+        sign = "-" if self.amount_minor < 0 else ""
+        return f"{sign}{whole}.{fraction:0{digits}d}"
 
 
 def parse_decimal(text: str, *, field: str) -> Decimal:

@@ -6,7 +6,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-from ordermesh.common.v1 import common_pb2
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
 from services.common.clock import utc_now
@@ -17,7 +16,7 @@ from services.order import handlers
 from services.order.domain.commands import CancelOrder, CreateOrder, RequestedLine, UpdateOrder
 from services.order.domain.model import Address, Order, OrderStatus
 from services.order.domain.ports import Catalog, OrderStore
-from services.platform.convert import money_to_proto, timestamp
+from services.platform.convert import set_money, set_timestamp
 from services.platform.interceptors import current_principal, metadata_value
 
 SERVICE = "ordermesh.order.v1.OrderService"
@@ -35,31 +34,24 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         user_id=order.user_id,
         status=_STATUS_TO_PROTO[order.status],
         status_reason=order.status_reason,
-        items=[
-            order_pb2.OrderItem(
-                product_id=line.product_id,
-                name=line.name,
-                quantity=line.quantity,
-                unit_price=money_to_proto(line.unit_price),
-                total_price=money_to_proto(line.total_price),
-            )
-            for line in order.lines
-        ],
-        total_amount=money_to_proto(order.total),
-        shipping_address=common_pb2.Address(
-            street=order.shipping_address.street,
-            city=order.shipping_address.city,
-            state=order.shipping_address.state,
-            zip=order.shipping_address.zip,
-            country=order.shipping_address.country,
-        ),
         payment_method=order.payment_method,
         version=order.version,
-        created_at=timestamp(order.created_at),
-        updated_at=timestamp(order.updated_at),
         carrier=order.carrier,
         tracking_number=order.tracking_number,
     )
+    for line in order.lines:
+        item = message.items.add(product_id=line.product_id, name=line.name, quantity=line.quantity)
+        set_money(item.unit_price, line.unit_price)
+        set_money(item.total_price, line.total_price)
+    set_money(message.total_amount, order.total)
+    address, shipping_address = order.shipping_address, message.shipping_address
+    shipping_address.street = address.street
+    shipping_address.city = address.city
+    shipping_address.state = address.state
+    shipping_address.zip = address.zip
+    shipping_address.country = address.country
+    set_timestamp(message.created_at, order.created_at)
+    set_timestamp(message.updated_at, order.updated_at)
     message.metadata.update(order.metadata)
     return message
 

@@ -25,3 +25,14 @@ def test_decimals_convert_exactly_or_not_at_all() -> None:
 def test_parse_decimal_refuses_non_numbers(text: str) -> None:
     with pytest.raises(InvalidArgument):
         parse_decimal(text, field="total_amount")
+
+
+@pytest.mark.parametrize("currency", ["USD", "JPY"])
+@pytest.mark.parametrize(
+    "amount_minor", [0, 1, 9, 10, 99, 100, 101, 2999, 26998, -1, -99, -100, -2999, 10**20 + 7]
+)
+def test_format_is_the_exact_decimal(amount_minor: int, currency: str) -> None:
+    money = Money(amount_minor, currency)
+    digits = 2 if currency == "USD" else 0
+    assert money.format() == f"{Decimal(amount_minor).scaleb(-digits):.{digits}f}"
+    assert Money.from_decimal(Decimal(money.format()), currency) == money
