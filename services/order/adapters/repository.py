@@ -1,6 +1,8 @@
 """Orders in the `orders` schema: state, items, status history, idempotency keys and the
-outbox, always written in one transaction."""
+outbox, always written in one transaction. Single reads that arrive together are answered by
+one query (:class:`services.platform.batching.BatchedLookup`)."""
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
@@ -14,6 +16,7 @@ from services.common.paging import Page
 from services.order.domain.events import Event
 from services.order.domain.idempotency import IdempotencyClaim, ensure_same_request
 from services.order.domain.model import Address, Order, OrderLine, OrderStatus
+from services.platform.batching import BatchedLookup
 from services.platform.db import Connection, Pool
 
 _ORDER_COLUMNS = (
@@ -57,6 +60,7 @@ class PostgresOrderStore:
         self._pool = pool
         self._outbox = outbox
         self._ttl = idempotency_ttl
+        self._reads: BatchedLookup[str, Order] = BatchedLookup(self._fetch)
 
     async def find_by_idempotency_key(self, user_id: str, key: str) -> tuple[Order, str] | None:
         async with self._pool.connection() as conn:
@@ -145,8 +149,17 @@ class PostgresOrderStore:
         return _order(row)
 
     async def get(self, order_id: str) -> Order | None:
+        try:
+            # The canonical form: it is what the batched query answers by, and a malformed
+            # id must not fail the other reads of its batch.
+            key = str(uuid.UUID(order_id))
+        except ValueError:
+            return None
+        return await self._reads.get(key)
+
+    async def _fetch(self, order_ids: Sequence[str]) -> dict[str, Order]:
         async with self._pool.connection() as conn:
-            return await fetch_order(conn, order_id)
+            return await fetch_orders(conn, order_ids)
 
     async def list(
         self, user_id: str | None, status: OrderStatus | None, page: Page
