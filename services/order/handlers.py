@@ -6,13 +6,13 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.common.clock import new_id as clock_new_id
-from services.common.errors import Conflict, InvalidArgument, NotFound
+from services.common.errors import Conflict, DomainError, InvalidArgument, NotFound
 from services.common.identity import Principal
 from services.common.paging import Page
 from services.order.domain import pricing
 from services.order.domain.commands import CancelOrder, CreateOrder, UpdateOrder
 from services.order.domain.events import Event, OrderCancelled, OrderCreated, OrderStatusChanged
-from services.order.domain.idempotency import claim_for, ensure_same_request
+from services.order.domain.idempotency import IdempotencyClaim, claim_for, ensure_same_request
 from services.order.domain.model import Order, OrderStatus, ensure_metadata_fits
 from services.order.domain.ports import Catalog, OrderStore
 
@@ -31,14 +31,17 @@ async def create_order(
     pricing.check_request(command)
     ensure_metadata_fits(command.metadata)
     claim = claim_for(command)
-    if claim is not None:
-        found = await store.find_by_idempotency_key(command.principal.user_id, claim.key)
-        if found is not None:
-            existing, stored_fingerprint = found
-            ensure_same_request(claim, stored_fingerprint)
-            return existing
-    entries = await catalog.entries([line.product_id for line in command.lines])
-    lines = pricing.price_lines(command, entries)
+    try:
+        entries = await catalog.entries([line.product_id for line in command.lines])
+        lines = pricing.price_lines(command, entries)
+    except DomainError:
+        # A retry gets the first result even when it could not be priced now (a product
+        # retired since, the catalog away). Otherwise the key is looked up only when it is
+        # claimed, in the order's own transaction (store.add), not in a round trip before.
+        existing = await _order_named_by(claim, command, store)
+        if existing is None:
+            raise
+        return existing
     now = clock()
     order = Order(
         order_id=new_id(),
@@ -52,6 +55,19 @@ async def create_order(
         metadata=dict(command.metadata),
     )
     return await store.add(order, [OrderCreated(order)], claim)
+
+
+async def _order_named_by(
+    claim: IdempotencyClaim | None, command: CreateOrder, store: OrderStore
+) -> Order | None:
+    if claim is None:
+        return None
+    found = await store.find_by_idempotency_key(command.principal.user_id, claim.key)
+    if found is None:
+        return None
+    existing, stored_fingerprint = found
+    ensure_same_request(claim, stored_fingerprint)
+    return existing
 
 
 async def get_order(principal: Principal, order_id: str, store: OrderStore) -> Order:

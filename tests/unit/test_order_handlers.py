@@ -1,12 +1,13 @@
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from services.common.errors import (
     Conflict,
+    DependencyUnavailable,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -139,6 +140,60 @@ async def test_idempotency_key_returns_the_first_order(catalog: FakeCatalog) -> 
         await handlers.create_order(
             command(RequestedLine("mouse", 1), idempotency_key="k1"), store, catalog, clock
         )
+
+
+async def test_a_keyed_create_looks_its_key_up_only_when_it_cannot_be_priced(
+    catalog: FakeCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is claimed in the order's own transaction; a lookup before it would be one
+    more round trip per create."""
+    store = FakeOrderStore()
+    lookups: list[str] = []
+    find = store.find_by_idempotency_key
+
+    async def counting(user_id: str, key: str) -> tuple[Order, str] | None:
+        lookups.append(key)
+        return await find(user_id, key)
+
+    monkeypatch.setattr(store, "find_by_idempotency_key", counting)
+    first = await handlers.create_order(command(idempotency_key="k1"), store, catalog, clock)
+    again = await handlers.create_order(command(idempotency_key="k1"), store, catalog, clock)
+    assert again.order_id == first.order_id
+    assert lookups == []
+
+
+async def test_a_retry_gets_the_first_order_even_if_it_cannot_be_priced_now(
+    catalog: FakeCatalog,
+) -> None:
+    store = FakeOrderStore()
+    first = await handlers.create_order(command(idempotency_key="k1"), store, catalog, clock)
+    retired = replace(catalog.entries_by_id["kb"], active=False)
+    catalog.entries_by_id["kb"] = retired
+    again = await handlers.create_order(command(idempotency_key="k1"), store, catalog, clock)
+    assert again.order_id == first.order_id
+    with pytest.raises(InvalidArgument, match="no longer sold"):
+        await handlers.create_order(command(idempotency_key="k2"), store, catalog, clock)
+    with pytest.raises(Conflict, match="different request"):
+        await handlers.create_order(
+            command(RequestedLine("kb", 1), idempotency_key="k1"), store, catalog, clock
+        )
+    assert len(store.orders) == 1
+
+
+async def test_a_retry_gets_the_first_order_while_the_catalog_is_away(
+    catalog: FakeCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FakeOrderStore()
+    first = await handlers.create_order(command(idempotency_key="k1"), store, catalog, clock)
+
+    async def away(product_ids: object) -> NoReturn:
+        raise DependencyUnavailable("catalog unavailable", dependency="inventory")
+
+    monkeypatch.setattr(catalog, "entries", away)
+    again = await handlers.create_order(command(idempotency_key="k1"), store, catalog, clock)
+    assert again.order_id == first.order_id
+    with pytest.raises(DependencyUnavailable):
+        await handlers.create_order(command(idempotency_key="k2"), store, catalog, clock)
 
 
 async def test_other_users_orders_are_invisible(catalog: FakeCatalog) -> None:
