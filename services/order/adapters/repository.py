@@ -76,7 +76,12 @@ class PostgresOrderStore:
     async def add(
         self, order: Order, events: Iterable[Event], claim: IdempotencyClaim | None
     ) -> Order:
-        async with self._pool.connection() as conn, conn.transaction():
+        # One pipeline, one Sync at its end: every statement in it is one implicit
+        # transaction, committed at the Sync or rolled back whole if any of them fails (no
+        # BEGIN or COMMIT of their own). Only the key's claim is waited for (its answer
+        # decides what comes next): two round trips with a key, one without, instead of one
+        # per statement plus BEGIN and COMMIT.
+        async with self._pool.connection() as conn, conn.pipeline():
             if claim is not None:
                 existing = await self._claim(conn, order, claim)
                 if existing is not None:
