@@ -1,9 +1,12 @@
 """Cross-cutting behaviour for every RPC: request id, the contract's bounds, authentication,
 error mapping and one structured access-log line.
 
-grpc.aio runs a handler in its own task after `intercept_service` returns, so context
-variables set there would not reach the handler. Instead the interceptor wraps the handler
-function itself; everything below runs inside the RPC's task.
+The platform layer wraps each ordermesh method's handler function once, when a component
+registers its servicer (:meth:`PlatformInterceptor.registering`); everything below runs
+inside the RPC's own task, so the context variables it sets reach the servicer. It is not a
+grpc.aio server interceptor: with any interceptor installed, grpc.aio awaits the interceptor
+chain to look up the handler of every call (health checks included), a cost per call that
+wrapping at registration does not have.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import psycopg
@@ -61,35 +64,40 @@ def metadata_value(context: Context, key: str) -> str | None:
     return None
 
 
-class PlatformInterceptor(grpc.aio.ServerInterceptor):
+class HandlerRegistry(Protocol):
+    """What a generated ``add_*Servicer_to_server`` calls on the server it is given."""
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]
+    ) -> None: ...
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None: ...
+
+
+class PlatformInterceptor:
     """Wraps every ordermesh method: the request arrives as bytes and is bounded, parsed and
     checked against the contract (:mod:`services.platform.validation`) before the caller
     is authenticated and the servicer runs, so bad input is INVALID_ARGUMENT whatever the
-    transport. The wrapped handlers are built once per method."""
+    transport. Handlers are wrapped once, as they are registered."""
 
     def __init__(self, verifier: TokenVerifier, public_methods: Collection[str]) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith("/ordermesh."):
+    def registering(self, server: HandlerRegistry) -> HandlerRegistry:
+        """``server`` as a servicer registers with it, each ordermesh handler wrapped."""
+        return _WrappingRegistry(server, self)
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` of ``method`` (``/package.Service/Method``) with the platform's
+        behaviour; handlers of other services (health, reflection) are left as they are."""
+        if not method.startswith("/ordermesh."):
             return handler
-        wrapped = self._wrap(method, handler)
-        if wrapped is not handler:
-            self._wrapped[method] = wrapped
-        return wrapped
+        return self._wrap(method, handler)
 
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
@@ -192,6 +200,51 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                 "user_id": principal.user_id if principal else None,
             },
         )
+
+
+class _WrappingRegistry:
+    def __init__(self, server: HandlerRegistry, platform: PlatformInterceptor) -> None:
+        self._server = server
+        self._platform = platform
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedGenericHandler(h, self._platform) for h in generic_rpc_handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: self._platform.wrap(f"/{service_name}/{name}", handler)
+                for name, handler in method_handlers.items()
+            },
+        )
+
+
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler whose ordermesh handlers come out wrapped (once per method)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, platform: PlatformInterceptor) -> None:
+        self._inner = inner
+        self._platform = platform
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = self._inner.service(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[method] = self._platform.wrap(method, handler)
+        return wrapped
 
 
 class _RequestReader:

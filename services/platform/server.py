@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -57,8 +58,8 @@ class GrpcHost:
         self._components = components
         self._grace = grace_seconds
         self.max_receive_bytes = max_request_bytes(c.service_name for c in components)
+        platform = PlatformInterceptor(verifier, public)
         self._server = grpc.aio.server(
-            interceptors=[PlatformInterceptor(verifier, public)],
             options=[
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -72,7 +73,9 @@ class GrpcHost:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         for component in components:
-            component.register(self._server)
+            # Each handler is wrapped as it is registered; no interceptor runs per call.
+            registry = platform.registering(self._server)
+            component.register(cast(grpc.aio.Server, registry))
         reflection.enable_server_reflection(
             (*PUBLIC_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )

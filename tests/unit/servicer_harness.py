@@ -8,11 +8,12 @@ back as the response, and its ServicerContext is sync (``abort`` raises a bare E
 generator, and asyncio support is not planned (grpc/grpc#24942). So the servicer handed to
 it here is a sync facade that does, per call, what a grpc.aio server does:
 
-1. the generated ``add_*Servicer_to_server`` registers the servicer's method handlers, on a
-   recorder standing in for the server;
-2. the real :class:`PlatformInterceptor` resolves the method (``intercept_service``), which
-   wraps it with the request id, the contract's bounds, authentication and error mapping;
-3. the resolved handler is awaited, on one event loop in a thread of its own, with the
+1. the generated ``add_*Servicer_to_server`` registers the servicer's method handlers
+   through the real :class:`PlatformInterceptor` (``registering``), which wraps each with the
+   request id, the contract's bounds, authentication and error mapping, on a recorder
+   standing in for the server;
+2. the method's wrapped handler is looked up by its name;
+3. the handler is awaited, on one event loop in a thread of its own, with the
    request as its wire bytes and an :class:`AioContext`: grpc.aio's ServicerContext
    semantics over grpc_testing's context, which records the outcome, so ``termination()``
    gives the code, details and trailing metadata a client would get.
@@ -25,7 +26,7 @@ import concurrent.futures
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace, TracebackType
 from typing import Any, NoReturn, TypeVar
@@ -226,23 +227,17 @@ class AioContext:
         return self._code not in (None, grpc.StatusCode.OK)
 
 
-@dataclass
-class _CallDetails:
-    method: str
-    invocation_metadata: Metadata
-
-
 class _HandlerRecorder:
     """Stands in for the server ``add_*Servicer_to_server`` registers the handlers with."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def add_generic_rpc_handlers(self, handlers: Collection[grpc.GenericRpcHandler]) -> None:
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         """The same handlers arrive by name below, which grpc.aio looks up first."""
 
     def add_registered_method_handlers(
-        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
 
@@ -288,9 +283,9 @@ class ServicerHarness:
     ) -> None:
         """``verifier`` defaults to one that fetches ``mint``'s key set."""
         recorder = _HandlerRecorder()
-        add_to_server(servicer, recorder)
+        platform = PlatformInterceptor(verifier or mint.verifier(), public_methods)
+        add_to_server(servicer, platform.registering(recorder))
         self._handlers = recorder.handlers
-        self._interceptor = PlatformInterceptor(verifier or mint.verifier(), public_methods)
         self._mint = mint
         self._service = service
         self._loop = _EventLoopThread()
@@ -353,14 +348,8 @@ class ServicerHarness:
             raise NotImplementedError(f"{name}: client streaming is not driven by this harness")
         return self._stream_facade(name) if method.server_streaming else self._unary_facade(name)
 
-    async def _resolve(self, name: str, context: AioContext) -> grpc.RpcMethodHandler[Any, Any]:
-        async def continuation(
-            details: grpc.HandlerCallDetails,
-        ) -> grpc.RpcMethodHandler[Any, Any] | None:
-            return self._handlers.get(details.method)
-
-        details = _CallDetails(name, context.invocation_metadata())
-        handler = await self._interceptor.intercept_service(continuation, details)
+    def _resolve(self, name: str) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = self._handlers.get(name)
         assert handler is not None, f"{name} is not registered"
         return handler
 
@@ -369,7 +358,7 @@ class ServicerHarness:
             context = AioContext(recorder)
 
             async def call() -> Any:
-                handler = await self._resolve(name, context)
+                handler = self._resolve(name)
                 behaviour: Any = handler.unary_unary
                 return await behaviour(_as_received(handler, request), context)
 
@@ -391,7 +380,7 @@ class ServicerHarness:
                 # One task iterates the whole stream, as in grpc.aio, so the context variables
                 # the interceptor sets hold for every message.
                 try:
-                    handler = await self._resolve(name, context)
+                    handler = self._resolve(name)
                     behaviour: Any = handler.unary_stream
                     async for message in behaviour(_as_received(handler, request), context):
                         sent.put(message)
