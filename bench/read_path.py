@@ -20,7 +20,8 @@ process's user + system time from /proc/<pid>/stat (pid from .run/pids/api.pid) 
 timed ghz run, divided by the requests it answered.
 
 ghz is taken from PATH, else from ~/.cache/ordermesh/bin, else installed there with
-`go install` at a pinned version.
+`go install` at a pinned version. --port and --pid point the bench at another API server
+sharing the stack (an older build, say), to compare two builds in one sitting.
 """
 
 from __future__ import annotations
@@ -462,17 +463,18 @@ def print_results(runs: Sequence[Mapping[str, Phase]]) -> None:
 # ---------------------------------------------------------------- orchestration
 
 
-def api_pid() -> int:
-    pid = procs.read_pid("api")
+def api_pid(given: int | None) -> int:
+    pid = given if given is not None else procs.read_pid("api")
     if pid is None:
         raise BenchError("the API process is not running (start the stack with `make up`)")
+    if not Path(f"/proc/{pid}/stat").exists():
+        raise BenchError(f"no process {pid}")
     return pid
 
 
 async def run(args: argparse.Namespace) -> None:
-    ports = Ports.from_env()
-    target = f"{HOST}:{ports.grpc}"
-    pid = api_pid()
+    target = f"{HOST}:{args.port or Ports.from_env().grpc}"
+    pid = api_pid(args.pid)
     executable = ghz_executable()
     async with contextlib.AsyncExitStack() as stack:
         conn = await stack.enter_async_context(
@@ -543,6 +545,10 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=64, help="orders the user reads in turn")
     parser.add_argument("--runs", type=int, default=3, help="alternating runs; best is shown")
     parser.add_argument(
+        "--port", type=int, help="gRPC port of another API server (default: the stack's)"
+    )
+    parser.add_argument("--pid", type=int, help="its process id, for its CPU (with --port)")
+    parser.add_argument(
         "--profile",
         type=Path,
         help="py-spy the API during the last GetOrder phase; raw stacks go to this file",
@@ -551,6 +557,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.duration <= 0 or args.concurrency < 1 or args.orders < 1 or args.runs < 1:
         parser.error("--duration, --concurrency, --orders and --runs must be positive")
+    if (args.port is None) != (args.pid is None):
+        parser.error("--port and --pid go together")
     started = time.perf_counter()
     try:
         uvloop.run(run(args))
