@@ -9,6 +9,9 @@ from typing import Any
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
+# One encoder for every line: json.dumps(..., default=str) builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str)
+
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
@@ -35,7 +38,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 def configure_logging(component: str, level: str) -> None:
