@@ -7,6 +7,7 @@ one fixture and dropped at the end: nothing they commit is ever published by the
 stack's relay or acted on by its workers, and no module depends on another having migrated.
 """
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
@@ -73,5 +74,15 @@ async def migrated(settings: Settings) -> None:
 @pytest.fixture(scope="session")
 async def pool(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
     opened = await open_pool(settings, name="tests")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def one_connection(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
+    """A pool of exactly one connection: every checkout gets the same one, so a test can
+    watch it (its backend, its protocol trace)."""
+    single = dataclasses.replace(settings, database_pool_min=1, database_pool_max=1)
+    opened = await open_pool(single, name="one-connection")
     yield opened
     await opened.close()

@@ -3,27 +3,16 @@ connection is handed out without a round trip, and one the server has closed is 
 before any caller sees it."""
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from services.platform.db import Connection, Pool, open_pool
+from services.platform.db import Connection, Pool
 from services.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def one_connection(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
-    """A pool of exactly one connection, so every checkout gets the same one."""
-    single = dataclasses.replace(settings, database_pool_min=1, database_pool_max=1)
-    opened = await open_pool(single, name="pool-test")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ a statement failing after the order's insert leaves neither the order nor its ke
 import dataclasses
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,20 +20,10 @@ from services.order.adapters.repository import PostgresOrderStore
 from services.order.domain.events import Event, OrderCreated
 from services.order.domain.idempotency import IdempotencyClaim
 from services.order.domain.model import Address, Order, OrderLine, OrderStatus
-from services.platform.db import Connection, Pool, open_pool
+from services.platform.db import Connection, Pool
 from services.platform.messaging.codec import EventCodec
-from services.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def one_connection(settings: Settings, migrated: None) -> AsyncIterator[Pool]:
-    """A pool of exactly one connection, so the traced connection is the one used."""
-    single = dataclasses.replace(settings, database_pool_min=1, database_pool_max=1)
-    opened = await open_pool(single, name="writes-test")
-    yield opened
-    await opened.close()
 
 
 def draft() -> Order:
