@@ -34,7 +34,7 @@ class OrderGuard:
         # A volatile function in the select list runs after the sort, so row by row in n order.
         await self._conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
-            " FROM unnest(%s::text[]) WITH ORDINALITY AS t (k, n) ORDER BY n",
+            " FROM unnest(%b::text[]) WITH ORDINALITY AS t (k, n) ORDER BY n",
             (keys,),
         )
 

@@ -32,8 +32,8 @@ def _shipment(row: dict[str, Any]) -> Shipment:
 _CREATE = (
     "INSERT INTO fulfillment.shipments (shipment_id, order_id, user_id, carrier,"
     " tracking_number, shipped_at, estimated_delivery)"
-    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::timestamptz[], %s::timestamptz[])"
+    " SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::timestamptz[], %b::timestamptz[])"
     f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}"
 )
 

@@ -14,7 +14,7 @@ from services.inventory.domain.reservations import (
     Shortage,
     StockLine,
 )
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 from services.platform.order_guard import OrderGuard
 
 _RESERVATION_COLUMNS = (
@@ -81,7 +81,7 @@ class PostgresStockLedger(OrderGuard):
     async def take_stock(self, quantities: Mapping[str, int]) -> None:
         cursor = await self._conn.execute(
             "UPDATE inventory.products AS p SET stock = p.stock - r.quantity, updated_at = now()"
-            " FROM unnest(%s::text[], %s::bigint[]) AS r (product_id, quantity)"
+            " FROM unnest(%b::text[], %b::bigint[]) AS r (product_id, quantity)"
             " WHERE p.product_id = r.product_id AND p.stock >= r.quantity",
             (list(quantities), list(quantities.values())),
         )
@@ -93,22 +93,23 @@ class PostgresStockLedger(OrderGuard):
     async def return_stock(self, quantities: Mapping[str, int]) -> None:
         await self._conn.execute(
             "UPDATE inventory.products AS p SET stock = p.stock + r.quantity, updated_at = now()"
-            " FROM unnest(%s::text[], %s::bigint[]) AS r (product_id, quantity)"
+            " FROM unnest(%b::text[], %b::bigint[]) AS r (product_id, quantity)"
             " WHERE p.product_id = r.product_id",
             (list(quantities), list(quantities.values())),
         )
 
     async def add_reservations(self, reservations: Iterable[Reservation]) -> None:
-        """Stores several reservations with one COPY."""
-        async with (
-            self._conn.cursor() as cursor,
-            cursor.copy(
-                "COPY inventory.reservations (reservation_id, order_id, user_id, status, lines,"
-                " shortages, created_at, updated_at) FROM STDIN"
-            ) as copy,
-        ):
-            for reservation in reservations:
-                await copy.write_row(_reservation_row(reservation))
+        """Stores several reservations with one statement."""
+        rows = [_reservation_row(reservation) for reservation in reservations]
+        if not rows:
+            return
+        await self._conn.execute(
+            "INSERT INTO inventory.reservations (reservation_id, order_id, user_id, status,"
+            " lines, shortages, created_at, updated_at)"
+            " SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::jsonb[],"
+            " %b::jsonb[], %b::timestamptz[], %b::timestamptz[])",
+            columns(rows),
+        )
 
     async def mark_released(self, order_id: str, at: datetime) -> None:
         await self._conn.execute(

@@ -98,8 +98,8 @@ class PostgresOrderStore:
                 " lines AS (INSERT INTO orders.order_items (order_id, line_no, product_id, name,"
                 "  quantity, unit_price_minor)"
                 "  SELECT %(order_id)s, line_no, product_id, name, quantity, unit_price_minor"
-                "  FROM unnest(%(product_ids)s::text[], %(names)s::text[], %(quantities)s::int[],"
-                "  %(prices)s::bigint[]) WITH ORDINALITY"
+                "  FROM unnest(%(product_ids)b::text[], %(names)b::text[], %(quantities)b::int[],"
+                "  %(prices)b::bigint[]) WITH ORDINALITY"
                 "  AS l (product_id, name, quantity, unit_price_minor, line_no))"
                 " INSERT INTO orders.status_history (order_id, version, status, reason,"
                 " occurred_at) VALUES (%(order_id)s, %(version)s, %(status)s, %(reason)s,"
@@ -216,7 +216,7 @@ async def fetch_orders(
     two transactions locking overlapping sets cannot deadlock on them."""
     lock = " FOR UPDATE OF o" if for_update else ""
     cursor = await conn.execute(
-        f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.order_id = ANY(%s::uuid[])"
+        f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.order_id = ANY(%b::uuid[])"
         f" ORDER BY o.order_id{lock}",
         (sorted(set(order_ids)),),
     )
@@ -260,8 +260,8 @@ async def save_orders(
         "UPDATE orders.orders o SET status = v.status, status_reason = v.status_reason,"
         " metadata = v.metadata, carrier = v.carrier, tracking_number = v.tracking_number,"
         " version = v.version, updated_at = v.updated_at"
-        " FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::jsonb[],"
-        "  %s::text[], %s::text[], %s::bigint[], %s::timestamptz[])"
+        " FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::text[], %b::jsonb[],"
+        "  %b::text[], %b::text[], %b::bigint[], %b::timestamptz[])"
         "  AS v(order_id, expected_version, status, status_reason, metadata, carrier,"
         "  tracking_number, version, updated_at)"
         " WHERE o.order_id = v.order_id AND o.version = v.expected_version"
@@ -284,8 +284,8 @@ async def save_orders(
         raise Conflict(f"orders {', '.join(stale)} were changed concurrently; retry")
     await conn.execute(
         "INSERT INTO orders.status_history (order_id, version, status, reason, occurred_at)"
-        " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[],"
-        "  %s::timestamptz[])",
+        " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::text[],"
+        "  %b::timestamptz[])",
         (
             [order.order_id for order in states],
             [order.version for order in states],

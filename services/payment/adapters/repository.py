@@ -43,8 +43,8 @@ def _payment(row: dict[str, Any]) -> Payment:
 _RECORD = (
     "INSERT INTO payment.payments (payment_id, order_id, user_id, status, amount_minor,"
     " currency, method, provider_reference, decline_reason)"
-    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[])"
+    " SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[])"
     f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}"
 )
 

@@ -170,7 +170,7 @@ def _insert_statement(schema: str) -> str:
         .format(
             sql.Identifier(checked_schema(schema), "outbox"),
             sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
-            sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for kind in _COLUMN_TYPES),
+            sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(kind)) for kind in _COLUMN_TYPES),
         )
         .as_string()
     )

@@ -142,7 +142,7 @@ class OutboxRelay:
         self._park_sql = {
             schema: sql.SQL(
                 "WITH moved AS (DELETE FROM {outbox} o"
-                " USING unnest(%s::bigint[], %s::text[], %s::bigint[]) AS p (id, reason, behind)"
+                " USING unnest(%b::bigint[], %b::text[], %b::bigint[]) AS p (id, reason, behind)"
                 " WHERE o.id = p.id AND o.published_at IS NULL"
                 " RETURNING o.id, o.event_id, o.topic, o.message_key, o.event_type, o.payload,"
                 " o.headers, o.occurred_at, p.reason, p.behind)"
@@ -157,10 +157,14 @@ class OutboxRelay:
             .as_string()
             for schema in self._schemas
         }
+        # Only the primary key selects the rows: a predicate on published_at lets the
+        # planner's generic plan pick an index of published_at instead, whose dead entries
+        # (every row published since the last vacuum) it then walks on every call.
+        # coalesce keeps the first publication time of a row marked twice.
         self._mark_sql = {
             schema: sql.SQL(
-                "UPDATE {}.outbox SET published_at = now()"
-                " WHERE id = ANY(%s) AND published_at IS NULL"
+                "UPDATE {}.outbox SET published_at = coalesce(published_at, now())"
+                " WHERE id = ANY(%b::bigint[])"
             )
             .format(sql.Identifier(schema))
             .as_string()
