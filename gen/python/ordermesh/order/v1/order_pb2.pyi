@@ -458,19 +458,23 @@ class WatchOrdersRequest(_message.Message):
 
     CURSOR_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Resume after this cursor; empty means "from now, after a snapshot"."""
     user_id: _builtins.str
     """Admins may watch another user's orders; users only their own."""
+    order_id: _builtins.str
+    """Watch this one order only; an order that is not the watched user's is NOT_FOUND."""
     def __init__(
         self,
         *,
         cursor: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "order_id", b"order_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,6 +494,7 @@ class WatchOrdersResponse(_message.Message):
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     ESTIMATED_DELIVERY_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     status: Global___OrderStatus.ValueType
     version: _builtins.int
@@ -500,6 +505,10 @@ class WatchOrdersResponse(_message.Message):
     tracking_number: _builtins.str
     snapshot: _builtins.bool
     """True for snapshot entries sent before live updates."""
+    heartbeat: _builtins.bool
+    """A keepalive and bookmark: no order fields, `cursor` is the stream's current position.
+    Sent once the backlog (or snapshot) has been sent, then while the stream is idle.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -517,10 +526,11 @@ class WatchOrdersResponse(_message.Message):
         tracking_number: _builtins.str = ...,
         estimated_delivery: _timestamp_pb2.Timestamp | None = ...,
         snapshot: _builtins.bool = ...,
+        heartbeat: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_delivery", b"estimated_delivery", "occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "cursor", b"cursor", "estimated_delivery", b"estimated_delivery", "message", b"message", "occurred_at", b"occurred_at", "order_id", b"order_id", "snapshot", b"snapshot", "status", b"status", "tracking_number", b"tracking_number", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "cursor", b"cursor", "estimated_delivery", b"estimated_delivery", "heartbeat", b"heartbeat", "message", b"message", "occurred_at", b"occurred_at", "order_id", b"order_id", "snapshot", b"snapshot", "status", b"status", "tracking_number", b"tracking_number", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

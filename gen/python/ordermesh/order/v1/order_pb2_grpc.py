@@ -112,8 +112,12 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchOrders(self, request, context):
-        """Streams status changes of the caller's orders. Resume with the last `cursor` seen;
-        a cursor too old to resume from first yields a snapshot of current states.
+        """Streams status changes of the caller's orders (or of one order), in the order they
+        happened, each once. Resume with the last `cursor` seen: everything after it follows.
+        A cursor too old to resume from (trimmed from the live feed) first yields a snapshot
+        of the current state of every order watched (`snapshot` set), then the live tail.
+        After the backlog, and every `heartbeat` interval while idle, a heartbeat message
+        carries the current cursor and nothing else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,8 +51,12 @@ class OrderServiceStub:
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]
     """Cancels an order that has not shipped yet; payment is refunded and stock released."""
     WatchOrders: _grpc.UnaryStreamMultiCallable[_order_pb2.WatchOrdersRequest, _order_pb2.WatchOrdersResponse]
-    """Streams status changes of the caller's orders. Resume with the last `cursor` seen;
-    a cursor too old to resume from first yields a snapshot of current states.
+    """Streams status changes of the caller's orders (or of one order), in the order they
+    happened, each once. Resume with the last `cursor` seen: everything after it follows.
+    A cursor too old to resume from (trimmed from the live feed) first yields a snapshot
+    of the current state of every order watched (`snapshot` set), then the live tail.
+    After the backlog, and every `heartbeat` interval while idle, a heartbeat message
+    carries the current cursor and nothing else.
     """
 
 @_typing.type_check_only
@@ -78,8 +82,12 @@ class OrderServiceAsyncStub(OrderServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels an order that has not shipped yet; payment is refunded and stock released."""
     WatchOrders: _aio.UnaryStreamMultiCallable[_order_pb2.WatchOrdersRequest, _order_pb2.WatchOrdersResponse]  # type: ignore[assignment]
-    """Streams status changes of the caller's orders. Resume with the last `cursor` seen;
-    a cursor too old to resume from first yields a snapshot of current states.
+    """Streams status changes of the caller's orders (or of one order), in the order they
+    happened, each once. Resume with the last `cursor` seen: everything after it follows.
+    A cursor too old to resume from (trimmed from the live feed) first yields a snapshot
+    of the current state of every order watched (`snapshot` set), then the live tail.
+    After the backlog, and every `heartbeat` interval while idle, a heartbeat message
+    carries the current cursor and nothing else.
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -138,8 +146,12 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.WatchOrdersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_order_pb2.WatchOrdersResponse], _abc.AsyncIterator[_order_pb2.WatchOrdersResponse]]:
-        """Streams status changes of the caller's orders. Resume with the last `cursor` seen;
-        a cursor too old to resume from first yields a snapshot of current states.
+        """Streams status changes of the caller's orders (or of one order), in the order they
+        happened, each once. Resume with the last `cursor` seen: everything after it follows.
+        A cursor too old to resume from (trimmed from the live feed) first yields a snapshot
+        of the current state of every order watched (`snapshot` set), then the live tail.
+        After the backlog, and every `heartbeat` interval while idle, a heartbeat message
+        carries the current cursor and nothing else.
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
