@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import timestamp_pb2
-from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh.order.v1 import order_pb2
 
 from gateway.auth import Grant
 from gateway.messages import FeedEntry, entry_from_response
@@ -148,9 +148,10 @@ class FakeOrderFeed:
             yield entry_from_response(response)
 
 
-class StandInOrderServicer(order_pb2_grpc.OrderServiceServicer):
-    """``WatchOrders`` of :class:`FakeOrderFeed` over real gRPC, authenticated like the
-    order service: a valid bearer token; users watch themselves, admins anyone."""
+class StandInOrderServicer:
+    """``WatchOrders`` of :class:`FakeOrderFeed` over real gRPC (the order service's only
+    method the bridge calls), authenticated like the order service: a valid bearer token;
+    users watch themselves, admins anyone."""
 
     def __init__(self, feed: FakeOrderFeed, verifier: TokenVerifier) -> None:
         self.feed = feed
@@ -180,7 +181,17 @@ class StandInOrderServicer(order_pb2_grpc.OrderServiceServicer):
 
 async def start_order_server(servicer: StandInOrderServicer) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
-    order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+    handler = grpc.method_handlers_generic_handler(
+        "ordermesh.order.v1.OrderService",
+        {
+            "WatchOrders": grpc.unary_stream_rpc_method_handler(
+                servicer.WatchOrders,
+                request_deserializer=order_pb2.WatchOrdersRequest.FromString,
+                response_serializer=order_pb2.WatchOrdersResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port

@@ -60,7 +60,10 @@ def versions(messages: list[dict[str, object]], order_id: str) -> list[object]:
 
 
 async def walk(
-    feed: FakeOrderFeed, order_id: str, statuses: tuple[order_pb2.OrderStatus.ValueType, ...], start: int = 1
+    feed: FakeOrderFeed,
+    order_id: str,
+    statuses: tuple[order_pb2.OrderStatus.ValueType, ...],
+    start: int = 1,
 ) -> list[str]:
     return [
         await feed.update(USER, order_id, status, start + i) for i, status in enumerate(statuses)
