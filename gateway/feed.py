@@ -164,10 +164,14 @@ class History:
             self._base = None
         self._entries.append((self._seq, entry))
         if entry.is_position:
-            self._index[entry.cursor] = self._seq
+            # The first entry at a position: several may share one (the updates the order
+            # service fills in from history carry the position they follow), and a splice
+            # must hand over all of them (the socket's version guard drops what it has).
+            self._index.setdefault(entry.cursor, self._seq)
 
     def after(self, position: str) -> list[FeedEntry] | None:
-        """The recorded entries after ``position``; None if it was not recorded."""
+        """The recorded entries after the first one at ``position``; None if it was not
+        recorded."""
         if not self.recording:
             return None
         seq = self._index.get(position)

@@ -283,6 +283,19 @@ def test_history_splices_after_a_recorded_position_or_the_base() -> None:
     assert history.after("p3") is None and len(history) == 0
 
 
+def test_entries_sharing_a_position_are_all_handed_over() -> None:
+    history = History(limit=10)
+    history.start(None)
+    live, filled, nxt = (
+        FeedEntry("p1", "o", 1, "{}"),
+        FeedEntry("p1", "o", 2, "{}"),
+        FeedEntry("p2"),
+    )
+    for entry in (live, filled, nxt):
+        history.record(entry)
+    assert history.after("p1") == [filled, nxt]
+
+
 def test_snapshot_entries_are_states_not_positions() -> None:
     history = History(limit=10)
     history.start(None)
