@@ -2,6 +2,7 @@
 ``python -m gateway --healthcheck`` (exit 0 if this host's bridge answers ``/healthz``)."""
 
 import argparse
+import logging
 import sys
 import urllib.error
 import urllib.request
@@ -35,6 +36,10 @@ def main() -> None:
     if args.healthcheck:
         sys.exit(healthcheck(settings))
     configure_logging("gateway", settings.platform.log_level)
+    # Its per-connection lines repeat the bridge's own "socket open/closed" ones.
+    logging.getLogger("websockets").setLevel(
+        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+    )
     uvloop.run(serve(settings))
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from gateway.auth import Grant
 from gateway.closecodes import CloseCode, Refusal
-from gateway.messages import FeedEntry
+from gateway.messages import FeedEntry, heartbeat
 from gateway.upstream import Rejected, Unavailable, WatchSource
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,16 @@ class Session:
     ``deliver`` never blocks: a socket whose queue is full is ended (slow consumer) rather
     than slowing the feed down for the others."""
 
-    __slots__ = ("ended", "grant", "id", "outbox", "position", "queue_size", "versions")
+    __slots__ = (
+        "ended",
+        "grant",
+        "id",
+        "live",
+        "outbox",
+        "position",
+        "queue_size",
+        "versions",
+    )
 
     def __init__(self, socket_id: str, grant: Grant, cursor: str, queue_size: int) -> None:
         self.id = socket_id
@@ -98,6 +107,7 @@ class Session:
         self.queue_size = queue_size
         self.outbox: asyncio.Queue[str | Refusal] = asyncio.Queue()
         self.ended: Refusal | None = None
+        self.live = False
 
     def deliver(self, entry: FeedEntry) -> None:
         if entry.text is not None:
@@ -109,6 +119,16 @@ class Session:
             self.send(entry.text)
         if entry.is_position:
             self.position = entry.cursor
+        if entry.heartbeat:
+            self.mark_live()
+
+    def mark_live(self) -> None:
+        """The backlog (or snapshot) has been sent: the first bookmark came, or the socket
+        was handed to the shared subscription. Say so at once, with a heartbeat, so a client
+        knows that from here on it misses nothing."""
+        if not self.live:
+            self.live = True
+            self.send(heartbeat(self.position))
 
     def send(self, text: str) -> None:
         if self.ended is not None:
@@ -140,9 +160,12 @@ class History:
         self._index: dict[str, int] = {}
         self._seq = 0
         self._base: str | None = None
+        self._overflowed = False
         self.recording = False
 
     def start(self, base: str | None) -> None:
+        """Records from now on; ``base`` is the shared position now, if a socket may be
+        handed over there (everything recorded comes after it)."""
         if not self.recording:
             self.recording = True
             self._base = base
@@ -152,8 +175,22 @@ class History:
         self._entries.clear()
         self._index.clear()
         self._base = None
+        self._overflowed = False
 
-    def record(self, entry: FeedEntry) -> None:
+    def allow(self, position: str) -> None:
+        """``position`` (the current one) turned out to be a safe place for a hand-off."""
+        if not self.recording or position == self._base or position in self._index:
+            return
+        for seq, entry in self._entries:
+            if entry.is_position and entry.cursor == position:
+                self._index[position] = seq
+                return
+        if self._base is None and not self._overflowed:
+            # Recording began at this position, before it was known to be safe.
+            self._base = position
+
+    def record(self, entry: FeedEntry, *, spliceable: bool = True) -> None:
+        """Keeps ``entry``; a socket may be handed over at its position if ``spliceable``."""
         if not self.recording:
             return
         self._seq += 1
@@ -162,8 +199,9 @@ class History:
             if self._index.get(oldest.cursor) == seq:
                 del self._index[oldest.cursor]
             self._base = None
+            self._overflowed = True
         self._entries.append((self._seq, entry))
-        if entry.is_position:
+        if entry.is_position and spliceable:
             # The first entry at a position: several may share one (the updates the order
             # service fills in from history carry the position they follow), and a splice
             # must hand over all of them (the socket's version guard drops what it has).
@@ -174,11 +212,11 @@ class History:
         recorded."""
         if not self.recording:
             return None
+        if position == self._base:
+            return [entry for _, entry in self._entries]
         seq = self._index.get(position)
         if seq is not None:
             return [entry for number, entry in self._entries if number > seq]
-        if position == self._base:
-            return [entry for _, entry in self._entries]
         return None
 
     def __len__(self) -> int:
@@ -207,6 +245,11 @@ class UserFeed:
         self._catch_ups: dict[Session, asyncio.Task[None]] = {}
         self.history = History(settings.history_limit)
         self.position: str | None = None
+        # Whether a socket may be handed over at ``position`` (see ``publish``), and how
+        # many snapshot bookmarks (unsafe positions) the shared subscription has sent.
+        self._spliceable = False
+        self._after_snapshot = False
+        self._unsafe_bookmarks = 0
         self.streaming = False
         self._refused_tokens: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -220,7 +263,7 @@ class UserFeed:
             if not cursor:
                 self.live.add(session)
                 return
-        self.history.start(self.position)
+        self.history.start(self.position if self._spliceable else None)
         self._catch_ups[session] = asyncio.create_task(
             self._catch_up(session, cursor), name=f"catch-up {session.id}"
         )
@@ -261,22 +304,53 @@ class UserFeed:
         self._finish_catch_up(session)
         for entry in tail:
             session.deliver(entry)
+        session.mark_live()
         if session in self.sessions:
             self.live.add(session)
 
     # --- the shared subscription ------------------------------------------------------
 
     def publish(self, entry: FeedEntry) -> None:
-        """One entry of the shared subscription, to every socket on it."""
-        if entry.is_position:
+        """One entry of the shared subscription, to every socket on it.
+
+        The bookmark that ends a snapshot is no place to hand a socket over: the order
+        service reads the snapshot after the bookmark's position, so a change made in between
+        is stated in the snapshot (which a socket catching up never sees) and then dropped
+        from the stream as already told. Any later position is safe: the service's position
+        moves past a dropped change, so its next bookmark is past it too."""
+        spliceable = False
+        if entry.snapshot:
+            self._after_snapshot = True
+        elif entry.is_position:
+            if entry.heartbeat and self._after_snapshot:
+                self._after_snapshot = False
+                self._unsafe_bookmarks += 1
+            elif entry.cursor != self.position:
+                spliceable = True
+            else:
+                # The same position again: an update filled in from history (it carries
+                # the position it follows), or an idle heartbeat, which proves a snapshot
+                # bookmark safe: a dropped change would have moved the position on.
+                spliceable = self._spliceable or entry.heartbeat
             self.position = entry.cursor
-        self.history.record(entry)
+            self._spliceable = spliceable
+        self.history.record(entry, spliceable=spliceable)
         for session in self.live:
             session.deliver(entry)
-        if self.waiting and entry.is_position:
+        if self.waiting and entry.is_position and spliceable:
             met = [s for s, awaited in self.waiting.items() if awaited == entry.cursor]
             for session in met:
                 self._go_live(session, ())
+
+    def _prove_safe(self) -> None:
+        """The shared position turned out to be a safe place for a hand-off."""
+        self._spliceable = True
+        if self.position is None:
+            return
+        self.history.allow(self.position)
+        met = [s for s, awaited in self.waiting.items() if awaited == self.position]
+        for session in met:
+            self._go_live(session, self.history.after(self.position) or ())
 
     def _grant(self) -> Grant | None:
         """The freshest valid token among the user's sockets that was not refused."""
@@ -346,6 +420,10 @@ class UserFeed:
         down_since: float | None = None
         position = cursor
         while True:
+            # A bookmark of this stream at the shared position proves that position safe
+            # if the stream was opened after the shared subscription's unsafe bookmark: a
+            # change the snapshot ran ahead with would be in this stream's position.
+            unsafe_seen = None if self._spliceable else self._unsafe_bookmarks
             try:
                 async for entry in self._source.watch(session.grant, self.user_id, position):
                     down_since = None
@@ -353,6 +431,15 @@ class UserFeed:
                     if not entry.is_position:
                         continue
                     position = entry.cursor
+                    if (
+                        entry.heartbeat
+                        and entry.cursor == self.position
+                        and not self._spliceable
+                        and unsafe_seen == self._unsafe_bookmarks
+                    ):
+                        self._prove_safe()
+                        if session not in self._catch_ups:
+                            return
                     tail = self.history.after(position)
                     if tail is not None:
                         self._go_live(session, tail)

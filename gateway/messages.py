@@ -9,7 +9,9 @@ An order update (statuses lower-case words, times RFC 3339 in UTC)::
 ``data`` always has its three keys (null until the order ships); ``"snapshot": true`` marks
 the current state of an order sent instead of its history (a first connection, or a cursor
 too old to resume from). Idle sockets get ``{"type": "heartbeat", "status": "alive"}`` (with
-the socket's ``cursor`` once it has one: resuming from it skips nothing). A client's ``ping``
+the socket's ``cursor`` once it has one: resuming from it skips nothing). One heartbeat is
+also sent at once when the backlog after the client's cursor (or the snapshot) has been sent:
+from that message on the socket is live. A client's ``ping``
 (the text ``ping`` or ``{"type": "ping"}``) is answered with ``{"type": "pong"}``.
 
 Each upstream message is encoded once, whatever the number of sockets it goes to.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -47,6 +47,7 @@ class FakeOrderFeed:
         self.opened: list[tuple[str, str]] = []
         self.open_streams = 0
         self.failing = False
+        self.before_snapshot: Callable[[], Awaitable[object]] | None = None
 
     def _log(self, user_id: str) -> _UserLog:
         return self._logs.setdefault(user_id, _UserLog())
@@ -105,8 +106,17 @@ class FakeOrderFeed:
         try:
             log = self._log(user_id)
             sent = len(log.entries)
+            # What this stream told of each order: later entries at or below are dropped
+            # (as the order service's watch session does).
+            known: dict[str, int] = {}
             if not cursor or _number(cursor) <= log.trimmed_through:
+                if self.before_snapshot is not None:
+                    # The order service reads the feed's end, then the orders: a change
+                    # made in between shows in the snapshot and is dropped when it arrives.
+                    hook, self.before_snapshot = self.before_snapshot, None
+                    await hook()
                 for state in self._snapshot(log):
+                    known[state.order_id] = state.version
                     yield state
             else:
                 after = _number(cursor)
@@ -127,7 +137,9 @@ class FakeOrderFeed:
                 for entry in log.entries[sent:]:
                     sent += 1
                     position = entry.cursor
-                    yield entry
+                    if entry.version > known.get(entry.order_id, 0):
+                        known[entry.order_id] = entry.version
+                        yield entry
         finally:
             self.open_streams -= 1
 

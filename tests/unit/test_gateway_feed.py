@@ -34,8 +34,10 @@ def session(name: str, *, cursor: str = "", queue: int = 1000, g: Grant | None =
     return Session(name, g or grant(), cursor, queue_size=queue)
 
 
-def received(s: Session) -> list[dict[str, object]]:
-    """Everything queued for ``s`` so far (drained)."""
+def received(s: Session, *, heartbeats: bool = False) -> list[dict[str, object]]:
+    """Everything queued for ``s`` so far (drained); without the heartbeat that marks the
+    socket live unless ``heartbeats``. Each live socket queues one such heartbeat, so a
+    socket with n updates queued has n + 1 items."""
     out = []
     while not s.outbox.empty():
         item = s.outbox.get_nowait()
@@ -43,7 +45,7 @@ def received(s: Session) -> list[dict[str, object]]:
             out.append({"type": "close", "code": int(item.code)})
         else:
             out.append(json.loads(item))
-    return out
+    return [m for m in out if heartbeats or m["type"] != "heartbeat"]
 
 
 async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
@@ -78,8 +80,10 @@ async def test_the_first_socket_gets_a_snapshot_then_every_update_once() -> None
     feed = hub.join(first, USER, "")
     await eventually(lambda: feed.streaming and feed.position is not None)
     await walk(upstream, "o1", LIFECYCLE[2:], start=3)
-    await eventually(lambda: first.outbox.qsize() >= 4)
-    got = received(first)
+    await eventually(lambda: first.outbox.qsize() >= 5)
+    with_mark = received(first, heartbeats=True)
+    assert with_mark[1] == {"type": "heartbeat", "status": "alive", "cursor": cursor_at(2)}
+    got = [m for m in with_mark if m["type"] != "heartbeat"]
     assert [m["version"] for m in got] == [2, 3, 4, 5]
     assert got[0]["snapshot"] is True and "snapshot" not in got[1]
     assert [m["status"] for m in got] == ["validated", "paid", "fulfilled", "shipped"]
@@ -97,7 +101,7 @@ async def test_sockets_of_one_user_share_one_subscription() -> None:
         hub.join(s, USER, "")
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE)
-    await eventually(lambda: all(s.outbox.qsize() == 5 for s in sockets))
+    await eventually(lambda: all(s.outbox.qsize() == 6 for s in sockets))
     await eventually(lambda: upstream.open_streams == 1)
     for s in sockets:
         assert versions(received(s), "o1") == [1, 2, 3, 4, 5]
@@ -121,7 +125,7 @@ async def test_a_socket_with_a_cursor_gets_what_followed_it_then_the_live_tail()
     hub.join(resumed, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE[3:], start=4)
-    await eventually(lambda: resumed.outbox.qsize() == 4)
+    await eventually(lambda: resumed.outbox.qsize() == 5)
     assert versions(received(resumed), "o1") == [2, 3, 4, 5]
     await eventually(lambda: upstream.open_streams == 1)
     await hub.close()
@@ -136,12 +140,57 @@ async def test_the_only_socket_resuming_gets_no_snapshot_and_no_repeat() -> None
     feed = hub.join(resumed, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE[2:], start=3)
-    await eventually(lambda: resumed.outbox.qsize() == 5)
+    await eventually(lambda: resumed.outbox.qsize() == 6)
     got = received(resumed)
     assert [(m["order_id"], m["version"]) for m in got] == [
         ("o1", 2), ("o2", 1), ("o1", 3), ("o1", 4), ("o1", 5),
     ]  # fmt: skip
     assert not any(m.get("snapshot") for m in got)
+    await hub.close()
+
+
+async def test_no_socket_splices_at_a_bookmark_its_snapshot_ran_ahead_of() -> None:
+    """The shared subscription's snapshot may state an order at a version newer than the
+    bookmark that follows it (a change made while the snapshot was read); the stream then
+    drops that change. A socket catching up must not be handed over at that bookmark."""
+    upstream = FakeOrderFeed(heartbeat_seconds=0.3)
+    cursors = await walk(upstream, "o1", LIFECYCLE[:3])
+    late: list[str] = []
+
+    async def change_while_snapshotting() -> None:
+        late.append(await upstream.update(USER, "o1", LIFECYCLE[3], 4))
+
+    upstream.before_snapshot = change_while_snapshotting
+    hub = Hub(upstream, FAST)
+    first = session("first")
+    feed = hub.join(first, USER, "")
+    await eventually(lambda: feed.position == cursors[-1])
+    resumed = session("resumed", cursor=cursors[1])
+    hub.join(resumed, USER, cursors[1])
+    await eventually(lambda: feed.catching_up == 0)
+    await eventually(lambda: resumed.outbox.qsize() == 3)
+    assert [(m["version"], m["cursor"]) for m in received(resumed)] == [
+        (3, cursors[2]),
+        (4, late[0]),
+    ]
+    assert [(m["version"], m.get("snapshot")) for m in received(first)] == [(4, True)]
+    await hub.close()
+
+
+async def test_a_catch_up_bookmark_proves_a_snapshot_bookmark_safe() -> None:
+    """Without a change ahead of the shared snapshot, the hand-off happens at once (on the
+    catch-up's own bookmark), not at the next idle heartbeat of the shared subscription."""
+    upstream = FakeOrderFeed(heartbeat_seconds=60)
+    cursors = await walk(upstream, "o1", LIFECYCLE[:3])
+    hub = Hub(upstream, FAST)
+    feed = hub.join(session("first"), USER, "")
+    await eventually(lambda: feed.position == cursors[-1])
+    resumed = session("resumed", cursor=cursors[0])
+    hub.join(resumed, USER, cursors[0])
+    await eventually(lambda: feed.catching_up == 0, within=2)
+    await walk(upstream, "o1", LIFECYCLE[3:], start=4)
+    await eventually(lambda: resumed.outbox.qsize() == 5)
+    assert versions(received(resumed), "o1") == [2, 3, 4, 5]
     await hub.close()
 
 
@@ -168,7 +217,7 @@ async def test_updates_racing_the_hand_off_arrive_once_and_in_order() -> None:
     await eventually(lambda: feed.catching_up == 0)
     total = len(all_cursors)
     for s, first in joined:
-        expected = total - first
+        expected = total - first + 1
         await eventually(partial(lambda s, n: s.outbox.qsize() == n, s, expected))
         got = [m["cursor"] for m in received(s)]
         assert got == all_cursors[first:], s.id
@@ -185,7 +234,7 @@ async def test_a_trimmed_cursor_yields_a_snapshot_then_the_tail() -> None:
     feed = hub.join(s, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE[3:], start=4)
-    await eventually(lambda: s.outbox.qsize() == 3)
+    await eventually(lambda: s.outbox.qsize() == 4)
     got = received(s)
     assert [(m["version"], m.get("snapshot", False)) for m in got] == [
         (3, True),
@@ -205,7 +254,7 @@ async def test_a_slow_socket_is_dropped_without_holding_up_the_others() -> None:
     hub.join(fast, USER, "")
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE)
-    await eventually(lambda: fast.outbox.qsize() == 5)
+    await eventually(lambda: fast.outbox.qsize() == 6)
     assert slow.ended is not None and slow.ended.code is CloseCode.SLOW_CONSUMER
     assert received(slow) == [{"type": "close", "code": 4006}]
     assert versions(received(fast), "o1") == [1, 2, 3, 4, 5]
@@ -224,7 +273,7 @@ async def test_a_short_outage_is_invisible_and_loses_nothing() -> None:
     await eventually(lambda: not feed.streaming)
     await walk(upstream, "o1", LIFECYCLE[2:], start=3)
     upstream.failing = False
-    await eventually(lambda: s.outbox.qsize() >= 5)
+    await eventually(lambda: s.outbox.qsize() >= 6)
     assert versions(received(s), "o1") == [1, 2, 3, 4, 5]
     assert upstream.opened[-1] == (USER, cursors[-1])
     assert s.ended is None
@@ -309,5 +358,9 @@ def test_a_session_never_sends_an_order_version_twice_or_backwards() -> None:
     for version in (1, 2, 2, 1, 3):
         s.deliver(FeedEntry(cursor_at(version), "o", version, json.dumps({"v": version})))
     s.deliver(FeedEntry("c-9"))
-    assert [m["v"] for m in received(s)] == [1, 2, 3]
-    assert s.position == "c-9"
+    s.deliver(FeedEntry("c-10"))
+    assert received(s, heartbeats=True) == [
+        {"v": 1}, {"v": 2}, {"v": 3},
+        {"type": "heartbeat", "status": "alive", "cursor": "c-9"},
+    ]  # fmt: skip
+    assert s.position == "c-10"
