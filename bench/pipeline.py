@@ -1074,8 +1074,11 @@ async def run_kafka(
 # ---------------------------------------------------------------- orchestration
 
 
-async def prepare_products(conn: AsyncConnection[Any]) -> list[str]:
-    products = [f"{PRODUCT_PREFIX}{i:02d}" for i in range(PRODUCT_COUNT)]
+async def prepare_products(
+    conn: AsyncConnection[Any], prefix: str = PRODUCT_PREFIX, count: int = PRODUCT_COUNT
+) -> list[str]:
+    """``count`` bench products named ``<prefix>NN`` with a huge stock (upserted, active)."""
+    products = [f"{prefix}{i:02d}" for i in range(count)]
     await conn.execute(
         "INSERT INTO inventory.products"
         " (product_id, name, description, unit_price_minor, currency, stock, active)"
