@@ -106,8 +106,14 @@ class _ActiveKey:
 
     def __init__(self, conn: AsyncConnection[Any]) -> None:
         self._conn = conn
+        self._key: tuple[str, RSAPrivateKey] | None = None
 
     async def signing_key(self) -> tuple[str, RSAPrivateKey]:
+        if self._key is None:
+            self._key = await self._load()
+        return self._key
+
+    async def _load(self) -> tuple[str, RSAPrivateKey]:
         cursor = await self._conn.execute(
             "SELECT kid, private_key_encrypted FROM auth.signing_keys"
             " WHERE activated_at IS NOT NULL AND retired_at IS NULL"
