@@ -73,6 +73,7 @@ from bench.pipeline import (
 )
 from devstack import postgres, procs, secrets
 from devstack.ports import HOST, Ports
+from gateway.leases import lease_key
 from services.auth.adapters.encryption import SIGNING_KEYS_PURPOSE, fernet_for
 from services.auth.adapters.tokens import JwtTokenIssuer
 from services.auth.bootstrap import token_policy
@@ -94,6 +95,8 @@ STREAMS_PER_CHANNEL = 500  # servers allow 1000 concurrent streams per HTTP/2 co
 READY_TIMEOUT = 60.0
 PATHS = ("grpc", "ws", "relay")
 RELAY_CHANNEL = "ordermesh:bench:realtime"
+# The bridge's leases live 30 s after a release that failed.
+LEASE_WAIT_SECONDS = 40.0
 # Envoy holds two descriptors per proxied WebSocket (client side and bridge side).
 ENVOY_SPARE_FILES = 200
 
@@ -194,8 +197,9 @@ class ClientState:
 
     def tail(self, received: float, cursor: str | None) -> None:
         """A cursor is ``<epoch>.<ms>-<seq>``: the ms of the feed entry's Redis stream id."""
-        millis = (cursor or "").rpartition(".")[2].partition("-")[0]
-        if millis.isdigit():
+        _epoch, dot, position = (cursor or "").rpartition(".")
+        millis = position.partition("-")[0]
+        if dot and millis.isdigit():
             self.tails.append(received - int(millis) / 1000)
 
     def _check(self) -> None:
@@ -377,11 +381,11 @@ class PhaseResult:
 
     @property
     def p50(self) -> float | None:
-        return percentile(sorted(self.latencies), 0.50) if self.latencies else None
+        return percentile(sorted(self.latencies), 50) if self.latencies else None
 
     @property
     def p99(self) -> float | None:
-        return percentile(sorted(self.latencies), 0.99) if self.latencies else None
+        return percentile(sorted(self.latencies), 99) if self.latencies else None
 
     @property
     def per_connection(self) -> float | None:
@@ -593,6 +597,8 @@ class Bench:
         watchers = [users[i % user_count] for i in range(count)]
         result = PhaseResult(path, count, via, user_count)
         print(f"  {path} x {count:,} ({via}, {user_count:,} users) ...", flush=True)
+        if path == "ws":
+            await self.leases_gone(redis, users)
         before = rss_bytes(pid)
         clients = Clients()
         try:
@@ -615,6 +621,21 @@ class Bench:
             clients.kill()
         await asyncio.sleep(self.args.settle)  # let the servers notice the closes
         return result
+
+    async def leases_gone(self, redis: Redis, users: Sequence[BenchUser]) -> None:
+        """Waits for the bridge's socket leases of the previous phase: a lease whose release
+        failed counts against its user until it expires."""
+        started = time.monotonic()
+        while time.monotonic() - started < LEASE_WAIT_SECONDS:
+            async with redis.pipeline(transaction=False) as pipe:
+                for user in users:
+                    pipe.zcard(lease_key(user.user_id))
+                held = sum(await pipe.execute())
+            if not held:
+                break
+            await asyncio.sleep(1.0)
+        if (waited := time.monotonic() - started) >= 1.0:
+            print(f"    waited {waited:.0f} s for {held:,} socket leases to expire", flush=True)
 
     def _relay_expected(self, count: int, user_count: int) -> int:
         total = int(self.args.rate * STATUSES_PER_ORDER * self.args.seconds)
@@ -670,9 +691,9 @@ def print_results(results: Sequence[PhaseResult]) -> None:
             feed = sorted(total - tail for total, tail in zip(r.latencies, r.tails, strict=False))
             notes.append(
                 f"commit -> feed entry (Kafka, live-feed consumer, XADD) p50"
-                f" {ms(percentile(feed, 0.5))} p99 {ms(percentile(feed, 0.99))};"
-                f" feed entry -> receipt p50 {ms(percentile(tails, 0.5))}"
-                f" p99 {ms(percentile(tails, 0.99))} (ms-resolution stream ids)"
+                f" {ms(percentile(feed, 50))} p99 {ms(percentile(feed, 99))};"
+                f" feed entry -> receipt p50 {ms(percentile(tails, 50))}"
+                f" p99 {ms(percentile(tails, 99))} (ms-resolution stream ids)"
             )
         if r.failed:
             notes.append(f"failed to open or broke: {dict(r.failed)}")
@@ -689,7 +710,7 @@ def print_results(results: Sequence[PhaseResult]) -> None:
         if r.path != "relay" and floor is not None and floor.p99 and r.p99 is not None:
             ratios.append(f"{r.path} x {r.count:,}: {r.p99 / floor.p99:.2f}x")
             if r.tails:
-                tail = percentile(sorted(r.tails), 0.99)
+                tail = percentile(sorted(r.tails), 99)
                 ratios[-1] += f" (feed entry -> receipt: {tail / floor.p99:.2f}x)"
     if ratios:
         print(f"p99 / bare relay p99 at the same count: {'; '.join(ratios)}")
