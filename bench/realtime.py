@@ -372,6 +372,7 @@ class PhaseResult:
     failed: Counter[str] = field(default_factory=Counter)
     open_seconds: float = 0.0
     rss_delta: int = 0
+    rss_after: int = 0
     latencies: list[float] = field(default_factory=list)
     tails: list[float] = field(default_factory=list)
     expected: int = 0
@@ -389,7 +390,8 @@ class PhaseResult:
 
     @property
     def per_connection(self) -> float | None:
-        return self.rss_delta / self.ready if self.ready else None
+        """None when the process gave back more than the opens took (freed earlier phases)."""
+        return self.rss_delta / self.ready if self.ready and self.rss_delta > 0 else None
 
 
 class Clients:
@@ -605,7 +607,8 @@ class Bench:
             await clients.start(path, target, watchers, self.args.open_rate, self.args.per_process)
             await clients.ready(result)
             await asyncio.sleep(self.args.settle)
-            result.rss_delta = rss_bytes(pid) - before
+            result.rss_after = rss_bytes(pid)
+            result.rss_delta = result.rss_after - before
             if path == "relay":
                 await self.publish(redis, users)
                 result.expected = self._relay_expected(count, user_count)
@@ -635,7 +638,7 @@ class Bench:
                 break
             await asyncio.sleep(1.0)
         if (waited := time.monotonic() - started) >= 1.0:
-            print(f"    waited {waited:.0f} s for {held:,} socket leases to expire", flush=True)
+            print(f"    waited {waited:.0f} s for the last phase's socket leases to go", flush=True)
 
     def _relay_expected(self, count: int, user_count: int) -> int:
         total = int(self.args.rate * STATUSES_PER_ORDER * self.args.seconds)
@@ -685,7 +688,7 @@ def print_results(results: Sequence[PhaseResult]) -> None:
             f"{r.path:<6} {r.count:>8,} {r.users:>6,} {r.ready:>7,} {got:>17} {ms(r.p50):>10}"
             f" {ms(r.p99):>10} {ms(worst):>10} {kb(per):>10}  {r.via}"
         )
-        notes = []
+        notes = [f"serving RSS {r.rss_after / 2**20:.0f} MB ({r.rss_delta / 2**20:+.0f} MB)"]
         if r.tails:
             tails = sorted(r.tails)
             feed = sorted(total - tail for total, tail in zip(r.latencies, r.tails, strict=False))
@@ -836,7 +839,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="orders per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of orders")
     parser.add_argument("--per-user", type=int, default=5, help="watchers per user")
-    parser.add_argument("--open-rate", type=float, default=800.0, help="opens per second")
+    parser.add_argument("--open-rate", type=float, default=400.0, help="opens per second")
     parser.add_argument("--per-process", type=int, default=5000, help="per client process")
     parser.add_argument("--settle", type=float, default=3.0, help="idle seconds before RSS")
     parser.add_argument("--grpc-via", choices=("envoy", "direct"), default="envoy")
