@@ -3,8 +3,8 @@ Redis pub/sub → websockets relay (the floor); memory per idle watcher and sock
 
     python bench/realtime.py [--counts 1,1000,10000] [--paths grpc,ws,relay] [--rate 30]
 
-Talks to the running dev stack only (start it with `make up`). For every path and every
-count, in that order:
+Talks to the running dev stack only (start it with `make up`). For every count, and for each
+path at that count:
 
 1. client processes (at most --per-process connections each) open the watchers at
    --open-rate per second in all, spread over ceil(count / --per-user) bench users, and wait
@@ -806,8 +806,10 @@ async def run(args: argparse.Namespace) -> None:
             )
             if "relay" in args.paths:
                 relay = await start_relay(args.relay_port, redis_url)
-            for path in args.paths:
-                for count in args.counts:
+            # Count by count, the paths one after the other: the floor is measured minutes
+            # apart from ours at most, on a machine whose load changes.
+            for count in args.counts:
+                for path in args.paths:
                     results.append(
                         await bench.phase(path, count, client, redis, relay.pid if relay else 0)
                     )
