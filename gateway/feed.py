@@ -86,17 +86,22 @@ class Session:
     """One socket: what it was sent, and the bounded queue its writer drains.
 
     ``deliver`` never blocks: a socket whose queue is full is ended (slow consumer) rather
-    than slowing the feed down for the others."""
+    than slowing the feed down for the others. Kept small: a list, and ``on_queued`` (called
+    when something is queued) starts a writer only while there is something to write, so
+    an idle socket holds no task and no future of its own."""
 
     __slots__ = (
+        "_outbox",
         "ended",
         "grant",
         "id",
+        "last_sent",
         "live",
-        "outbox",
+        "on_queued",
         "position",
         "queue_size",
         "versions",
+        "writer",
     )
 
     def __init__(self, socket_id: str, grant: Grant, cursor: str, queue_size: int) -> None:
@@ -105,9 +110,12 @@ class Session:
         self.position: str | None = cursor or None
         self.versions: dict[str, int] = {}
         self.queue_size = queue_size
-        self.outbox: asyncio.Queue[str | Refusal] = asyncio.Queue()
+        self._outbox: list[str] = []
         self.ended: Refusal | None = None
         self.live = False
+        self.last_sent = time.monotonic()
+        self.on_queued: Callable[[], None] | None = None
+        self.writer: asyncio.Task[None] | None = None
 
     def deliver(self, entry: FeedEntry) -> None:
         if entry.text is not None:
@@ -133,12 +141,13 @@ class Session:
     def send(self, text: str) -> None:
         if self.ended is not None:
             return
-        if self.outbox.qsize() >= self.queue_size:
+        if len(self._outbox) >= self.queue_size:
             self.end(
                 Refusal(CloseCode.SLOW_CONSUMER, "too slow: send queue full; reconnect with cursor")
             )
             return
-        self.outbox.put_nowait(text)
+        self._outbox.append(text)
+        self._wake()
 
     def end(self, refusal: Refusal) -> None:
         """Closes the socket with ``refusal`` as soon as its writer sees it; what was still
@@ -146,9 +155,21 @@ class Session:
         if self.ended is not None:
             return
         self.ended = refusal
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
-        self.outbox.put_nowait(refusal)
+        self._outbox.clear()
+        self._wake()
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    def take(self) -> list[str]:
+        """Everything queued, oldest first (the writer sends it in that order)."""
+        items, self._outbox = self._outbox, []
+        return items
+
+    def _wake(self) -> None:
+        if self.on_queued is not None:
+            self.on_queued()
 
 
 class History:
