@@ -254,3 +254,20 @@ async def test_a_redis_outage_stops_no_order_and_costs_no_watcher_a_status(
     for watcher in (one, two):
         for order_id in everything:
             assert watcher.statuses(order_id) == HAPPY, order_id
+
+
+@pytest.mark.slow
+async def test_an_idle_stream_outlives_envoys_timeouts(
+    channel: grpc.aio.Channel, http: httpx.Client, user: User
+) -> None:
+    """Held open through Envoy for two and a half minutes with nothing happening (longer
+    than the 30 s route timeout of unary calls and the 60 s idle limit of health streams),
+    the stream still carries the next order's statuses."""
+    async with watching(channel, user) as watcher:
+        await asyncio.sleep(150)
+        assert watcher.task is not None
+        assert not watcher.task.done()
+        order_id = create_order(http, user)
+        await watcher.until(shipped(order_id))
+    assert watcher.statuses(order_id) == HAPPY
+    assert watcher.heartbeats >= 150 // 15 - 1
