@@ -5,6 +5,7 @@ that neither stops orders nor costs a watcher a status."""
 import asyncio
 import contextlib
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,14 @@ import httpx
 import pytest
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
+from devstack import procs
 from devstack import redis as devredis
+from devstack.paths import REPO_ROOT
+from devstack.ports import Ports
+from devstack.stack import app_env
+from services.platform.healthcheck import probe
 from tests.e2e.conftest import User, order_body
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.e2e
 
@@ -271,3 +278,40 @@ async def test_an_idle_stream_outlives_envoys_timeouts(
         await watcher.until(shipped(order_id))
     assert watcher.statuses(order_id) == HAPPY
     assert watcher.heartbeats >= 150 // 15 - 1
+
+
+async def test_any_order_service_replica_serves_watchers(
+    channel: grpc.aio.Channel, http: httpx.Client, user: User
+) -> None:
+    """A second order-service process (its own port, not behind Envoy) tails the same feed:
+    its watcher and Envoy's see the same statuses of an order created through Envoy."""
+    name, port = "e2e-second-order-service", reserve_port()
+    ports = Ports.from_env()
+    services = f"127.0.0.1:{ports.grpc}"  # the stack's auth and inventory services
+    env = {
+        **app_env(ports),
+        "ORDERMESH_GRPC_PORT": str(port),
+        "AUTH_SERVICE_ADDR": services,
+        "INVENTORY_SERVICE_ADDR": services,
+    }
+    procs.start_daemon(
+        name, [sys.executable, "-m", "services", "--components", "order"], env=env, cwd=REPO_ROOT
+    )
+    try:
+        await eventually(
+            lambda: probe(f"127.0.0.1:{port}", "ordermesh.order.v1.OrderService", timeout=1),
+            30,
+            lambda: f"the second order service on port {port} never served",
+        )
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct,
+            watching(direct, user) as theirs,
+            watching(channel, user) as ours,
+        ):
+            order_id = create_order(http, user)
+            await theirs.until(shipped(order_id))
+            await ours.until(shipped(order_id))
+        assert theirs.statuses(order_id) == ours.statuses(order_id) == HAPPY
+        assert [m.cursor for m in theirs.updates] == [m.cursor for m in ours.updates]
+    finally:
+        procs.stop(name)
