@@ -82,6 +82,31 @@ class Backoff:
         return random.uniform(ceiling / 2, ceiling)
 
 
+class Reconnection:
+    """Backoff between attempts to (re)open a stream, and whether it has been down for
+    longer than the grace period."""
+
+    def __init__(self, settings: FeedSettings, clock: Callable[[], float]) -> None:
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._grace = settings.upstream_grace_seconds
+        self._clock = clock
+        self._down_since: float | None = None
+
+    def connected(self) -> None:
+        self._backoff.reset()
+        self._down_since = None
+
+    def failed(self) -> bool:
+        """Records a failure; True once failures have lasted the grace period."""
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+        return now - self._down_since >= self._grace
+
+    async def pause(self) -> None:
+        await asyncio.sleep(self._backoff.next())
+
+
 class Session:
     """One socket: what it was sent, and the bounded queue its writer drains.
 
@@ -390,8 +415,7 @@ class UserFeed:
             self.streaming = False
 
     async def _stream_shared(self) -> None:
-        backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
-        down_since: float | None = None
+        reconnection = Reconnection(self._settings, self._clock)
         while self.sessions:
             grant = self._grant()
             if grant is None:
@@ -402,8 +426,7 @@ class UserFeed:
                 async for entry in self._source.watch(grant, self.user_id, self.position or ""):
                     if not self.streaming:
                         self.streaming = True
-                        down_since = None
-                        backoff.reset()
+                        reconnection.connected()
                     self.publish(entry)
             except Rejected as error:
                 self.streaming = False
@@ -415,9 +438,7 @@ class UserFeed:
                 return
             except Unavailable as error:
                 self.streaming = False
-                now = self._clock()
-                down_since = now if down_since is None else down_since
-                if now - down_since >= self._settings.upstream_grace_seconds:
+                if reconnection.failed():
                     log.warning(
                         "feed closed: order service unavailable",
                         extra={"user_id": self.user_id, "error": str(error)},
@@ -428,7 +449,7 @@ class UserFeed:
                     "feed reconnecting",
                     extra={"user_id": self.user_id, "cursor": self.position, "error": str(error)},
                 )
-            await asyncio.sleep(backoff.next())
+            await reconnection.pause()
 
     def _end_all(self, refusal: Refusal) -> None:
         for session in list(self.sessions):
@@ -437,8 +458,7 @@ class UserFeed:
     # --- catch-up -------------------------------------------------------------------------
 
     async def _catch_up(self, session: Session, cursor: str) -> None:
-        backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
-        down_since: float | None = None
+        reconnection = Reconnection(self._settings, self._clock)
         position = cursor
         while True:
             # A bookmark of this stream at the shared position proves that position safe
@@ -447,7 +467,7 @@ class UserFeed:
             unsafe_seen = None if self._spliceable else self._unsafe_bookmarks
             try:
                 async for entry in self._source.watch(session.grant, self.user_id, position):
-                    down_since = None
+                    reconnection.connected()
                     session.deliver(entry)
                     if not entry.is_position:
                         continue
@@ -471,9 +491,7 @@ class UserFeed:
                 session.end(error.refusal)
                 return
             except Unavailable as error:
-                now = self._clock()
-                down_since = now if down_since is None else down_since
-                if now - down_since >= self._settings.upstream_grace_seconds:
+                if reconnection.failed():
                     log.warning(
                         "catch-up gave up: order service unavailable",
                         extra={"user_id": self.user_id, "error": str(error)},
@@ -481,7 +499,7 @@ class UserFeed:
                     self._finish_catch_up(session)
                     session.end(Refusal(CloseCode.UPSTREAM_UNAVAILABLE, UPSTREAM_REASON))
                     return
-            await asyncio.sleep(backoff.next())
+            await reconnection.pause()
 
 
 class Hub:
