@@ -61,8 +61,11 @@ def start(timeout: float = 30.0) -> None:
             str(DATA_DIR),
             "--save",
             "",
+            # The live feed lives here: it survives a restart (fsync every second).
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--daemonize",
             "no",
             "--protected-mode",

@@ -14,8 +14,10 @@ from services.common.money import parse_decimal
 from services.common.paging import page_from_request
 from services.order import handlers
 from services.order.domain.commands import CancelOrder, CreateOrder, RequestedLine, UpdateOrder
+from services.order.domain.live import Delivery
 from services.order.domain.model import Address, Order, OrderStatus
-from services.order.domain.ports import Catalog, OrderStore
+from services.order.domain.ports import Catalog, LiveFeed, OrderStore
+from services.order.watching import WatchRequest, watch_orders
 from services.platform.convert import set_money, set_timestamp
 from services.platform.interceptors import current_principal, metadata_value
 
@@ -52,7 +54,29 @@ def order_to_proto(order: Order) -> order_pb2.Order:
     shipping_address.country = address.country
     set_timestamp(message.created_at, order.created_at)
     set_timestamp(message.updated_at, order.updated_at)
+    if order.estimated_delivery is not None:
+        set_timestamp(message.estimated_delivery, order.estimated_delivery)
     message.metadata.update(order.metadata)
+    return message
+
+
+def delivery_to_proto(delivery: Delivery) -> order_pb2.WatchOrdersResponse:
+    update = delivery.update
+    if update is None:
+        return order_pb2.WatchOrdersResponse(cursor=str(delivery.cursor), heartbeat=True)
+    message = order_pb2.WatchOrdersResponse(
+        order_id=update.order_id,
+        status=_STATUS_TO_PROTO[update.status],
+        version=update.version,
+        message=update.message,
+        cursor=str(delivery.cursor),
+        carrier=update.carrier,
+        tracking_number=update.tracking_number,
+        snapshot=delivery.snapshot,
+    )
+    set_timestamp(message.occurred_at, update.occurred_at)
+    if update.estimated_delivery is not None:
+        set_timestamp(message.estimated_delivery, update.estimated_delivery)
     return message
 
 
@@ -106,9 +130,18 @@ def create_command(request: order_pb2.CreateOrderRequest, context: Context) -> C
 
 
 class OrderApi(order_pb2_grpc.OrderServiceServicer):
-    def __init__(self, store: OrderStore, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        store: OrderStore,
+        catalog: Catalog,
+        feed: LiveFeed,
+        *,
+        heartbeat_seconds: float = 15.0,
+    ) -> None:
         self._store = store
         self._catalog = catalog
+        self._feed = feed
+        self._heartbeat = heartbeat_seconds
 
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: Context
@@ -162,7 +195,6 @@ class OrderApi(order_pb2_grpc.OrderServiceServicer):
     async def WatchOrders(
         self, request: order_pb2.WatchOrdersRequest, context: Context
     ) -> AsyncIterator[order_pb2.WatchOrdersResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "WatchOrders is not served yet by this version"
-        )
-        yield order_pb2.WatchOrdersResponse()
+        watch = WatchRequest(current_principal(), request.cursor, request.user_id, request.order_id)
+        async for delivery in watch_orders(watch, self._store, self._feed, self._heartbeat):
+            yield delivery_to_proto(delivery)

@@ -1,16 +1,18 @@
-"""Wires the order context: the order store, the catalog client and the servicer for the
-gRPC component, the validator and the status projector for the workers, and the purge of
-expired idempotency keys; production and the tests use the same functions."""
+"""Wires the order context: the order store, the catalog client, the live feed and the
+servicer for the gRPC component; the validator, the status projector and the live-feed
+writer for the workers; and the purge of expired idempotency keys. Production and the tests
+use the same functions."""
 
 from datetime import timedelta
 
 from ordermesh.order.v1 import order_pb2_grpc
 
 from services.order.adapters.catalog import InventoryCatalog
+from services.order.adapters.live_feed import RedisLiveFeed
 from services.order.adapters.outbox import order_outbox
 from services.order.adapters.repository import PostgresOrderStore
 from services.order.api import SERVICE, OrderApi
-from services.order.consumers import OrderStatusProjector, OrderValidator
+from services.order.consumers import LiveFeedWriter, OrderStatusProjector, OrderValidator
 from services.platform.messaging.consumer import Handlers
 from services.platform.messaging.retention import Purge, purge_older_than
 from services.platform.resources import Resources
@@ -30,8 +32,21 @@ def catalog(resources: Resources) -> InventoryCatalog:
     return InventoryCatalog(resources.inventory_channel)
 
 
+def live_feed(settings: Settings) -> RedisLiveFeed:
+    return RedisLiveFeed(
+        settings.redis_url,
+        horizon_entries=settings.live_feed_horizon_entries,
+        horizon=timedelta(seconds=settings.live_feed_horizon_seconds),
+    )
+
+
 def component(resources: Resources) -> Component:
-    api = OrderApi(order_store(resources), catalog(resources))
+    api = OrderApi(
+        order_store(resources),
+        catalog(resources),
+        live_feed(resources.settings),
+        heartbeat_seconds=resources.settings.watch_heartbeat_seconds,
+    )
     return Component(
         service_name=SERVICE,
         register=lambda server: order_pb2_grpc.add_OrderServiceServicer_to_server(api, server),
@@ -42,6 +57,7 @@ def consumers(resources: Resources) -> dict[str, Handlers]:
     return {
         "order_validator": OrderValidator(resources.codec, catalog(resources)).handlers(),
         "order_status_projector": OrderStatusProjector(resources.codec).handlers(),
+        "order_live_feed": LiveFeedWriter(live_feed(resources.settings)).handlers(),
     }
 
 

@@ -1,6 +1,7 @@
-"""The order service's event consumers: the order validator and the order status
-projector. Each handler runs inside the consumer's transaction (with its inbox row), locks
-the order row first so every writer of one order is serialised, and never commits itself."""
+"""The order service's event consumers: the order validator, the order status projector
+and the live feed. Each handler runs inside the consumer's transaction (with its inbox row)
+and never commits itself; the validator and projector lock the order rows first so every
+writer of one order is serialised."""
 
 import asyncio
 import logging
@@ -11,15 +12,22 @@ from typing import Any
 from services.common.clock import utc_now
 from services.order.adapters.outbox import order_outbox
 from services.order.adapters.repository import fetch_orders, save_orders
-from services.order.domain.events import Event, OrderRejected, OrderReleased, OrderValidated
+from services.order.domain.events import (
+    Event,
+    OrderRejected,
+    OrderReleased,
+    OrderStatusChanged,
+    OrderValidated,
+)
 from services.order.domain.lifecycle import (
     STATUS_BY_EVENT,
     StatusFact,
     apply_fact,
     validate,
 )
+from services.order.domain.live import StatusUpdate, message_for
 from services.order.domain.model import Order, OrderStatus
-from services.order.domain.ports import Catalog
+from services.order.domain.ports import Catalog, LiveFeed
 from services.order.domain.pricing import CatalogEntry
 from services.platform.db import Connection
 from services.platform.messaging.codec import EventCodec, EventEnvelope
@@ -93,6 +101,7 @@ def status_fact(event_name: str, record: Mapping[str, Any]) -> StatusFact | None
             f"shipped with {record['carrier']}",
             carrier=str(record["carrier"]),
             tracking_number=str(record["tracking_number"]),
+            estimated_delivery=record.get("estimated_delivery"),
         )
     return StatusFact(target, str(record.get("reason") or ""))
 
@@ -126,6 +135,7 @@ class OrderStatusProjector:
             return
         orders = await fetch_orders(conn, [order_id for _, order_id, _ in facts], for_update=True)
         read_versions = {order_id: order.version for order_id, order in orders.items()}
+        orders_before = dict(orders)
         states: list[Order] = []
         for envelope, order_id, fact in facts:
             order = orders.get(order_id)
@@ -144,7 +154,70 @@ class OrderStatusProjector:
         if not states:
             return
         await save_orders(conn, states, read_versions)
-        await self._outbox.write(
-            conn,
-            [OrderReleased(state) for state in states if state.status is OrderStatus.FULFILLED],
+        await self._outbox.write(conn, list(_events_of(states, orders_before)))
+
+
+def _events_of(states: Sequence[Order], before: Mapping[str, Order]) -> Iterable[Event]:
+    """For each state an order reached: the status change (what the live feed and webhooks
+    follow) and, on reaching FULFILLED, the release to the warehouse."""
+    previous = dict(before)
+    for state in states:
+        yield OrderStatusChanged(
+            state, previous[state.order_id].status, state.status_reason, state.updated_at
         )
+        previous[state.order_id] = state
+        if state.status is OrderStatus.FULFILLED:
+            yield OrderReleased(state)
+
+
+def live_update(event_name: str, record: Mapping[str, Any]) -> StatusUpdate | None:
+    """The status an order event records, as the live feed shows it."""
+    match event_name:
+        case "OrderCreated":
+            status, at, reason = OrderStatus.PENDING, record["created_at"], ""
+        case "OrderStatusChanged":
+            status, at = OrderStatus(record["status"]), record["occurred_at"]
+            reason = str(record.get("reason") or "")
+        case "OrderCancelled":
+            status, at = OrderStatus.CANCELLED, record["cancelled_at"]
+            reason = str(record.get("reason") or "")
+        case "OrderDelivered":
+            status, at, reason = OrderStatus.DELIVERED, record["delivered_at"], ""
+        case _:
+            return None
+    details = record.get("details") or {}
+    eta = details.get("estimated_delivery")
+    return StatusUpdate(
+        order_id=str(record["order_id"]),
+        user_id=str(record["user_id"]),
+        status=status,
+        version=int(record["version"]),
+        message=message_for(status, reason),
+        occurred_at=at,
+        carrier=str(details.get("carrier", "")),
+        tracking_number=str(details.get("tracking_number", "")),
+        estimated_delivery=datetime.fromisoformat(eta) if eta else None,
+    )
+
+
+class LiveFeedWriter:
+    """Appends every status an order reaches to its user's live feed (Redis). The feed is
+    derived from these committed events only; the feed skips a version it already has, so
+    a redelivered event is appended once. Redis being away is an outage the consumer waits
+    out (no order waits for it: this group only feeds watchers)."""
+
+    EVENTS = ("OrderCreated", "OrderStatusChanged", "OrderCancelled", "OrderDelivered")
+
+    def __init__(self, feed: LiveFeed) -> None:
+        self._feed = feed
+
+    def handlers(self) -> Handlers:
+        return Handlers(batch=dict.fromkeys(self.EVENTS, self.on_events))
+
+    async def on_events(self, envelopes: Sequence[EventEnvelope], conn: Connection) -> None:
+        updates = [
+            update
+            for envelope in envelopes
+            if (update := live_update(envelope.name, envelope.record)) is not None
+        ]
+        await self._feed.publish(updates)

@@ -73,6 +73,9 @@ class Settings:
     shutdown_grace_seconds: float
     idempotency_ttl_seconds: int
     outbox_retention_seconds: int
+    watch_heartbeat_seconds: float
+    live_feed_horizon_entries: int
+    live_feed_horizon_seconds: int
     inbox_retention_seconds: int
     session_retention_seconds: int
     retention_interval_seconds: float
@@ -144,6 +147,17 @@ class Settings:
             ),
             outbox_retention_seconds=reader.integer(
                 "ORDERMESH_OUTBOX_RETENTION_SECONDS", 24 * 3600, minimum=0
+            ),
+            # WatchOrders sends a heartbeat after this many quiet seconds (under the idle
+            # timeouts of proxies on the way).
+            watch_heartbeat_seconds=reader.number("ORDERMESH_WATCH_HEARTBEAT_SECONDS", 15.0),
+            # The live feed keeps about this many updates per user, and a user's feed ends
+            # this long after its last update; older cursors resume from a snapshot.
+            live_feed_horizon_entries=reader.integer(
+                "ORDERMESH_LIVE_FEED_HORIZON_ENTRIES", 1000, minimum=10
+            ),
+            live_feed_horizon_seconds=reader.integer(
+                "ORDERMESH_LIVE_FEED_HORIZON_SECONDS", 7 * 24 * 3600, minimum=60
             ),
             # Longer than a duplicate can arrive: topic retention (7 days) and a replay from
             # the dead-letter topic (kept 30 days).

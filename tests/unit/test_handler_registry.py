@@ -12,7 +12,7 @@ from ordermesh.order.v1 import order_pb2_grpc
 from services.order.api import OrderApi
 from services.platform.interceptors import PlatformInterceptor
 from services.platform.tokens import TokenVerifier
-from tests.unit.fakes.order import FakeCatalog, FakeOrderStore
+from tests.unit.fakes.order import FakeCatalog, FakeLiveFeed, FakeOrderStore
 
 ORDER = "ordermesh.order.v1.OrderService"
 
@@ -48,7 +48,8 @@ def platform() -> PlatformInterceptor:
 def test_ordermesh_handlers_are_wrapped_as_they_are_registered() -> None:
     recorder = Recorder()
     order_pb2_grpc.add_OrderServiceServicer_to_server(
-        OrderApi(FakeOrderStore(), FakeCatalog({})), cast(Any, platform().registering(recorder))
+        OrderApi(FakeOrderStore(), FakeCatalog({}), FakeLiveFeed()),
+        cast(Any, platform().registering(recorder)),
     )
     get_order = recorder.by_name[f"/{ORDER}/GetOrder"]
     # The wrapped handler reads the request's bytes itself, within the contract's bounds.

@@ -22,7 +22,7 @@ from services.order.api import OrderApi
 from services.order.domain.events import OrderCancelled, OrderCreated, OrderStatusChanged
 from services.order.domain.model import Address, Order, OrderLine, OrderStatus
 from services.order.domain.pricing import CatalogEntry
-from tests.unit.fakes.order import FakeCatalog, FakeOrderStore
+from tests.unit.fakes.order import FakeCatalog, FakeLiveFeed, FakeOrderStore
 from tests.unit.servicer_harness import BAD_CREDENTIALS, ServicerHarness, TokenMint
 
 DESCRIPTOR = order_pb2.DESCRIPTOR.services_by_name["OrderService"]
@@ -126,12 +126,17 @@ def catalog() -> FakeCatalog:
 
 
 @pytest.fixture
+def feed() -> FakeLiveFeed:
+    return FakeLiveFeed()
+
+
+@pytest.fixture
 def orders(
-    mint: TokenMint, store: FakeOrderStore, catalog: FakeCatalog
+    mint: TokenMint, store: FakeOrderStore, catalog: FakeCatalog, feed: FakeLiveFeed
 ) -> Iterator[ServicerHarness]:
     with ServicerHarness(
         DESCRIPTOR,
-        OrderApi(store, catalog),
+        OrderApi(store, catalog, feed, heartbeat_seconds=0.2),
         order_pb2_grpc.add_OrderServiceServicer_to_server,
         mint=mint,
     ) as harness:
@@ -696,19 +701,45 @@ def test_someone_elses_order_cannot_be_cancelled(
 # WatchOrders
 
 
-def test_watching_orders_is_not_served_yet(orders: ServicerHarness) -> None:
+def test_watching_another_users_order_is_not_found(
+    orders: ServicerHarness, store: FakeOrderStore
+) -> None:
+    order = seed(store, BOB)
     outcome = orders.unary_stream(
         "WatchOrders",
-        order_pb2.WatchOrdersRequest(),
+        order_pb2.WatchOrdersRequest(order_id=order.order_id),
         caller=ALICE,
         metadata=(("x-request-id", "req-watch"),),
     )
     assert (outcome.code, outcome.details) == (
-        grpc.StatusCode.UNIMPLEMENTED,
-        "WatchOrders is not served yet by this version",
+        grpc.StatusCode.NOT_FOUND,
+        f"order {order.order_id} not found",
     )
     assert outcome.responses == ()
     assert outcome.request_id == "req-watch"
+
+
+def test_watching_another_users_orders_needs_an_admin(orders: ServicerHarness) -> None:
+    outcome = orders.unary_stream(
+        "WatchOrders", order_pb2.WatchOrdersRequest(user_id=BOB.user_id), caller=ALICE
+    )
+    assert (outcome.code, outcome.details) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "only admins may watch other users' orders",
+    )
+
+
+def test_a_cursor_this_service_never_handed_out_is_invalid(orders: ServicerHarness) -> None:
+    outcome = orders.unary_stream(
+        "WatchOrders", order_pb2.WatchOrdersRequest(cursor="c-1"), caller=ALICE
+    )
+    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert outcome.details.startswith("cursor is not one this service handed out")
+
+
+def test_watching_needs_a_token(orders: ServicerHarness) -> None:
+    outcome = orders.unary_stream("WatchOrders", order_pb2.WatchOrdersRequest())
+    assert outcome.code is grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_watch_cursor_beyond_its_bound_is_invalid(orders: ServicerHarness) -> None:

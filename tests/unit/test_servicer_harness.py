@@ -13,7 +13,7 @@ from services.common.errors import NotFound
 from services.common.identity import Principal, Role, Tier
 from services.order.api import OrderApi
 from services.platform.interceptors import current_principal
-from tests.unit.fakes.order import FakeCatalog, FakeOrderStore
+from tests.unit.fakes.order import FakeCatalog, FakeLiveFeed, FakeOrderStore
 from tests.unit.servicer_harness import ServicerHarness, TokenMint
 
 DESCRIPTOR = order_pb2.DESCRIPTOR.services_by_name["OrderService"]
@@ -36,7 +36,7 @@ class StreamingOrders(OrderApi):
 def orders(mint: TokenMint) -> Iterator[ServicerHarness]:
     with ServicerHarness(
         DESCRIPTOR,
-        StreamingOrders(FakeOrderStore(), FakeCatalog({})),
+        StreamingOrders(FakeOrderStore(), FakeCatalog({}), FakeLiveFeed()),
         order_pb2_grpc.add_OrderServiceServicer_to_server,
         mint=mint,
     ) as harness:

@@ -42,6 +42,16 @@ def order_items(order: Order) -> list[dict[str, Any]]:
     ]
 
 
+def _shipment(order: Order) -> dict[str, str]:
+    """Carrier, tracking number and estimated delivery of a shipped order, as text."""
+    if order.status is not OrderStatus.SHIPPED:
+        return {}
+    details = {"carrier": order.carrier, "tracking_number": order.tracking_number}
+    if order.estimated_delivery is not None:
+        details["estimated_delivery"] = order.estimated_delivery.isoformat()
+    return details
+
+
 def event_record(event: Event) -> EventRecord:
     """A domain event as the Avro record of its event type."""
     order = event.order
@@ -131,7 +141,7 @@ def event_record(event: Event) -> EventRecord:
                     "status": order.status.value,
                     "previous_status": event.previous_status.value,
                     "reason": event.reason,
-                    "details": {},
+                    "details": _shipment(order),
                     "occurred_at": event.occurred_at,
                 },
                 event.occurred_at,

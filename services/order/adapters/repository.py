@@ -5,7 +5,7 @@ one query (:class:`services.platform.batching.BatchedLookup`)."""
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from psycopg.types.json import Jsonb
@@ -15,13 +15,15 @@ from services.common.money import Money
 from services.common.paging import Page
 from services.order.domain.events import Event
 from services.order.domain.idempotency import IdempotencyClaim, ensure_same_request
+from services.order.domain.live import StatusUpdate, message_for
 from services.order.domain.model import Address, Order, OrderLine, OrderStatus
 from services.platform.batching import BatchedLookup
 from services.platform.db import Connection, Pool
 
 _ORDER_COLUMNS = (
     "o.order_id, o.user_id, o.status, o.status_reason, o.currency, o.shipping_address,"
-    " o.payment_method, o.metadata, o.carrier, o.tracking_number, o.version, o.created_at,"
+    " o.payment_method, o.metadata, o.carrier, o.tracking_number, o.estimated_delivery,"
+    " o.version, o.created_at,"
     " o.updated_at,"
     " (SELECT coalesce(jsonb_agg(jsonb_build_array(i.product_id, i.name, i.quantity,"
     "  i.unit_price_minor) ORDER BY i.line_no), '[]') FROM orders.order_items i"
@@ -49,9 +51,26 @@ def _order(row: dict[str, Any]) -> Order:
         metadata=row["metadata"],
         carrier=row["carrier"],
         tracking_number=row["tracking_number"],
+        estimated_delivery=row["estimated_delivery"],
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def _history_update(row: dict[str, Any]) -> StatusUpdate:
+    status = OrderStatus(row["status"])
+    shipped = status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
+    return StatusUpdate(
+        order_id=str(row["order_id"]),
+        user_id=row["user_id"],
+        status=status,
+        version=row["version"],
+        message=message_for(status, row["reason"]),
+        occurred_at=row["occurred_at"],
+        carrier=row["carrier"] if shipped else "",
+        tracking_number=row["tracking_number"] if shipped else "",
+        estimated_delivery=row["estimated_delivery"] if shipped else None,
     )
 
 
@@ -191,6 +210,46 @@ class PostgresOrderStore:
             rows = await cursor.fetchall()
         return [_order(row) for row in rows], int(counted["total"]) if counted else 0
 
+    async def recent(self, user_id: str, limit: int) -> Sequence[Order]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders.orders o WHERE o.user_id = %s"
+                " ORDER BY o.updated_at DESC, o.order_id LIMIT %s",
+                (user_id, limit),
+            )
+            return [_order(row) for row in await cursor.fetchall()]
+
+    async def status_history(
+        self,
+        user_ids: Sequence[str],
+        *,
+        since: datetime | None = None,
+        order_id: str | None = None,
+        versions: tuple[int, int] | None = None,
+    ) -> Sequence[StatusUpdate]:
+        conditions = ["o.user_id = ANY(%s)"]
+        params: list[Any] = [list(user_ids)]
+        if since is not None:
+            conditions.append("h.occurred_at >= %s")
+            params.append(since)
+        if order_id is not None:
+            conditions.append("h.order_id = %s")
+            params.append(order_id)
+        if versions is not None:
+            conditions.append("h.version > %s AND h.version < %s")
+            params.extend(versions)
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT h.order_id, o.user_id, h.status, h.version, h.reason, h.occurred_at,"
+                " o.carrier, o.tracking_number, o.estimated_delivery"
+                " FROM orders.status_history h JOIN orders.orders o USING (order_id)"
+                f" WHERE {' AND '.join(conditions)}"
+                " ORDER BY h.occurred_at, h.order_id, h.version",
+                params,
+            )
+            rows = await cursor.fetchall()
+        return [_history_update(row) for row in rows]
+
     async def update(self, order: Order, expected_version: int, events: Iterable[Event]) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             await save_order(conn, order, expected_version)
@@ -228,7 +287,8 @@ async def save_order(conn: Connection, order: Order, expected_version: int) -> N
     records the new version in its status history."""
     cursor = await conn.execute(
         "UPDATE orders.orders SET status = %s, status_reason = %s, metadata = %s,"
-        " carrier = %s, tracking_number = %s, version = %s, updated_at = %s"
+        " carrier = %s, tracking_number = %s, estimated_delivery = %s, version = %s,"
+        " updated_at = %s"
         " WHERE order_id = %s AND version = %s",
         (
             order.status.value,
@@ -236,6 +296,7 @@ async def save_order(conn: Connection, order: Order, expected_version: int) -> N
             Jsonb(order.metadata),
             order.carrier,
             order.tracking_number,
+            order.estimated_delivery,
             order.version,
             order.updated_at,
             order.order_id,
@@ -259,11 +320,12 @@ async def save_orders(
     cursor = await conn.execute(
         "UPDATE orders.orders o SET status = v.status, status_reason = v.status_reason,"
         " metadata = v.metadata, carrier = v.carrier, tracking_number = v.tracking_number,"
-        " version = v.version, updated_at = v.updated_at"
+        " estimated_delivery = v.estimated_delivery, version = v.version,"
+        " updated_at = v.updated_at"
         " FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::text[], %b::jsonb[],"
-        "  %b::text[], %b::text[], %b::bigint[], %b::timestamptz[])"
+        "  %b::text[], %b::text[], %b::timestamptz[], %b::bigint[], %b::timestamptz[])"
         "  AS v(order_id, expected_version, status, status_reason, metadata, carrier,"
-        "  tracking_number, version, updated_at)"
+        "  tracking_number, estimated_delivery, version, updated_at)"
         " WHERE o.order_id = v.order_id AND o.version = v.expected_version"
         " RETURNING o.order_id",
         (
@@ -274,6 +336,7 @@ async def save_orders(
             [Jsonb(order.metadata) for order in latest.values()],
             [order.carrier for order in latest.values()],
             [order.tracking_number for order in latest.values()],
+            [order.estimated_delivery for order in latest.values()],
             [order.version for order in latest.values()],
             [order.updated_at for order in latest.values()],
         ),

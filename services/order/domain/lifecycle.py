@@ -23,6 +23,7 @@ class StatusFact:
     reason: str = ""
     carrier: str = ""
     tracking_number: str = ""
+    estimated_delivery: datetime | None = None
 
 
 # Event name → the status it moves an order to. Events not listed (refunds, stock
@@ -71,7 +72,10 @@ def apply_fact(order: Order, fact: StatusFact, *, at: datetime) -> list[Order]:
             current = current.transition(step, reason=fact.reason, at=at)
             if fact.carrier or fact.tracking_number:
                 current = replace(
-                    current, carrier=fact.carrier, tracking_number=fact.tracking_number
+                    current,
+                    carrier=fact.carrier,
+                    tracking_number=fact.tracking_number,
+                    estimated_delivery=fact.estimated_delivery,
                 )
         else:
             current = current.transition(step, reason="implied by a later event", at=at)

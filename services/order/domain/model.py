@@ -125,6 +125,7 @@ class Order:
     metadata: dict[str, Any] = field(default_factory=dict)
     carrier: str = ""
     tracking_number: str = ""
+    estimated_delivery: datetime | None = None
 
     @property
     def currency(self) -> str:

@@ -27,6 +27,7 @@ PAYMENT_PROCESSOR_GROUP = "ordermesh.payment-processor"
 INVENTORY_MANAGER_GROUP = "ordermesh.inventory-manager"
 FULFILLMENT_GROUP = "ordermesh.fulfillment"
 ORDER_STATUS_PROJECTOR_GROUP = "ordermesh.order-status-projector"
+ORDER_LIVE_FEED_GROUP = "ordermesh.order-live-feed"
 DLQ_REPLAYER_GROUP = "ordermesh.dlq-replayer"
 
 
@@ -114,6 +115,14 @@ CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
             "OutOfStock",
             "OrderShipped",
         ),
+    ),
+    ConsumerGroup(
+        "order_live_feed",
+        ORDER_LIVE_FEED_GROUP,
+        "order",
+        "orders",
+        (ORDERS,),
+        ("OrderCreated", "OrderStatusChanged", "OrderCancelled", "OrderDelivered"),
     ),
     ConsumerGroup(
         "payment_processor",

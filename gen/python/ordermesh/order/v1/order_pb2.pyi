@@ -105,6 +105,7 @@ class Order(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     CARRIER_FIELD_NUMBER: _builtins.int
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     user_id: _builtins.str
     status: Global___OrderStatus.ValueType
@@ -127,6 +128,10 @@ class Order(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def estimated_delivery(self) -> _timestamp_pb2.Timestamp:
+        """When the carrier expects to deliver; set once the order has shipped."""
+
     def __init__(
         self,
         *,
@@ -144,10 +149,11 @@ class Order(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         carrier: _builtins.str = ...,
         tracking_number: _builtins.str = ...,
+        estimated_delivery: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "metadata", b"metadata", "shipping_address", b"shipping_address", "total_amount", b"total_amount", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "estimated_delivery", b"estimated_delivery", "metadata", b"metadata", "shipping_address", b"shipping_address", "total_amount", b"total_amount", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "created_at", b"created_at", "items", b"items", "metadata", b"metadata", "order_id", b"order_id", "payment_method", b"payment_method", "shipping_address", b"shipping_address", "status", b"status", "status_reason", b"status_reason", "total_amount", b"total_amount", "tracking_number", b"tracking_number", "updated_at", b"updated_at", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "created_at", b"created_at", "estimated_delivery", b"estimated_delivery", "items", b"items", "metadata", b"metadata", "order_id", b"order_id", "payment_method", b"payment_method", "shipping_address", b"shipping_address", "status", b"status", "status_reason", b"status_reason", "total_amount", b"total_amount", "tracking_number", b"tracking_number", "updated_at", b"updated_at", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
