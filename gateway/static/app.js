@@ -319,7 +319,7 @@ function viewOf(order) {
     reason: order.status_reason || "",
     carrier: order.carrier || "",
     trackingNumber: order.tracking_number || "",
-    estimatedDelivery: "",
+    estimatedDelivery: order.estimated_delivery || "",
     createdAt: order.created_at,
     total: order.total_amount,
     items: order.items || [],

@@ -30,7 +30,7 @@ from playwright.async_api import (
 
 from devstack import browser as debian_browser
 from devstack import postgres, procs
-from devstack.paths import RUN_DIR
+from devstack.paths import REPO_ROOT, RUN_DIR
 from tests.e2e import static_stand_in
 from tests.e2e.conftest import PASSWORD
 from tests.e2e.pipeline import Books, products
@@ -38,6 +38,9 @@ from tests.e2e.pipeline import Books, products
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = RUN_DIR / "artifacts" / "browser"
+# The accessibility engine (npm axe-core, installed by `make tools` from package.json).
+AXE = REPO_ROOT / "node_modules" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 SHIP_TIMEOUT_MS = 120_000
 PHONE = ViewportSize(width=375, height=812)
 DESKTOP = ViewportSize(width=1280, height=900)
@@ -80,6 +83,16 @@ class Tab:
         await self.page.screenshot(path=path, full_page=True)
         return path
 
+    async def accessibility_violations(self) -> list[str]:
+        """What axe-core finds wrong with the page as it stands, one line per rule and node."""
+        found = await self.page.evaluate(
+            "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})"
+            ".then(r => r.violations.flatMap(v => v.nodes.map(n =>"
+            " `${v.id} (${v.impact}): ${n.target.join(' ')}: ${n.failureSummary}`)))",
+            AXE_TAGS,
+        )
+        return [str(line) for line in found]
+
     def updates(self, order_id: str) -> list[dict[str, object]]:
         received = [json.loads(frame) for frame in self.frames if frame.startswith("{")]
         return [
@@ -94,6 +107,7 @@ async def open_tab(
         locale="en-US", timezone_id="UTC", viewport=viewport
     )
     page = await context.new_page()
+    await page.add_init_script(path=AXE)
     tab = Tab(page)
     page.on("pageerror", lambda error: tab.errors.append(str(error)))
     page.on(
@@ -267,6 +281,23 @@ async def test_an_order_is_cancelled_on_a_phone(phone: Tab, books: Books) -> Non
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await phone.screenshot("phone-error")
     assert phone.errors == []
+
+
+async def test_the_page_passes_an_accessibility_scan(
+    desktop: Tab, phone: Tab, books: Books
+) -> None:
+    assert await desktop.accessibility_violations() == []
+    await sign_up_and_in(desktop.page)
+    widget, gadget = books.products
+    await place_order(desktop.page, {widget: 1, gadget: 2}, card="Test Visa (approved)")
+    assert await desktop.accessibility_violations() == []
+
+    assert await phone.accessibility_violations() == []
+    await sign_up_and_in(phone.page)
+    await place_order(phone.page, {gadget: 1}, card="Test card that is declined")
+    assert await phone.accessibility_violations() == []
+    assert await phone.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert desktop.errors == phone.errors == []
 
 
 def shipment_of(order_id: str) -> tuple[str, str]:
