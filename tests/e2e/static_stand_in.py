@@ -27,7 +27,7 @@ def serve(upstream: str) -> Iterator[str]:
             pass
 
         def _static(self) -> bool:
-            name = "index.html" if self.path == "/" else self.path.lstrip("/")
+            name = "index.html" if self.path == "/" else self.path.removeprefix("/static/")
             path = STATIC / name
             if "/" in name or not path.is_file():
                 return False
