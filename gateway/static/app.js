@@ -95,6 +95,7 @@ const products = new Map(); // product_id -> { product, input }
 const orders = new Map(); // order_id -> { view, node }
 const fetching = new Map(); // order_id -> Promise, for updates about orders not shown yet
 let feed = null;
+let firstPageShown = null; // a Promise: updates wait for the first page of orders
 let nextOrdersPage = 1;
 let orderKey = null;
 
@@ -164,7 +165,7 @@ function enterSignedIn() {
   orders.clear();
   $("orders").replaceChildren();
   nextOrdersPage = 1;
-  loadOrders();
+  firstPageShown = loadOrders();
   feed = new OrderFeed({
     userId: session.user.user_id,
     accessToken: (options) => session.accessToken(options),
@@ -412,12 +413,19 @@ function orderDetail(view) {
   return "";
 }
 
-// An order.update from the feed; an update no newer than the row is ignored.
-function applyUpdate(message) {
+// An order.update from the feed; an update no newer than the row is ignored. The first
+// page of orders is shown before any update is applied. A snapshot of an order not shown
+// (an older one, past the first page) is left alone; a change to an order not shown yet (one
+// placed elsewhere) fetches it.
+async function applyUpdate(message) {
   const orderId = message.order_id;
   if (!orderId) return;
+  const current = feed;
+  await firstPageShown;
+  if (feed !== current) return;
   const known = orders.get(orderId);
   if (!known) {
+    if (message.snapshot) return;
     if (!fetching.has(orderId)) {
       fetching.set(
         orderId,

@@ -28,8 +28,9 @@ export class OrderFeed {
     this.socket = null;
     this.timers = [];
     this.stopped = true;
+    this.connecting = false;
     this.reconnectNow = () => {
-      if (!this.stopped && !this.socket) this.connect();
+      if (!this.stopped && !this.socket && !this.connecting) this.connect();
     };
   }
 
@@ -59,12 +60,15 @@ export class OrderFeed {
   async connect() {
     this.clearTimers();
     let token;
+    this.connecting = true;
     try {
       token = await this.accessToken({ force: this.forceRefresh });
       this.forceRefresh = false;
     } catch {
       if (!this.stopped) this.scheduleReconnect();
       return;
+    } finally {
+      this.connecting = false;
     }
     if (this.stopped) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
