@@ -1,12 +1,10 @@
 """What the README promises of the REST surface, against the real backends through the
 public port: the JWKS really verifies the tokens it serves, webhooks can be registered,
-listed and deleted, and WatchOrders is declared but not served yet."""
+listed and deleted. (WatchOrders is covered by test_watch_orders.py.)"""
 
-import grpc
 import httpx
 import jwt
 import pytest
-from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
 from tests.e2e.conftest import User
 
@@ -53,14 +51,3 @@ def test_webhooks_are_registered_listed_and_deleted_over_rest(
     deleted = http.delete(f"/api/v1/webhooks/{webhook['webhook_id']}", headers=user.headers)
     assert deleted.status_code == 200, deleted.text
     assert http.get("/api/v1/webhooks", headers=user.headers).json()["webhooks"] == []
-
-
-async def test_watch_orders_is_declared_but_not_served_yet(
-    channel: grpc.aio.Channel, user: User
-) -> None:
-    stream = order_pb2_grpc.OrderServiceStub(channel).WatchOrders(
-        order_pb2.WatchOrdersRequest(), metadata=user.grpc_metadata
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stream.read()
-    assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED

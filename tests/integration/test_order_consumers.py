@@ -290,15 +290,34 @@ async def test_projector_applies_a_batch_of_facts_in_offset_order(
         (2, "FAILED", "no such product"),
     ]
     ids = [a.order_id, b.order_id, c.order_id, d.order_id]
-    assert await outbox(pool, codec, *ids) == [("OrderReadyToShip", b.order_id)]
-    (released,) = await decoded_outbox(pool, codec, b.order_id)
+    # Every status recorded is also a status change for the live feed (and webhooks), in
+    # the order recorded; reaching FULFILLED also releases the order to the warehouse.
+    written = [
+        ("OrderStatusChanged", a.order_id),
+        ("OrderStatusChanged", b.order_id),
+        ("OrderStatusChanged", b.order_id),
+        ("OrderStatusChanged", b.order_id),
+        ("OrderReadyToShip", b.order_id),
+        ("OrderStatusChanged", a.order_id),
+        ("OrderStatusChanged", c.order_id),
+    ]
+    assert await outbox(pool, codec, *ids) == written
+    *changes, released = await decoded_outbox(pool, codec, b.order_id)
+    assert [(e["previous_status"], e["status"], e["version"], e["user_id"]) for e in changes] == [
+        ("PENDING", "VALIDATED", 2, b.user_id),
+        ("VALIDATED", "PAID", 3, b.user_id),
+        ("PAID", "FULFILLED", 4, b.user_id),
+    ]
+    assert changes[0]["reason"] == "implied by a later event"
+    (failed,) = await decoded_outbox(pool, codec, c.order_id)
+    assert (failed["status"], failed["reason"]) == ("FAILED", "no such product")
     assert released["version"] == 4
     assert released["released_at"] == orders[b.order_id].updated_at
 
     # Redelivered as a whole: the inbox absorbs it.
     assert await apply_batch(pool, ORDER_STATUS_PROJECTOR_GROUP, projector.on_events, events) == 0
     assert await stored(pool, *ids) == orders
-    assert len(await outbox(pool, codec, *ids)) == 1
+    assert await outbox(pool, codec, *ids) == written
 
     shipped = envelope(codec, "OrderShipped", b.order_id, carrier="UPS", tracking_number="1Z9")
     await apply_batch(pool, ORDER_STATUS_PROJECTOR_GROUP, projector.on_events, [shipped])
@@ -309,6 +328,13 @@ async def test_projector_applies_a_batch_of_facts_in_offset_order(
         "UPS",
         "1Z9",
     )
+    shipped_change = (await decoded_outbox(pool, codec, b.order_id))[-1]
+    assert (shipped_change["status"], shipped_change["version"]) == ("SHIPPED", 5)
+    assert shipped_change["details"] == {
+        "carrier": "UPS",
+        "tracking_number": "1Z9",
+        "estimated_delivery": "2025-03-04T12:30:15.123456+00:00",
+    }
 
 
 async def test_overlapping_batches_serialise_on_the_orders_without_deadlock(
@@ -335,8 +361,12 @@ async def test_overlapping_batches_serialise_on_the_orders_without_deadlock(
         assert final[order_id].status is expected
         versions = [v for v, _, _ in await history(pool, order_id)]
         assert versions == list(range(1, final[order_id].version + 1))
-    released = await outbox(pool, codec, *ids)
-    assert sorted(order_id for _, order_id in released) == sorted(ids[::2])
+    written = await outbox(pool, codec, *ids)
+    released = [order_id for name, order_id in written if name == "OrderReadyToShip"]
+    assert sorted(released) == sorted(ids[::2])
+    for order_id in ids:
+        changes = [o for name, o in written if name == "OrderStatusChanged" and o == order_id]
+        assert len(changes) == final[order_id].version - 1
 
 
 async def test_save_orders_refuses_a_stale_version_and_writes_nothing(pool: Pool) -> None:

@@ -155,8 +155,11 @@ class _Subscription:
         if info is None:
             # Nothing within the horizon: fine for a watcher that has seen nothing yet.
             return [] if (cursor.millis, cursor.sequence) == (0, 0) else None
-        deleted = _entry_id(str(info.get("max-deleted-entry-id") or "0-0"))
-        if (cursor.millis, cursor.sequence) < deleted:
+        # Trimming (MAXLEN) removes the oldest entries: if any were removed, a cursor before
+        # the first entry left may have been followed by one of them.
+        first = info.get("recorded-first-entry-id") or info["last-generated-id"]
+        trimmed = int(info.get("entries-added", 0)) > int(info["length"])
+        if trimmed and (cursor.millis, cursor.sequence) < _entry_id(str(first)):
             return None
         rows = await self._feed.read_range(self._user_id, cursor.entry_id, limit)
         return [
@@ -377,3 +380,6 @@ class RedisLiveFeed:
                 await self._reader
         if self._client is not None:
             await self._client.aclose()
+            # A pool passed in explicitly is not closed with its client.
+            await self._client.connection_pool.disconnect()
+            self._client = None
