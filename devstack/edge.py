@@ -358,6 +358,8 @@ def _jwt_rules() -> list[dict[str, Any]]:
 
 
 def _gateway_routes(gateway: tuple[str, int] | None) -> list[dict[str, Any]]:
+    """The bridge's routes: WebSockets under ``/ws/`` (never timed out: the bridge sends
+    heartbeats and WebSocket pings), and the live order page (``/`` and ``/static/``)."""
     if gateway is None:
         return []
     return [
@@ -371,7 +373,19 @@ def _gateway_routes(gateway: tuple[str, int] | None) -> list[dict[str, Any]]:
                 "upgrade_configs": [{"upgrade_type": "websocket"}],
             },
             "typed_per_filter_config": TRANSCODER_OFF,
-        }
+        },
+        {
+            "name": "page",
+            "match": {"path": "/"},
+            "route": {"cluster": "gateway", "timeout": "10s"},
+            "typed_per_filter_config": TRANSCODER_OFF,
+        },
+        {
+            "name": "page-static",
+            "match": {"prefix": "/static/"},
+            "route": {"cluster": "gateway", "timeout": "10s"},
+            "typed_per_filter_config": TRANSCODER_OFF,
+        },
     ]
 
 

@@ -13,6 +13,7 @@ pid files.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -56,6 +57,7 @@ APP_PROCESSES = (
     AppProcess("api", "services", port=lambda ports: ports.grpc),
     AppProcess("relay", "workers", ("--components", "relay")),
     AppProcess("workers", "workers", ("--components", "consumers,retention")),
+    AppProcess("gateway", "gateway", port=lambda ports: ports.gateway),
 )
 
 
@@ -125,6 +127,7 @@ def app_env(ports: Ports) -> dict[str, str]:
             "ORDERMESH_KAFKA_BOOTSTRAP": kafka.bootstrap(),
             "ORDERMESH_GRPC_HOST": HOST,
             "ORDERMESH_GRPC_PORT": str(ports.grpc),
+            "ORDERMESH_GATEWAY_PORT": str(ports.gateway),
             "ORDERMESH_STATE_DIR": str(STATE_DIR),
             "PYTHONUNBUFFERED": "1",
         }
@@ -174,7 +177,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         clusters={name: (HOST, ports.grpc) for name in CONTEXT_NAMES},
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=ENVOY_CONFIG,
-        gateway=None,
+        gateway=(HOST, ports.gateway),
         access_log=log_path("envoy-access"),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
@@ -183,8 +186,8 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
 
 
 def start_app(name: str, ports: Ports | None = None) -> None:
-    """Start one of the ordermesh processes (api, relay, workers) the way ``up`` does, if it
-    is not running; an operator's (and the fault tests') way to bring one back."""
+    """Start one of the ordermesh processes (api, relay, workers, gateway) the way ``up``
+    does, if it is not running; an operator's (and the fault tests') way to bring one back."""
     ports = ports or Ports.from_env()
     [process] = [p for p in APP_PROCESSES if p.name == name]
     _start_app(process, ports, app_env(ports))
@@ -247,6 +250,8 @@ def _print_urls(ports: Ports) -> None:
         f"""
 ordermesh is up.
   REST + gRPC + grpc-web  {base}   (one door: Envoy)
+  live order page         {base}/
+  WebSocket               ws://localhost:{ports.envoy}/ws/orders/{{user_id}}
   health                  {base}/health
   API docs (OpenAPI)      {base}/docs
   gRPC                    grpcurl -plaintext localhost:{ports.envoy} list
@@ -302,7 +307,28 @@ def status(ports: Ports) -> list[tuple[str, str]]:
         rows.append((name, f"running (pid {pid})" if running else "stopped"))
     code = health_status(ports)
     rows.append(("GET /health", "no answer" if code is None else str(code)))
+    rows.append(("gateway /healthz", gateway_health(ports)))
     return rows
+
+
+def gateway_health(ports: Ports) -> str:
+    """The bridge's counters from its own /healthz, on one line."""
+    url = f"http://{HOST}:{ports.gateway}/healthz"
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            url, timeout=2
+        ) as response:
+            counters = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return str(error.code)
+    except (OSError, ValueError):
+        return "no answer"
+    return (
+        f"{counters.get('status')}: {counters.get('sockets')} sockets,"
+        f" {counters.get('watched_users')} users watched,"
+        f" {counters.get('subscriptions_streaming')} subscriptions streaming,"
+        f" redis {'up' if counters.get('redis_available') else 'DOWN (per-process limit)'}"
+    )
 
 
 def pipeline_lines() -> list[str]:

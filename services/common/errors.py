@@ -28,6 +28,10 @@ class Unauthenticated(DomainError):
     """No valid credentials (401)."""
 
 
+class TokenExpired(Unauthenticated):
+    """The credentials were valid but have expired: the caller should get fresh ones (401)."""
+
+
 class PermissionDenied(DomainError):
     """Authenticated, but not allowed (403)."""
 

@@ -85,7 +85,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         source = os.environ if env is None else env
-        reader = _Reader(source)
+        reader = EnvReader(source)
         environment = reader.enum("ORDERMESH_ENV", Environment, Environment.DEVELOPMENT)
         grpc_port = reader.integer("ORDERMESH_GRPC_PORT", 50051, minimum=0, maximum=65535)
         local = f"127.0.0.1:{grpc_port}"
@@ -209,7 +209,10 @@ class Settings:
         return secret
 
 
-class _Reader:
+class EnvReader:
+    """Typed reads of ``ORDERMESH_*`` variables (each may come from ``<NAME>_FILE``), for
+    every composition root's settings; errors name the variable."""
+
     def __init__(self, source: Mapping[str, str]) -> None:
         self._source = source
 

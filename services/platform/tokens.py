@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from jwt.algorithms import RSAAlgorithm
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
-from services.common.errors import DependencyUnavailable, Unauthenticated
+from services.common.errors import DependencyUnavailable, TokenExpired, Unauthenticated
 from services.common.identity import Principal, Role, Tier
 from services.platform.settings import Settings
 
@@ -145,12 +145,12 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "sub", "typ"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token has expired") from None
+            raise TokenExpired("token has expired") from None
         except jwt.InvalidTokenError as error:
             raise Unauthenticated(f"invalid token: {error}") from None
         # The same clock decides for remembered tokens (PyJWT reads the system's).
         if float(claims["exp"]) <= self._wall_clock():
-            raise Unauthenticated("token has expired")
+            raise TokenExpired("token has expired")
         if claims.get("typ") != expected_type:
             raise Unauthenticated(f"a {expected_type} token is required")
         return claims

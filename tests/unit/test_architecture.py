@@ -88,7 +88,7 @@ def test_the_messaging_package_imports_no_service(path: Path) -> None:
 
 LIBRARY = sorted(
     path
-    for folder in ("services", "workers", "devstack", "tools")
+    for folder in ("services", "workers", "gateway", "devstack", "tools")
     for path in ROOT.glob(f"{folder}/**/*.py")
     if path.name != "__main__.py"
 )
@@ -98,6 +98,27 @@ LIBRARY = sorted(
 def test_no_library_module_imports_an_entrypoint(path: Path) -> None:
     bad = {name for name in _own(path) if name.endswith("__main__")}
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+GATEWAY = sorted(ROOT.glob("gateway/**/*.py"))
+# What the bridge may use of the services: the shared plumbing and vocabulary, never a
+# bounded context (it talks to the order service over gRPC, through the generated stubs).
+GATEWAY_MAY_IMPORT = ("services.platform", "services.common", "gateway")
+
+
+@pytest.mark.parametrize("path", GATEWAY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_gateway_imports_no_bounded_context(path: Path) -> None:
+    bad = {name for name in _own(path) if not name.startswith(GATEWAY_MAY_IMPORT)}
+    bad |= {name for name in _own(path) if name.startswith("services.platform.messaging")}
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_nothing_but_its_entrypoint_imports_the_gateway() -> None:
+    for path in ROOT.glob("*/**/*.py"):
+        top = path.relative_to(ROOT).parts[0]
+        if top in ("gateway", "tests", "bench", ".venv", "gen", "node_modules", "build"):
+            continue
+        assert not {n for n in _own(path) if n.startswith("gateway")}, path
 
 
 def test_tools_do_not_import_devstack() -> None:
@@ -112,6 +133,7 @@ def test_every_bounded_context_has_a_bootstrap() -> None:
 
 
 def test_the_checks_have_modules_to_check() -> None:
+    assert len(GATEWAY) >= 8
     assert len(MESSAGING) >= 10
     assert len(LIBRARY) >= 50
 

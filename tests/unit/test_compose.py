@@ -130,6 +130,20 @@ def test_every_process_connects_as_the_roles_of_what_it_hosts(
     assert checked >= len(DATABASE_COMPONENTS)
 
 
+def test_the_gateway_container_settings_are_accepted(
+    compose: dict[str, Any], generated_secrets: Path
+) -> None:
+    from gateway.settings import GatewaySettings
+
+    service = compose["services"]["gateway"]
+    assert _command(service) == ["python", "-m", "gateway"]
+    settings = GatewaySettings.from_env(_mounted(service, generated_secrets))
+    assert (settings.host, settings.port) == ("0.0.0.0", 8081)
+    assert settings.order_service_addr == "order:50051"
+    assert settings.platform.redis_url == "redis://redis:6379/0"
+    assert {"redis", "auth", "order"} <= set(service["depends_on"])
+
+
 def test_the_compose_postgres_creates_every_component_role() -> None:
     script = (ROOT / "compose" / "postgres" / "create-roles.sh").read_text()
     [line] = [line for line in script.splitlines() if line.startswith("for component in ")]
