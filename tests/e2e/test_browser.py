@@ -1,19 +1,22 @@
 """The live order page (gateway/static), in a real browser through the public port: Debian's
 Chromium driven by Playwright. A user registers, logs in, orders products of the test's own
 and watches the order reach "Shipped" over the WebSocket without the page reloading; a
-declined card shows "Failed" with its reason; an order is cancelled on a phone-sized screen.
+declined card shows "Failed" with its reason; an order is cancelled on a phone-sized screen;
+after a dropped socket the page resumes from its last cursor; axe-core finds nothing to fix.
 Screenshots go to the run dir (``.run/artifacts/browser``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
@@ -24,6 +27,7 @@ from playwright.async_api import (
     Page,
     ViewportSize,
     WebSocket,
+    WebSocketRoute,
     async_playwright,
     expect,
 )
@@ -31,9 +35,8 @@ from playwright.async_api import (
 from devstack import browser as debian_browser
 from devstack import postgres, procs
 from devstack.paths import REPO_ROOT, RUN_DIR
-from tests.e2e import static_stand_in
 from tests.e2e.conftest import PASSWORD
-from tests.e2e.pipeline import Books, products
+from tests.e2e.pipeline import Books, products, wait_all_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -61,10 +64,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def page_url(base_url: str) -> Iterator[str]:
-    # TEMPORARY: a stand-in for the gateway's serving of the page, until it lands.
-    with static_stand_in.serve(base_url) as url:
-        yield url
+def page_url(base_url: str) -> str:
+    """The page at the public port, where Envoy routes ``/`` to the gateway."""
+    return f"{base_url}/"
 
 
 @dataclass
@@ -281,6 +283,87 @@ async def test_an_order_is_cancelled_on_a_phone(phone: Tab, books: Books) -> Non
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await phone.screenshot("phone-error")
     assert phone.errors == []
+
+
+@dataclass
+class Connection:
+    """One socket the page opened, as the test's man in the middle saw it."""
+
+    url: str
+    refused: bool
+    received: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def cursor(self) -> str | None:
+        values = parse_qs(urlsplit(self.url).query).get("cursor")
+        return values[0] if values else None
+
+    def last_cursor(self) -> str | None:
+        """The cursor a client resumes from: the last one seen, snapshots aside."""
+        cursors = [
+            str(m["cursor"]) for m in self.received if m.get("cursor") and not m.get("snapshot")
+        ]
+        return cursors[-1] if cursors else None
+
+
+async def test_the_page_resumes_from_its_cursor_after_the_socket_drops(
+    desktop: Tab, books: Books
+) -> None:
+    """The socket drops, the bridge refuses the page for a while, an order ships meanwhile:
+    the page reconnects with the last cursor it saw and gets exactly what it missed."""
+    page = desktop.page
+    connections: list[Connection] = []
+    routes: list[WebSocketRoute] = []
+    bridge_away = False
+
+    async def man_in_the_middle(route: WebSocketRoute) -> None:
+        connection = Connection(route.url, refused=bridge_away)
+        connections.append(connection)
+        if connection.refused:
+            await route.close(code=4007, reason="test: the bridge is away")
+            return
+        server = route.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            if isinstance(message, str) and message.startswith("{"):
+                connection.received.append(json.loads(message))
+            route.send(message)
+
+        server.on_message(forward)
+        routes.append(route)
+
+    await page.route_web_socket(re.compile(r"/ws/orders/"), man_in_the_middle)
+    await sign_up_and_in(page)
+    widget, gadget = books.products
+    first = await place_order(page, {widget: 1}, card="Test Visa (approved)")
+    await expect(first.locator("[data-status]")).to_have_text("Shipped", timeout=SHIP_TIMEOUT_MS)
+    dropped = connections[-1]
+    resume_from = dropped.last_cursor()
+    assert resume_from, dropped.received
+
+    bridge_away = True
+    await routes[-1].close(code=1001, reason="test: going away")
+    await expect(page.locator("#live-state")).to_have_text("Reconnecting…")
+    second = await place_order(page, {gadget: 2}, card="Test Visa (approved)")
+    second_id = await order_id_of(second)
+    assert wait_all_terminal([second_id]) == {second_id: "SHIPPED"}
+    await expect(second.locator("[data-status]")).to_have_text("Pending")
+    assert any(c.refused for c in connections), "the page did not try to reconnect"
+
+    bridge_away = False
+    await expect(second.locator("[data-status]")).to_have_text("Shipped", timeout=60_000)
+    refused = [c for c in connections if c.refused]
+    resumed = connections[-1]
+    assert not resumed.refused
+    assert {c.cursor for c in [*refused, resumed]} == {resume_from}
+    missed = [m for m in resumed.received if m.get("type") == "order.update"]
+    assert all(m["order_id"] == second_id for m in missed), "an update seen before came again"
+    versions = [int(str(m["version"])) for m in missed]
+    assert versions == sorted(set(versions)), f"repeated or out of order: {versions}"
+    assert missed[-1]["status"] == "shipped"
+    await desktop.screenshot("resumed")
+    assert desktop.navigations == []
+    assert desktop.errors == []
 
 
 async def test_the_page_passes_an_accessibility_scan(
