@@ -13,7 +13,7 @@ import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +30,9 @@ from playwright.async_api import (
     WebSocketRoute,
     async_playwright,
     expect,
+)
+from playwright.async_api import (
+    Error as PlaywrightError,
 )
 
 from devstack import browser as debian_browser
@@ -131,7 +134,9 @@ async def open_tab(
     try:
         yield tab
     finally:
-        await tab.screenshot(f"{request.node.name}-last")
+        # The page as the test left it, pass or fail; a page that died has no picture.
+        with suppress(PlaywrightError):
+            await tab.screenshot(f"{request.node.name}-last")
         await context.close()
 
 
