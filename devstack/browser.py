@@ -7,7 +7,6 @@ Playwright's own browser download cannot reach its host from these machines, so 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from devstack import apt
@@ -15,22 +14,9 @@ from devstack import apt
 PACKAGE = "chromium"
 
 
-def _binary() -> Path | None:
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
-    )
-    return Path(found) if found else None
-
-
 def ensure_chromium() -> Path:
     """Install Debian's chromium if needed; return its executable."""
-    binary = _binary()
-    if binary is None:
-        apt.install(PACKAGE)
-        binary = _binary()
-    if binary is None:
-        raise RuntimeError(f"{PACKAGE} installed but no chromium executable found")
-    return binary
+    return apt.ensure_executable("chromium", PACKAGE)
 
 
 def main() -> None:
