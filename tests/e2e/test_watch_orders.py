@@ -22,6 +22,7 @@ from devstack.ports import Ports
 from devstack.stack import app_env
 from services.platform.healthcheck import probe
 from tests.e2e.conftest import User, order_body
+from tests.e2e.test_websocket import socket as websocket
 from tests.ports import reserve_port
 
 pytestmark = pytest.mark.e2e
@@ -234,9 +235,15 @@ async def test_an_admin_watches_another_users_orders(
 
 @pytest.mark.parametrize("comes_back", ["with its data", "empty"])
 async def test_a_redis_outage_stops_no_order_and_costs_no_watcher_a_status(
-    channel: grpc.aio.Channel, http: httpx.Client, user: User, comes_back: str
+    channel: grpc.aio.Channel, http: httpx.Client, user: User, comes_back: str, public_port: int
 ) -> None:
-    async with watching(channel, user) as one, watching(channel, user) as two:
+    """Two gRPC watchers and a WebSocket client through the bridge, all open across the
+    outage, each end with every status of every order."""
+    async with (
+        watching(channel, user) as one,
+        watching(channel, user) as two,
+        websocket(public_port, user) as browser,
+    ):
         before = [create_order(http, user) for _ in range(3)]
         assert devredis.stop()
         try:
@@ -257,10 +264,15 @@ async def test_a_redis_outage_stops_no_order_and_costs_no_watcher_a_status(
             await watcher.until(
                 lambda w: all("SHIPPED" in w.statuses(o) for o in everything), within=90
             )
+        await browser.until(
+            lambda s: all("shipped" in s.statuses(o) for o in everything), within=90
+        )
         await asyncio.sleep(0.5)
     for watcher in (one, two):
         for order_id in everything:
             assert watcher.statuses(order_id) == HAPPY, order_id
+    for order_id in everything:
+        assert browser.statuses(order_id) == [s.lower() for s in HAPPY], order_id
 
 
 @pytest.mark.slow
