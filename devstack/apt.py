@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 
 def install(*packages: str) -> None:
@@ -35,3 +37,22 @@ def _run(*args: str) -> None:
         raise RuntimeError(
             f"`{' '.join(argv)}` failed with exit code {result.returncode}:\n" + "\n".join(output)
         )
+
+
+def ensure_executable(name: str, package: str) -> Path:
+    """The executable ``name`` (on PATH or in /usr/bin), installing Debian's ``package``
+    first if it is missing."""
+
+    def found() -> Path | None:
+        hit = shutil.which(name) or (
+            f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None
+        )
+        return Path(hit) if hit else None
+
+    binary = found()
+    if binary is None:
+        install(package)
+        binary = found()
+    if binary is None:
+        raise RuntimeError(f"{package} installed but no {name} executable found")
+    return binary

@@ -1,8 +1,8 @@
-"""A private Redis server in ``.run/redis``, listening on 127.0.0.1, no persistence."""
+"""A private Redis server in ``.run/redis``, listening on 127.0.0.1, with an append-only
+file (fsync every second): the live feed survives a restart."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
@@ -14,22 +14,9 @@ NAME = "redis"
 DATA_DIR = RUN_DIR / "redis"
 
 
-def _binary() -> Path | None:
-    found = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None
-    )
-    return Path(found) if found else None
-
-
 def ensure_installed() -> Path:
     """Install Debian's redis-server if needed; return the binary."""
-    binary = _binary()
-    if binary is None:
-        apt.install("redis-server")
-        binary = _binary()
-    if binary is None:
-        raise RuntimeError("redis-server installed but not found on PATH")
-    return binary
+    return apt.ensure_executable("redis-server", "redis-server")
 
 
 def ping(port: int | None = None, timeout: float = 1.0) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import itertools
 import json
@@ -147,9 +148,9 @@ class Gateway:
         session = Session(
             f"{next(self._numbers)}", grant, cursor, queue_size=self.settings.send_queue_size
         )
+        session.on_queued = functools.partial(self._write_soon, connection, session)
         started = time.monotonic()
         feed = self.hub.join(session, user_id, cursor)
-        writer = asyncio.create_task(self._pump(connection, session), name=f"pump {session.id}")
         log.info(
             "socket open",
             extra={
@@ -167,9 +168,11 @@ class Gateway:
             pass
         finally:
             self.hub.leave(session, feed)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            session.on_queued = None
+            if session.writer is not None:
+                session.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session.writer
             if session.ended is not None:
                 self._count(session.ended)
             log.info(
@@ -183,23 +186,39 @@ class Gateway:
                 },
             )
 
+    def _write_soon(self, connection: ServerConnection, session: Session) -> None:
+        """Starts the socket's writer unless it is running (it stops when all is sent)."""
+        if session.writer is None or session.writer.done():
+            session.writer = asyncio.create_task(self._pump(connection, session))
+
     async def _pump(self, connection: ServerConnection, session: Session) -> None:
-        """The socket's only writer: queued messages in order, a heartbeat when idle, and the
-        close a feed asked for."""
-        idle = self.settings.heartbeat_seconds
+        """The socket's only writer while it runs: what is queued, in order, then the close
+        a feed asked for."""
         try:
             while True:
-                try:
-                    async with asyncio.timeout(idle):
-                        item = await session.outbox.get()
-                except TimeoutError:
-                    item = messages.heartbeat(session.position)
-                if isinstance(item, Refusal):
-                    await connection.close(item.code, item.reason)
+                items = session.take()
+                if not items:
+                    if session.ended is not None:
+                        await connection.close(session.ended.code, session.ended.reason)
                     return
-                await connection.send(item)
+                for text in items:
+                    await connection.send(text)
+                session.last_sent = time.monotonic()
         except ConnectionClosed:
             return
+
+    async def heartbeats(self) -> None:
+        """One ticker for every socket (rather than a timer each): a socket that sent nothing
+        for the heartbeat interval gets a heartbeat."""
+        interval = self.settings.heartbeat_seconds
+        while True:
+            await asyncio.sleep(min(interval / 4, 5.0))
+            idle_since = time.monotonic() - interval
+            for feed in list(self.hub.feeds.values()):
+                for session in feed.sessions:
+                    if session.last_sent <= idle_since and not session.queued:
+                        session.last_sent = time.monotonic()
+                        session.send(messages.heartbeat(session.position))
 
     async def _refuse(
         self, connection: ServerConnection, refusal: Refusal, *, user_id: str | None
@@ -294,6 +313,7 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
         background = [
             asyncio.create_task(_renew_leases(leases), name="lease renewal"),
             asyncio.create_task(_log_stats(gateway, settings.stats_seconds), name="stats"),
+            asyncio.create_task(gateway.heartbeats(), name="heartbeats"),
         ]
         log.info(
             "gateway started",

@@ -82,21 +82,51 @@ class Backoff:
         return random.uniform(ceiling / 2, ceiling)
 
 
+class Reconnection:
+    """Backoff between attempts to (re)open a stream, and whether it has been down for
+    longer than the grace period."""
+
+    def __init__(self, settings: FeedSettings, clock: Callable[[], float]) -> None:
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._grace = settings.upstream_grace_seconds
+        self._clock = clock
+        self._down_since: float | None = None
+
+    def connected(self) -> None:
+        self._backoff.reset()
+        self._down_since = None
+
+    def failed(self) -> bool:
+        """Records a failure; True once failures have lasted the grace period."""
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+        return now - self._down_since >= self._grace
+
+    async def pause(self) -> None:
+        await asyncio.sleep(self._backoff.next())
+
+
 class Session:
     """One socket: what it was sent, and the bounded queue its writer drains.
 
     ``deliver`` never blocks: a socket whose queue is full is ended (slow consumer) rather
-    than slowing the feed down for the others."""
+    than slowing the feed down for the others. Kept small: a list, and ``on_queued`` (called
+    when something is queued) starts a writer only while there is something to write, so
+    an idle socket holds no task and no future of its own."""
 
     __slots__ = (
+        "_outbox",
         "ended",
         "grant",
         "id",
+        "last_sent",
         "live",
-        "outbox",
+        "on_queued",
         "position",
         "queue_size",
         "versions",
+        "writer",
     )
 
     def __init__(self, socket_id: str, grant: Grant, cursor: str, queue_size: int) -> None:
@@ -105,9 +135,12 @@ class Session:
         self.position: str | None = cursor or None
         self.versions: dict[str, int] = {}
         self.queue_size = queue_size
-        self.outbox: asyncio.Queue[str | Refusal] = asyncio.Queue()
+        self._outbox: list[str] = []
         self.ended: Refusal | None = None
         self.live = False
+        self.last_sent = time.monotonic()
+        self.on_queued: Callable[[], None] | None = None
+        self.writer: asyncio.Task[None] | None = None
 
     def deliver(self, entry: FeedEntry) -> None:
         if entry.text is not None:
@@ -133,12 +166,13 @@ class Session:
     def send(self, text: str) -> None:
         if self.ended is not None:
             return
-        if self.outbox.qsize() >= self.queue_size:
+        if len(self._outbox) >= self.queue_size:
             self.end(
                 Refusal(CloseCode.SLOW_CONSUMER, "too slow: send queue full; reconnect with cursor")
             )
             return
-        self.outbox.put_nowait(text)
+        self._outbox.append(text)
+        self._wake()
 
     def end(self, refusal: Refusal) -> None:
         """Closes the socket with ``refusal`` as soon as its writer sees it; what was still
@@ -146,9 +180,21 @@ class Session:
         if self.ended is not None:
             return
         self.ended = refusal
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
-        self.outbox.put_nowait(refusal)
+        self._outbox.clear()
+        self._wake()
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    def take(self) -> list[str]:
+        """Everything queued, oldest first (the writer sends it in that order)."""
+        items, self._outbox = self._outbox, []
+        return items
+
+    def _wake(self) -> None:
+        if self.on_queued is not None:
+            self.on_queued()
 
 
 class History:
@@ -369,8 +415,7 @@ class UserFeed:
             self.streaming = False
 
     async def _stream_shared(self) -> None:
-        backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
-        down_since: float | None = None
+        reconnection = Reconnection(self._settings, self._clock)
         while self.sessions:
             grant = self._grant()
             if grant is None:
@@ -381,8 +426,7 @@ class UserFeed:
                 async for entry in self._source.watch(grant, self.user_id, self.position or ""):
                     if not self.streaming:
                         self.streaming = True
-                        down_since = None
-                        backoff.reset()
+                        reconnection.connected()
                     self.publish(entry)
             except Rejected as error:
                 self.streaming = False
@@ -394,9 +438,7 @@ class UserFeed:
                 return
             except Unavailable as error:
                 self.streaming = False
-                now = self._clock()
-                down_since = now if down_since is None else down_since
-                if now - down_since >= self._settings.upstream_grace_seconds:
+                if reconnection.failed():
                     log.warning(
                         "feed closed: order service unavailable",
                         extra={"user_id": self.user_id, "error": str(error)},
@@ -407,7 +449,7 @@ class UserFeed:
                     "feed reconnecting",
                     extra={"user_id": self.user_id, "cursor": self.position, "error": str(error)},
                 )
-            await asyncio.sleep(backoff.next())
+            await reconnection.pause()
 
     def _end_all(self, refusal: Refusal) -> None:
         for session in list(self.sessions):
@@ -416,8 +458,7 @@ class UserFeed:
     # --- catch-up -------------------------------------------------------------------------
 
     async def _catch_up(self, session: Session, cursor: str) -> None:
-        backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
-        down_since: float | None = None
+        reconnection = Reconnection(self._settings, self._clock)
         position = cursor
         while True:
             # A bookmark of this stream at the shared position proves that position safe
@@ -426,7 +467,7 @@ class UserFeed:
             unsafe_seen = None if self._spliceable else self._unsafe_bookmarks
             try:
                 async for entry in self._source.watch(session.grant, self.user_id, position):
-                    down_since = None
+                    reconnection.connected()
                     session.deliver(entry)
                     if not entry.is_position:
                         continue
@@ -450,9 +491,7 @@ class UserFeed:
                 session.end(error.refusal)
                 return
             except Unavailable as error:
-                now = self._clock()
-                down_since = now if down_since is None else down_since
-                if now - down_since >= self._settings.upstream_grace_seconds:
+                if reconnection.failed():
                     log.warning(
                         "catch-up gave up: order service unavailable",
                         extra={"user_id": self.user_id, "error": str(error)},
@@ -460,7 +499,7 @@ class UserFeed:
                     self._finish_catch_up(session)
                     session.end(Refusal(CloseCode.UPSTREAM_UNAVAILABLE, UPSTREAM_REASON))
                     return
-            await asyncio.sleep(backoff.next())
+            await reconnection.pause()
 
 
 class Hub:

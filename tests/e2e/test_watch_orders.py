@@ -5,6 +5,7 @@ that neither stops orders nor costs a watcher a status."""
 import asyncio
 import contextlib
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,15 @@ import httpx
 import pytest
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
+from devstack import procs
 from devstack import redis as devredis
+from devstack.paths import REPO_ROOT
+from devstack.ports import Ports
+from devstack.stack import app_env
+from services.platform.healthcheck import probe
 from tests.e2e.conftest import User, order_body
+from tests.e2e.test_websocket import socket as websocket
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.e2e
 
@@ -227,9 +235,15 @@ async def test_an_admin_watches_another_users_orders(
 
 @pytest.mark.parametrize("comes_back", ["with its data", "empty"])
 async def test_a_redis_outage_stops_no_order_and_costs_no_watcher_a_status(
-    channel: grpc.aio.Channel, http: httpx.Client, user: User, comes_back: str
+    channel: grpc.aio.Channel, http: httpx.Client, user: User, comes_back: str, public_port: int
 ) -> None:
-    async with watching(channel, user) as one, watching(channel, user) as two:
+    """Two gRPC watchers and a WebSocket client through the bridge, all open across the
+    outage, each end with every status of every order."""
+    async with (
+        watching(channel, user) as one,
+        watching(channel, user) as two,
+        websocket(public_port, user) as browser,
+    ):
         before = [create_order(http, user) for _ in range(3)]
         assert devredis.stop()
         try:
@@ -250,7 +264,66 @@ async def test_a_redis_outage_stops_no_order_and_costs_no_watcher_a_status(
             await watcher.until(
                 lambda w: all("SHIPPED" in w.statuses(o) for o in everything), within=90
             )
+        await browser.until(
+            lambda s: all("shipped" in s.statuses(o) for o in everything), within=90
+        )
         await asyncio.sleep(0.5)
     for watcher in (one, two):
         for order_id in everything:
             assert watcher.statuses(order_id) == HAPPY, order_id
+    for order_id in everything:
+        assert browser.statuses(order_id) == [s.lower() for s in HAPPY], order_id
+
+
+@pytest.mark.slow
+async def test_an_idle_stream_outlives_envoys_timeouts(
+    channel: grpc.aio.Channel, http: httpx.Client, user: User
+) -> None:
+    """Held open through Envoy for two and a half minutes with nothing happening (longer
+    than the 30 s route timeout of unary calls and the 60 s idle limit of health streams),
+    the stream still carries the next order's statuses."""
+    async with watching(channel, user) as watcher:
+        await asyncio.sleep(150)
+        assert watcher.task is not None
+        assert not watcher.task.done()
+        order_id = create_order(http, user)
+        await watcher.until(shipped(order_id))
+    assert watcher.statuses(order_id) == HAPPY
+    assert watcher.heartbeats >= 150 // 15 - 1
+
+
+async def test_any_order_service_replica_serves_watchers(
+    channel: grpc.aio.Channel, http: httpx.Client, user: User
+) -> None:
+    """A second order-service process (its own port, not behind Envoy) tails the same feed:
+    its watcher and Envoy's see the same statuses of an order created through Envoy."""
+    name, port = "e2e-second-order-service", reserve_port()
+    ports = Ports.from_env()
+    services = f"127.0.0.1:{ports.grpc}"  # the stack's auth and inventory services
+    env = {
+        **app_env(ports),
+        "ORDERMESH_GRPC_PORT": str(port),
+        "AUTH_SERVICE_ADDR": services,
+        "INVENTORY_SERVICE_ADDR": services,
+    }
+    procs.start_daemon(
+        name, [sys.executable, "-m", "services", "--components", "order"], env=env, cwd=REPO_ROOT
+    )
+    try:
+        await eventually(
+            lambda: probe(f"127.0.0.1:{port}", "ordermesh.order.v1.OrderService", timeout=1),
+            30,
+            lambda: f"the second order service on port {port} never served",
+        )
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct,
+            watching(direct, user) as theirs,
+            watching(channel, user) as ours,
+        ):
+            order_id = create_order(http, user)
+            await theirs.until(shipped(order_id))
+            await ours.until(shipped(order_id))
+        assert theirs.statuses(order_id) == ours.statuses(order_id) == HAPPY
+        assert [m.cursor for m in theirs.updates] == [m.cursor for m in ours.updates]
+    finally:
+        procs.stop(name)

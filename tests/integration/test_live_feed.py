@@ -110,3 +110,14 @@ async def test_one_reader_connection_serves_every_watcher_of_the_process() -> No
     finally:
         await probe.aclose()
         await feed.aclose()
+
+
+async def test_a_quiet_feed_is_not_taken_for_an_outage() -> None:
+    """The reader's blocking read outlasts a quiet spell without a reset (which would send
+    every watcher to the history and starve its heartbeats)."""
+    feed = RedisLiveFeed(devredis.url())
+    try:
+        async with feed.subscribe(a_user()) as subscription:
+            assert await subscription.next(7.5) is None
+    finally:
+        await feed.aclose()

@@ -90,11 +90,13 @@ async def bridge(mint: TokenMint) -> AsyncIterator[Bridge]:
     channel = grpc.aio.insecure_channel(settings.order_service_addr, options=WATCH_CHANNEL_OPTIONS)
     leases = SocketLeases(None, limit=5, ttl_seconds=30, instance_id="unit")
     gateway = Gateway(settings, mint.verifier(), leases, GrpcWatchSource(channel))
+    ticker = asyncio.create_task(gateway.heartbeats())
     async with open_server(gateway, host="127.0.0.1", port=0) as server:
         port = server.sockets[0].getsockname()[1]
         yield Bridge(gateway, server, port, feed, mint)
         server.close()
         await server.wait_closed()
+    ticker.cancel()
     await gateway.hub.close()
     await channel.close()
     await order_server.stop(0)

@@ -12,7 +12,7 @@ from functools import partial
 from ordermesh.order.v1 import order_pb2
 
 from gateway.auth import Grant
-from gateway.closecodes import CloseCode, Refusal
+from gateway.closecodes import CloseCode
 from gateway.feed import FeedSettings, History, Hub, Session
 from gateway.messages import FeedEntry
 from services.common.identity import Principal, Role, Tier
@@ -35,16 +35,12 @@ def session(name: str, *, cursor: str = "", queue: int = 1000, g: Grant | None =
 
 
 def received(s: Session, *, heartbeats: bool = False) -> list[dict[str, object]]:
-    """Everything queued for ``s`` so far (drained); without the heartbeat that marks the
-    socket live unless ``heartbeats``. Each live socket queues one such heartbeat, so a
-    socket with n updates queued has n + 1 items."""
-    out = []
-    while not s.outbox.empty():
-        item = s.outbox.get_nowait()
-        if isinstance(item, Refusal):
-            out.append({"type": "close", "code": int(item.code)})
-        else:
-            out.append(json.loads(item))
+    """Everything queued for ``s`` so far (taken), then its close if it was ended; without
+    the heartbeat that marks the socket live unless ``heartbeats``. Each live socket queues
+    one such heartbeat, so a socket with n updates queued has n + 1 items."""
+    out: list[dict[str, object]] = [json.loads(text) for text in s.take()]
+    if s.ended is not None:
+        out.append({"type": "close", "code": int(s.ended.code)})
     return [m for m in out if heartbeats or m["type"] != "heartbeat"]
 
 
@@ -80,7 +76,7 @@ async def test_the_first_socket_gets_a_snapshot_then_every_update_once() -> None
     feed = hub.join(first, USER, "")
     await eventually(lambda: feed.streaming and feed.position is not None)
     await walk(upstream, "o1", LIFECYCLE[2:], start=3)
-    await eventually(lambda: first.outbox.qsize() >= 5)
+    await eventually(lambda: first.queued >= 5)
     with_mark = received(first, heartbeats=True)
     assert with_mark[1] == {"type": "heartbeat", "status": "alive", "cursor": cursor_at(2)}
     got = [m for m in with_mark if m["type"] != "heartbeat"]
@@ -101,7 +97,7 @@ async def test_sockets_of_one_user_share_one_subscription() -> None:
         hub.join(s, USER, "")
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE)
-    await eventually(lambda: all(s.outbox.qsize() == 6 for s in sockets))
+    await eventually(lambda: all(s.queued == 6 for s in sockets))
     await eventually(lambda: upstream.open_streams == 1)
     for s in sockets:
         assert versions(received(s), "o1") == [1, 2, 3, 4, 5]
@@ -125,7 +121,7 @@ async def test_a_socket_with_a_cursor_gets_what_followed_it_then_the_live_tail()
     hub.join(resumed, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE[3:], start=4)
-    await eventually(lambda: resumed.outbox.qsize() == 5)
+    await eventually(lambda: resumed.queued == 5)
     assert versions(received(resumed), "o1") == [2, 3, 4, 5]
     await eventually(lambda: upstream.open_streams == 1)
     await hub.close()
@@ -140,7 +136,7 @@ async def test_the_only_socket_resuming_gets_no_snapshot_and_no_repeat() -> None
     feed = hub.join(resumed, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE[2:], start=3)
-    await eventually(lambda: resumed.outbox.qsize() == 6)
+    await eventually(lambda: resumed.queued == 6)
     got = received(resumed)
     assert [(m["order_id"], m["version"]) for m in got] == [
         ("o1", 2), ("o2", 1), ("o1", 3), ("o1", 4), ("o1", 5),
@@ -168,7 +164,7 @@ async def test_no_socket_splices_at_a_bookmark_its_snapshot_ran_ahead_of() -> No
     resumed = session("resumed", cursor=cursors[1])
     hub.join(resumed, USER, cursors[1])
     await eventually(lambda: feed.catching_up == 0)
-    await eventually(lambda: resumed.outbox.qsize() == 3)
+    await eventually(lambda: resumed.queued == 3)
     assert [(m["version"], m["cursor"]) for m in received(resumed)] == [
         (3, cursors[2]),
         (4, late[0]),
@@ -189,7 +185,7 @@ async def test_a_catch_up_bookmark_proves_a_snapshot_bookmark_safe() -> None:
     hub.join(resumed, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0, within=2)
     await walk(upstream, "o1", LIFECYCLE[3:], start=4)
-    await eventually(lambda: resumed.outbox.qsize() == 5)
+    await eventually(lambda: resumed.queued == 5)
     assert versions(received(resumed), "o1") == [2, 3, 4, 5]
     await hub.close()
 
@@ -218,7 +214,7 @@ async def test_updates_racing_the_hand_off_arrive_once_and_in_order() -> None:
     total = len(all_cursors)
     for s, first in joined:
         expected = total - first + 1
-        await eventually(partial(lambda s, n: s.outbox.qsize() == n, s, expected))
+        await eventually(partial(lambda s, n: s.queued == n, s, expected))
         got = [m["cursor"] for m in received(s)]
         assert got == all_cursors[first:], s.id
     await eventually(lambda: upstream.open_streams == 1)
@@ -234,7 +230,7 @@ async def test_a_trimmed_cursor_yields_a_snapshot_then_the_tail() -> None:
     feed = hub.join(s, USER, cursors[0])
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE[3:], start=4)
-    await eventually(lambda: s.outbox.qsize() == 4)
+    await eventually(lambda: s.queued == 4)
     got = received(s)
     assert [(m["version"], m.get("snapshot", False)) for m in got] == [
         (3, True),
@@ -254,7 +250,7 @@ async def test_a_slow_socket_is_dropped_without_holding_up_the_others() -> None:
     hub.join(fast, USER, "")
     await eventually(lambda: feed.catching_up == 0)
     await walk(upstream, "o1", LIFECYCLE)
-    await eventually(lambda: fast.outbox.qsize() == 6)
+    await eventually(lambda: fast.queued == 6)
     assert slow.ended is not None and slow.ended.code is CloseCode.SLOW_CONSUMER
     assert received(slow) == [{"type": "close", "code": 4006}]
     assert versions(received(fast), "o1") == [1, 2, 3, 4, 5]
@@ -273,7 +269,7 @@ async def test_a_short_outage_is_invisible_and_loses_nothing() -> None:
     await eventually(lambda: not feed.streaming)
     await walk(upstream, "o1", LIFECYCLE[2:], start=3)
     upstream.failing = False
-    await eventually(lambda: s.outbox.qsize() >= 6)
+    await eventually(lambda: s.queued >= 6)
     assert versions(received(s), "o1") == [1, 2, 3, 4, 5]
     assert upstream.opened[-1] == (USER, cursors[-1])
     assert s.ended is None

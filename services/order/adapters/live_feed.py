@@ -325,6 +325,8 @@ class RedisLiveFeed:
             self._url,
             decode_responses=True,
             socket_connect_timeout=2,
+            # Longer than a blocking read waits, so a quiet feed is not taken for an outage.
+            socket_timeout=self._block_ms / 1000 + 5,
             single_connection_client=True,
         )
         down_since: datetime | None = None
