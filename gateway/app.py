@@ -290,9 +290,10 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
     """Runs the bridge until SIGTERM or SIGINT, then closes every socket with 1001."""
     platform = settings.platform
     auth_channel = grpc.aio.insecure_channel(platform.auth_service_addr)
-    order_channel = grpc.aio.insecure_channel(
-        settings.order_service_addr, options=WATCH_CHANNEL_OPTIONS
-    )
+    order_channels = [
+        grpc.aio.insecure_channel(settings.order_service_addr, options=WATCH_CHANNEL_OPTIONS)
+        for _ in range(settings.upstream_channels)
+    ]
     redis = redis_client(platform.redis_url)
     leases = SocketLeases(
         redis,
@@ -301,7 +302,7 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
         instance_id=uuid.uuid4().hex[:12],
     )
     gateway = Gateway(
-        settings, token_verifier(platform, auth_channel), leases, GrpcWatchSource(order_channel)
+        settings, token_verifier(platform, auth_channel), leases, GrpcWatchSource(order_channels)
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -342,6 +343,7 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
         await gateway.hub.close()
         await leases.release_all()
         await redis.aclose()
-        await order_channel.close()
+        for channel in order_channels:
+            await channel.close()
         await auth_channel.close()
         log.info("gateway stopped")

@@ -17,6 +17,8 @@ variable                                   default      meaning
                                                         0 turns pings off
 ``ORDERMESH_GATEWAY_SEND_QUEUE``           256          messages queued per socket before it is
                                                         dropped as a slow consumer
+``ORDERMESH_GATEWAY_UPSTREAM_CHANNELS``    16           connections to the order service (each
+                                                        carries up to 1,000 watched users)
 ``ORDERMESH_GATEWAY_UPSTREAM_GRACE_SECONDS`` 20         order-service outage hidden from sockets
 ``ORDERMESH_GATEWAY_STATIC_DIR``           gateway/     the page's files
                                            static
@@ -47,6 +49,7 @@ class GatewaySettings:
     heartbeat_seconds: float
     ping_seconds: float | None
     send_queue_size: int
+    upstream_channels: int
     upstream_grace_seconds: float
     static_dir: Path
     stats_seconds: float
@@ -76,6 +79,9 @@ class GatewaySettings:
             heartbeat_seconds=heartbeat,
             ping_seconds=ping or None,
             send_queue_size=reader.integer("ORDERMESH_GATEWAY_SEND_QUEUE", 256, minimum=1),
+            upstream_channels=reader.integer(
+                "ORDERMESH_GATEWAY_UPSTREAM_CHANNELS", 16, minimum=1, maximum=256
+            ),
             upstream_grace_seconds=reader.number("ORDERMESH_GATEWAY_UPSTREAM_GRACE_SECONDS", 20.0),
             static_dir=static_dir,
             stats_seconds=_positive(reader, "ORDERMESH_GATEWAY_STATS_SECONDS", 60.0),

@@ -4,7 +4,8 @@ ends the sockets relying on it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import grpc
@@ -72,10 +73,19 @@ def rejection(code: grpc.StatusCode, details: str) -> Exception:
 
 
 class GrpcWatchSource:
-    """``WatchOrders`` on the order service's gRPC port."""
+    """``WatchOrders`` on the order service's gRPC port, spread over ``channels``: a server
+    allows ``grpc.max_concurrent_streams`` (1,000) streams per connection, and the bridge
+    holds one stream per watched user, so each user's streams go over one of several
+    connections, chosen by a stable hash of the user id."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = order_pb2_grpc.OrderServiceStub(channel)
+    def __init__(self, channels: grpc.aio.Channel | Sequence[grpc.aio.Channel]) -> None:
+        opened = [channels] if isinstance(channels, grpc.aio.Channel) else list(channels)
+        if not opened:
+            raise ValueError("at least one channel to the order service is needed")
+        self._stubs = [order_pb2_grpc.OrderServiceStub(channel) for channel in opened]
+
+    def channel_index(self, user_id: str) -> int:
+        return zlib.crc32(user_id.encode()) % len(self._stubs)
 
     async def watch(self, grant: Grant, user_id: str, cursor: str) -> AsyncIterator[FeedEntry]:
         request = order_pb2.WatchOrdersRequest(
@@ -83,9 +93,8 @@ class GrpcWatchSource:
             # Users watch themselves without naming anyone; only admins name a user.
             user_id="" if grant.principal.user_id == user_id else user_id,
         )
-        call = self._stub.WatchOrders(
-            request, metadata=(("authorization", f"Bearer {grant.token}"),)
-        )
+        stub = self._stubs[self.channel_index(user_id)]
+        call = stub.WatchOrders(request, metadata=(("authorization", f"Bearer {grant.token}"),))
         try:
             async for response in call:
                 yield entry_from_response(response)
@@ -97,6 +106,8 @@ class GrpcWatchSource:
 
 
 WATCH_CHANNEL_OPTIONS = (
+    # Each channel its own connection (channels to one address share one by default).
+    ("grpc.use_local_subchannel_pool", 1),
     # Dead connections are found by HTTP/2 pings, not by waiting for the next update.
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),

@@ -152,3 +152,23 @@ def test_upstream_failures_are_retried_or_end_the_sockets() -> None:
     assert isinstance(denied, Rejected) and denied.refusal.code is CloseCode.FORBIDDEN
     bad = rejection(grpc.StatusCode.INVALID_ARGUMENT, "cursor")
     assert isinstance(bad, Rejected) and bad.refusal.code is CloseCode.BAD_REQUEST
+
+
+async def test_watched_users_are_spread_over_the_upstream_connections_stably() -> None:
+    """A server takes 1,000 streams per connection: the bridge's one stream per watched user
+    goes over one of several channels, the same one for a user every time."""
+    import grpc
+
+    from gateway.upstream import WATCH_CHANNEL_OPTIONS, GrpcWatchSource
+
+    channels = [
+        grpc.aio.insecure_channel("127.0.0.1:9", options=WATCH_CHANNEL_OPTIONS) for _ in range(8)
+    ]
+    try:
+        source = GrpcWatchSource(channels)
+        picks = {source.channel_index(f"user-{n}") for n in range(2000)}
+        assert picks == set(range(8))
+        assert source.channel_index("user-7") == source.channel_index("user-7")
+    finally:
+        for channel in channels:
+            await channel.close()
