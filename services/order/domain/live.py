@@ -133,8 +133,9 @@ class WatchSession:
         for order in sorted(orders, key=lambda order: (order.updated_at, order.order_id)):
             if self.order_id not in (None, order.order_id):
                 continue
-            self._remember(StatusUpdate.of(order))
-            deliveries.append(Delivery(self.position, StatusUpdate.of(order), snapshot=True))
+            update = StatusUpdate.of(order)
+            self._remember(update)
+            deliveries.append(Delivery(self.position, update, snapshot=True))
         return deliveries
 
     def missing_before(self, entry: FeedEntry) -> tuple[str, int, int] | None:
