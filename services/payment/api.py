@@ -6,7 +6,7 @@ import grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.payment import handlers
-from services.payment.domain.model import Payment, PaymentStatus
+from services.payment.domain.model import MethodFamily, Payment, PaymentStatus
 from services.payment.domain.ports import PaymentReader
 from services.platform.convert import money_to_proto, timestamp
 from services.platform.interceptors import current_principal
@@ -20,6 +20,12 @@ _STATUSES = {
     PaymentStatus.DECLINED: payment_pb2.PAYMENT_STATUS_DECLINED,
     PaymentStatus.REFUNDED: payment_pb2.PAYMENT_STATUS_REFUNDED,
 }
+_FAMILIES = {
+    MethodFamily.CARD_TOKEN: payment_pb2.PAYMENT_METHOD_FAMILY_CARD_TOKEN,
+    MethodFamily.CREDIT_CARD: payment_pb2.PAYMENT_METHOD_FAMILY_CREDIT_CARD,
+    MethodFamily.DEBIT_CARD: payment_pb2.PAYMENT_METHOD_FAMILY_DEBIT_CARD,
+    MethodFamily.PAYPAL: payment_pb2.PAYMENT_METHOD_FAMILY_PAYPAL,
+}
 
 
 def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
@@ -32,6 +38,11 @@ def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
         payment_method=payment.method,
         provider_reference=payment.provider_reference or "",
         decline_reason=payment.decline_reason or "",
+        method_family=(
+            payment_pb2.PAYMENT_METHOD_FAMILY_UNSPECIFIED
+            if payment.method_family is None
+            else _FAMILIES[payment.method_family]
+        ),
         created_at=timestamp(payment.created_at),
         refunded_at=timestamp(payment.refunded_at),
     )

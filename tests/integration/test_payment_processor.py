@@ -25,6 +25,7 @@ from services.payment.domain.model import (
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
+    MethodFamily,
     NewPayment,
     Payment,
     PaymentStatus,
@@ -197,6 +198,7 @@ async def test_an_approved_order_is_captured_and_announced(scenario: Scenario) -
         scenario.user_id,
     )
     assert payment.provider_reference and payment.provider_reference.startswith("ch_sim_")
+    assert payment.method_family is MethodFamily.CARD_TOKEN
     [event] = await scenario.published()
     assert (event.topic, event.key, event.name) == (
         registry.PAYMENTS,
@@ -216,14 +218,20 @@ async def test_an_approved_order_is_captured_and_announced(scenario: Scenario) -
 
 
 @pytest.mark.parametrize(
-    ("method", "reason", "code"),
+    ("method", "reason", "code", "family"),
     [
-        ("tok_chargeDeclined", "card declined", "CARD_DECLINED"),
-        ("tok_bogus", "invalid payment method 'tok_bogus'", "INVALID_PAYMENT_METHOD"),
+        ("tok_chargeDeclined", "card declined", "CARD_DECLINED", MethodFamily.CARD_TOKEN),
+        (
+            "tok_bogus",
+            "invalid payment method 'tok_bogus': accepted methods are CREDIT_CARD, DEBIT_CARD,"
+            " PAYPAL (in any case) and the test tokens tok_visa, tok_chargeDeclined",
+            "INVALID_PAYMENT_METHOD",
+            None,
+        ),
     ],
 )
 async def test_a_refused_charge_is_declined_and_announced(
-    scenario: Scenario, method: str, reason: str, code: str
+    scenario: Scenario, method: str, reason: str, code: str, family: MethodFamily | None
 ) -> None:
     await scenario.deliver(scenario.order_validated(method))
 
@@ -234,6 +242,7 @@ async def test_a_refused_charge_is_declined_and_announced(
         reason,
         None,
     )
+    assert payment.method_family is family
     [event] = await scenario.published()
     assert (event.topic, event.name) == (registry.PAYMENTS, "PaymentFailed")
     assert (event.record["reason"], event.record["reason_code"]) == (reason, code)

@@ -88,12 +88,22 @@ async def test_an_approved_charge_is_captured_and_processed(
     assert provider.charges == [(command.order_id, AMOUNT, "tok_visa", command.order_id)]
 
 
+ACCEPTED = (
+    ": accepted methods are CREDIT_CARD, DEBIT_CARD, PAYPAL (in any case)"
+    " and the test tokens tok_visa, tok_chargeDeclined"
+)
+
+
 @pytest.mark.parametrize(
     ("method", "reason", "code"),
     [
         ("tok_chargeDeclined", "card declined", "CARD_DECLINED"),
-        ("tok_mastercard", "invalid payment method 'tok_mastercard'", "INVALID_PAYMENT_METHOD"),
-        ("", "invalid payment method ''", "INVALID_PAYMENT_METHOD"),
+        (
+            "tok_mastercard",
+            f"invalid payment method 'tok_mastercard'{ACCEPTED}",
+            "INVALID_PAYMENT_METHOD",
+        ),
+        ("", f"invalid payment method ''{ACCEPTED}", "INVALID_PAYMENT_METHOD"),
     ],
 )
 async def test_a_refused_charge_is_recorded_as_declined_and_fails(

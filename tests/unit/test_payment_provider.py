@@ -1,5 +1,7 @@
 """The simulated payment provider: test-mode card tokens and idempotent references."""
 
+import pytest
+
 from services.common.money import Money
 from services.payment.adapters.simulated_provider import SimulatedPaymentProvider
 from services.payment.domain.model import (
@@ -8,6 +10,7 @@ from services.payment.domain.model import (
     ChargeRequest,
     ChargeResult,
     InvalidPaymentMethod,
+    MethodFamily,
     RefundResult,
 )
 
@@ -25,11 +28,47 @@ async def test_card_tokens_decide_the_outcome() -> None:
     assert isinstance(approved, ChargeApproved)
     assert approved.provider_reference.startswith("ch_sim_")
     declined = await charge(provider, "o-2", "tok_chargeDeclined")
-    assert declined == ChargeDeclined("card declined", "CARD_DECLINED")
+    assert declined == ChargeDeclined("card declined", "CARD_DECLINED", MethodFamily.CARD_TOKEN)
     invalid = await charge(provider, "o-3", "iou")
-    assert invalid == InvalidPaymentMethod("iou")
-    assert invalid.reason == "invalid payment method 'iou'"
+    assert isinstance(invalid, InvalidPaymentMethod) and invalid.method == "iou"
+    assert invalid.reason == (
+        "invalid payment method 'iou': accepted methods are CREDIT_CARD, DEBIT_CARD, PAYPAL"
+        " (in any case) and the test tokens tok_visa, tok_chargeDeclined"
+    )
     assert invalid.code == "INVALID_PAYMENT_METHOD"
+    assert invalid.family is None
+    assert approved.family is MethodFamily.CARD_TOKEN
+    assert declined.family is MethodFamily.CARD_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("method", "family"),
+    [
+        ("CREDIT_CARD", MethodFamily.CREDIT_CARD),
+        ("credit_card", MethodFamily.CREDIT_CARD),
+        ("Debit_Card", MethodFamily.DEBIT_CARD),
+        ("DEBIT_CARD", MethodFamily.DEBIT_CARD),
+        ("PAYPAL", MethodFamily.PAYPAL),
+        ("paypal", MethodFamily.PAYPAL),
+    ],
+)
+async def test_the_original_apis_method_names_are_approved_in_any_case(
+    method: str, family: MethodFamily
+) -> None:
+    approved = await charge(SimulatedPaymentProvider(), "o-1", method)
+    assert isinstance(approved, ChargeApproved)
+    assert approved.provider_reference.startswith("ch_sim_")
+    assert approved.family is family
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["BITCOIN", "CREDIT CARD", "CREDIT_CARD ", "credit-card", "TOK_VISA", "Tok_Visa", "PAYPAL\x00"],
+)
+async def test_near_misses_and_other_methods_are_refused(method: str) -> None:
+    refused = await charge(SimulatedPaymentProvider(), "o-1", method)
+    assert isinstance(refused, InvalidPaymentMethod)
+    assert "accepted methods are CREDIT_CARD, DEBIT_CARD, PAYPAL" in refused.reason
 
 
 async def test_references_are_derived_from_the_idempotency_key() -> None:

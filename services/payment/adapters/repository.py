@@ -11,7 +11,13 @@ from typing import Any
 
 from services.common.errors import NotFound
 from services.common.money import Money
-from services.payment.domain.model import ChargeApproved, ChargeOutcome, Payment, PaymentStatus
+from services.payment.domain.model import (
+    ChargeApproved,
+    ChargeOutcome,
+    MethodFamily,
+    Payment,
+    PaymentStatus,
+)
 from services.payment.domain.rules import ensure_refundable, ensure_same_outcome
 from services.platform.db import Connection, Pool, columns
 from services.platform.order_guard import OrderGuard
@@ -20,7 +26,8 @@ SCHEMA = "payment"
 
 _COLUMNS = (
     "payment_id::text, order_id, user_id, status, amount_minor, currency, method,"
-    " provider_reference, decline_reason, refund_reference, created_at, refunded_at"
+    " provider_reference, decline_reason, refund_reference, created_at, refunded_at,"
+    " method_family"
 )
 
 
@@ -37,14 +44,15 @@ def _payment(row: dict[str, Any]) -> Payment:
         refund_reference=row["refund_reference"],
         created_at=row["created_at"],
         refunded_at=row["refunded_at"],
+        method_family=None if row["method_family"] is None else MethodFamily(row["method_family"]),
     )
 
 
 _RECORD = (
     "INSERT INTO payment.payments (payment_id, order_id, user_id, status, amount_minor,"
-    " currency, method, provider_reference, decline_reason)"
+    " currency, method, provider_reference, decline_reason, method_family)"
     " SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
-    " %b::text[], %b::text[], %b::text[], %b::text[])"
+    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
     f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}"
 )
 
@@ -73,6 +81,7 @@ def _outcome_row(outcome: ChargeOutcome) -> tuple[Any, ...]:
         attempt.method,
         reference,
         reason,
+        None if result.family is None else result.family.value,
     )
 
 

@@ -13,6 +13,16 @@ class PaymentStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+class MethodFamily(StrEnum):
+    """What kind of payment method charged (or was refused for) an order. The provider
+    classifies the method the client named; an invalid method has no family."""
+
+    CARD_TOKEN = "card_token"
+    CREDIT_CARD = "credit_card"
+    DEBIT_CARD = "debit_card"
+    PAYPAL = "paypal"
+
+
 @dataclass(frozen=True, slots=True)
 class NewPayment:
     """An attempt to charge an order, before its outcome is recorded."""
@@ -48,6 +58,7 @@ class Payment:
     refund_reference: str | None
     created_at: datetime
     refunded_at: datetime | None
+    method_family: MethodFamily | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,7 @@ class ChargeApproved:
     """The provider took the money; ``provider_reference`` names the charge for refunds."""
 
     provider_reference: str
+    family: MethodFamily | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +75,26 @@ class ChargeDeclined:
 
     reason: str
     code: str = "CARD_DECLINED"
+    family: MethodFamily | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class InvalidPaymentMethod:
-    """The payment method names nothing the provider can charge."""
+    """The payment method names nothing the provider can charge; ``accepted`` describes
+    what it can, so the reason tells the client how to fix the order."""
 
     method: str
+    accepted: str = ""
 
     @property
     def reason(self) -> str:
-        return f"invalid payment method {self.method!r}"
+        if not self.accepted:
+            return f"invalid payment method {self.method!r}"
+        return f"invalid payment method {self.method!r}: accepted methods are {self.accepted}"
+
+    @property
+    def family(self) -> None:
+        return None
 
     @property
     def code(self) -> str:

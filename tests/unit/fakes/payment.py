@@ -53,6 +53,10 @@ class FakeLedger:
                 )
             else:
                 payment = self._record(outcome.attempt, PaymentStatus.DECLINED, None, result.reason)
+            if payment.method_family is None and result.family is not None:
+                payment = self.payments[payment.order_id] = replace(
+                    payment, method_family=result.family
+                )
             stored.append(payment)
         return stored
 

@@ -202,7 +202,12 @@ class CreateOrderRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payment_method: _builtins.str
-    """A payment token, e.g. "tok_visa"."""
+    """How the order is paid. Accepted: the method names "CREDIT_CARD", "DEBIT_CARD" and
+    "PAYPAL" (in any case, as original clients send them), which the development payment
+    provider approves, and its test tokens: "tok_visa" approves, "tok_chargeDeclined"
+    declines. Any other value is accepted here, but the order ends FAILED with a
+    status_reason that lists the accepted methods.
+    """
     user_id: _builtins.str
     """Optional, from original clients. Must be the caller's own id."""
     idempotency_key: _builtins.str

@@ -28,7 +28,7 @@ from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_co
 from ordermesh.common.v1 import limits_pb2 as ordermesh_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/payment/v1/payment.proto\x12\x14ordermesh.payment.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\x1a ordermesh/common/v1/limits.proto\"\xc2\x03\n\x07Payment\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12;\n\x06status\x18\x04 \x01(\x0e\x32#.ordermesh.payment.v1.PaymentStatusR\x06status\x12\x32\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\x06\x61mount\x12%\n\x0epayment_method\x18\x06 \x01(\tR\rpaymentMethod\x12-\n\x12provider_reference\x18\x07 \x01(\tR\x11providerReference\x12%\n\x0e\x64\x65\x63line_reason\x18\x08 \x01(\tR\rdeclineReason\x12\x39\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n\x0brefunded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrefundedAt\"6\n\x11GetPaymentRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07orderId\"M\n\x12GetPaymentResponse\x12\x37\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.PaymentR\x07payment*\x86\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PAYMENT_STATUS_CAPTURED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x03\x32\xa6\x01\n\x0ePaymentService\x12\x93\x01\n\nGetPayment\x12\'.ordermesh.payment.v1.GetPaymentRequest\x1a(.ordermesh.payment.v1.GetPaymentResponse\"2\x82\xd3\xe4\x93\x02,\x12!/api/v1/orders/{order_id}/paymentb\x07paymentBFZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/payment/v1;paymentv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/payment/v1/payment.proto\x12\x14ordermesh.payment.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\x1a ordermesh/common/v1/limits.proto\"\x92\x04\n\x07Payment\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12;\n\x06status\x18\x04 \x01(\x0e\x32#.ordermesh.payment.v1.PaymentStatusR\x06status\x12\x32\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.MoneyR\x06\x61mount\x12%\n\x0epayment_method\x18\x06 \x01(\tR\rpaymentMethod\x12-\n\x12provider_reference\x18\x07 \x01(\tR\x11providerReference\x12%\n\x0e\x64\x65\x63line_reason\x18\x08 \x01(\tR\rdeclineReason\x12\x39\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n\x0brefunded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrefundedAt\x12N\n\rmethod_family\x18\x0b \x01(\x0e\x32).ordermesh.payment.v1.PaymentMethodFamilyR\x0cmethodFamily\"6\n\x11GetPaymentRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\x08@R\x07orderId\"M\n\x12GetPaymentResponse\x12\x37\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.PaymentR\x07payment*\x86\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PAYMENT_STATUS_CAPTURED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x03*\xd1\x01\n\x13PaymentMethodFamily\x12%\n!PAYMENT_METHOD_FAMILY_UNSPECIFIED\x10\x00\x12$\n PAYMENT_METHOD_FAMILY_CARD_TOKEN\x10\x01\x12%\n!PAYMENT_METHOD_FAMILY_CREDIT_CARD\x10\x02\x12$\n PAYMENT_METHOD_FAMILY_DEBIT_CARD\x10\x03\x12 \n\x1cPAYMENT_METHOD_FAMILY_PAYPAL\x10\x04\x32\xa6\x01\n\x0ePaymentService\x12\x93\x01\n\nGetPayment\x12\'.ordermesh.payment.v1.GetPaymentRequest\x1a(.ordermesh.payment.v1.GetPaymentResponse\"2\x82\xd3\xe4\x93\x02,\x12!/api/v1/orders/{order_id}/paymentb\x07paymentBFZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/payment/v1;paymentv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,14 +40,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPAYMENTREQUEST'].fields_by_name['order_id']._serialized_options = b'\302\363\030\002\010@'
   _globals['_PAYMENTSERVICE'].methods_by_name['GetPayment']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['GetPayment']._serialized_options = b'\202\323\344\223\002,\022!/api/v1/orders/{order_id}/paymentb\007payment'
-  _globals['_PAYMENTSTATUS']._serialized_start=780
-  _globals['_PAYMENTSTATUS']._serialized_end=914
+  _globals['_PAYMENTSTATUS']._serialized_start=860
+  _globals['_PAYMENTSTATUS']._serialized_end=994
+  _globals['_PAYMENTMETHODFAMILY']._serialized_start=997
+  _globals['_PAYMENTMETHODFAMILY']._serialized_end=1206
   _globals['_PAYMENT']._serialized_start=192
-  _globals['_PAYMENT']._serialized_end=642
-  _globals['_GETPAYMENTREQUEST']._serialized_start=644
-  _globals['_GETPAYMENTREQUEST']._serialized_end=698
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=700
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=777
-  _globals['_PAYMENTSERVICE']._serialized_start=917
-  _globals['_PAYMENTSERVICE']._serialized_end=1083
+  _globals['_PAYMENT']._serialized_end=722
+  _globals['_GETPAYMENTREQUEST']._serialized_start=724
+  _globals['_GETPAYMENTREQUEST']._serialized_end=778
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=780
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=857
+  _globals['_PAYMENTSERVICE']._serialized_start=1209
+  _globals['_PAYMENTSERVICE']._serialized_end=1375
 # @@protoc_insertion_point(module_scope)

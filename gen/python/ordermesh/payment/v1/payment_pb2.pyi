@@ -38,6 +38,32 @@ PAYMENT_STATUS_DECLINED: PaymentStatus.ValueType  # 2
 PAYMENT_STATUS_REFUNDED: PaymentStatus.ValueType  # 3
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
+class _PaymentMethodFamily:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentMethodFamilyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentMethodFamily.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_METHOD_FAMILY_UNSPECIFIED: _PaymentMethodFamily.ValueType  # 0
+    """The method was not a usable one (an invalid method), or the payment predates families."""
+    PAYMENT_METHOD_FAMILY_CARD_TOKEN: _PaymentMethodFamily.ValueType  # 1
+    """A card token such as "tok_visa"."""
+    PAYMENT_METHOD_FAMILY_CREDIT_CARD: _PaymentMethodFamily.ValueType  # 2
+    PAYMENT_METHOD_FAMILY_DEBIT_CARD: _PaymentMethodFamily.ValueType  # 3
+    PAYMENT_METHOD_FAMILY_PAYPAL: _PaymentMethodFamily.ValueType  # 4
+
+class PaymentMethodFamily(_PaymentMethodFamily, metaclass=_PaymentMethodFamilyEnumTypeWrapper):
+    """The kind of payment method an order was charged with (or refused for)."""
+
+PAYMENT_METHOD_FAMILY_UNSPECIFIED: PaymentMethodFamily.ValueType  # 0
+"""The method was not a usable one (an invalid method), or the payment predates families."""
+PAYMENT_METHOD_FAMILY_CARD_TOKEN: PaymentMethodFamily.ValueType  # 1
+"""A card token such as "tok_visa"."""
+PAYMENT_METHOD_FAMILY_CREDIT_CARD: PaymentMethodFamily.ValueType  # 2
+PAYMENT_METHOD_FAMILY_DEBIT_CARD: PaymentMethodFamily.ValueType  # 3
+PAYMENT_METHOD_FAMILY_PAYPAL: PaymentMethodFamily.ValueType  # 4
+Global___PaymentMethodFamily: _TypeAlias = PaymentMethodFamily  # noqa: Y015
+
 @_typing.final
 class Payment(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -52,6 +78,7 @@ class Payment(_message.Message):
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REFUNDED_AT_FIELD_NUMBER: _builtins.int
+    METHOD_FAMILY_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     order_id: _builtins.str
     user_id: _builtins.str
@@ -60,6 +87,8 @@ class Payment(_message.Message):
     provider_reference: _builtins.str
     """The provider's reference for the capture."""
     decline_reason: _builtins.str
+    method_family: Global___PaymentMethodFamily.ValueType
+    """Which kind of method payment_method named."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money: ...
     @_builtins.property
@@ -79,10 +108,11 @@ class Payment(_message.Message):
         decline_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         refunded_at: _timestamp_pb2.Timestamp | None = ...,
+        method_family: Global___PaymentMethodFamily.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "refunded_at", b"refunded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id", "payment_method", b"payment_method", "provider_reference", b"provider_reference", "refunded_at", b"refunded_at", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "decline_reason", b"decline_reason", "method_family", b"method_family", "order_id", b"order_id", "payment_id", b"payment_id", "payment_method", b"payment_method", "provider_reference", b"provider_reference", "refunded_at", b"refunded_at", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
