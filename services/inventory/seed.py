@@ -28,6 +28,24 @@ DEMO_CATALOG = (
     Product("cable-usb-05", "USB-C Cable", "2 m, braided", Money(999, "USD"), 5000, True),
     Product("headset-06", "Headset", "Closed-back with microphone", Money(7450, "USD"), 200, True),
     Product("webcam-07", "Webcam", "1080p, retired model", Money(5900, "USD"), 0, False),
+    # The product ids of the original API's documentation and browser page, at the prices
+    # its documentation uses, so its documented requests work against the demo stack.
+    Product(
+        "prod-001",
+        "Original demo product",
+        "The product of the original API's documented requests",
+        Money(2999, "USD"),
+        100_000,
+        True,
+    ),
+    Product(
+        "prod-1",
+        "Original demo product (short id)",
+        "The product id of the original implementation guide",
+        Money(2999, "USD"),
+        100_000,
+        True,
+    ),
 )
 
 
