@@ -17,9 +17,11 @@ class Ports:
     kafka: int = 59092
     kafka_controller: int = 59093
     envoy: int = 8000
+    envoy_tls: int = 8443
     envoy_admin: int = 9901
     grpc: int = 50051
     gateway: int = 8081
+    ratelimit: int = 50061
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
