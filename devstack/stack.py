@@ -54,6 +54,8 @@ class AppProcess:
 
 
 APP_PROCESSES = (
+    # First: the auth service asks it about login attempts, Envoy about every call.
+    AppProcess("ratelimit", "ratelimit", port=lambda ports: ports.ratelimit),
     AppProcess("api", "services", port=lambda ports: ports.grpc),
     AppProcess("relay", "workers", ("--components", "relay")),
     AppProcess("workers", "workers", ("--components", "consumers,retention")),
@@ -128,6 +130,8 @@ def app_env(ports: Ports) -> dict[str, str]:
             "ORDERMESH_GRPC_HOST": HOST,
             "ORDERMESH_GRPC_PORT": str(ports.grpc),
             "ORDERMESH_GATEWAY_PORT": str(ports.gateway),
+            "ORDERMESH_RATELIMIT_PORT": str(ports.ratelimit),
+            "RATELIMIT_SERVICE_ADDR": f"{HOST}:{ports.ratelimit}",
             "ORDERMESH_STATE_DIR": str(STATE_DIR),
             "PYTHONUNBUFFERED": "1",
         }
@@ -178,6 +182,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=ENVOY_CONFIG,
         gateway=(HOST, ports.gateway),
+        ratelimit=(HOST, ports.ratelimit),
         access_log=log_path("envoy-access"),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
