@@ -43,13 +43,17 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
     pools = {name: await open_pool(settings, name=name, component=name) for name in names}
     auth_channel = grpc.aio.insecure_channel(settings.auth_service_addr)
     inventory_channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
+    ratelimit_channel = grpc.aio.insecure_channel(settings.ratelimit_service_addr)
+    channels = (auth_channel, inventory_channel, ratelimit_channel)
     verifier = token_verifier(settings, auth_channel)
     codec = EventCodec.from_directory(settings.schemas_dir)
-    resources = Resources(settings, pools, verifier, auth_channel, inventory_channel, codec)
+    resources = Resources(
+        settings, pools, verifier, auth_channel, inventory_channel, ratelimit_channel, codec
+    )
     try:
         components = [component(name, resources) for name in names]
     except SettingsError:
-        await _close(pools.values(), (auth_channel, inventory_channel))
+        await _close(pools.values(), channels)
         raise
     host = GrpcHost(
         components,
@@ -62,7 +66,7 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
     try:
         await run_until_signalled(host.start, host.stop)
     finally:
-        await _close(pools.values(), (auth_channel, inventory_channel))
+        await _close(pools.values(), channels)
 
 
 async def _close(pools: Iterable[Pool], channels: Iterable[grpc.aio.Channel]) -> None:

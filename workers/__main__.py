@@ -162,6 +162,7 @@ async def run(settings: Settings, names: list[str]) -> None:
         _no_tokens(settings),
         channel,
         channel,
+        channel,
         EventCodec.from_directory(settings.schemas_dir),
     )
     log.info("workers starting", extra={"workers": names})

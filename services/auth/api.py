@@ -10,6 +10,7 @@ from services.auth.adapters.tokens import ALGORITHM
 from services.auth.domain.commands import Login, Logout, RefreshTokens, RegisterUser
 from services.auth.domain.model import User
 from services.auth.domain.ports import (
+    LoginThrottle,
     PasswordHasher,
     RefreshTokenStore,
     SigningKeyStore,
@@ -65,7 +66,9 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         refresh_store: RefreshTokenStore,
         keys: SigningKeyStore,
         verifier: TokenVerifier,
+        throttle: LoginThrottle,
     ) -> None:
+        self._throttle = throttle
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
@@ -95,6 +98,7 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
             self._tokens,
             refresh_store=self._refresh_store,
             new_id=new_id,
+            throttle=self._throttle,
         )
         return auth_pb2.LoginResponse(
             access_token=pair.access_token,

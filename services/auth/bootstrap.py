@@ -8,12 +8,13 @@ from ordermesh.auth.v1 import auth_pb2_grpc
 from services.auth.adapters.encryption import SIGNING_KEYS_PURPOSE, fernet_for
 from services.auth.adapters.hashing import Argon2PasswordHasher
 from services.auth.adapters.keys import PostgresSigningKeyStore
+from services.auth.adapters.login_throttle import RateLimitServiceThrottle
 from services.auth.adapters.refresh_tokens import PostgresRefreshTokenStore
 from services.auth.adapters.tokens import JwtTokenIssuer
 from services.auth.adapters.users import PostgresUserRepository
 from services.auth.api import PUBLIC_METHODS, SERVICE, AuthApi
 from services.auth.domain.model import TokenPolicy
-from services.auth.domain.ports import PasswordHasher
+from services.auth.domain.ports import LoginThrottle, PasswordHasher
 from services.platform.db import Pool
 from services.platform.messaging.retention import Purge
 from services.platform.resources import Resources
@@ -43,8 +44,14 @@ def password_hasher(settings: Settings) -> Argon2PasswordHasher:
     )
 
 
-def component(resources: Resources, *, hasher: PasswordHasher | None = None) -> Component:
-    """The hosted AuthService; ``hasher`` replaces the settings' argon2 hasher (tests)."""
+def component(
+    resources: Resources,
+    *,
+    hasher: PasswordHasher | None = None,
+    throttle: LoginThrottle | None = None,
+) -> Component:
+    """The hosted AuthService; ``hasher`` replaces the settings' argon2 hasher, ``throttle``
+    the rate-limit service's login throttle (tests)."""
     settings = resources.settings
     pool = resources.pool("auth")
     keys = signing_key_store(settings, pool)
@@ -55,6 +62,7 @@ def component(resources: Resources, *, hasher: PasswordHasher | None = None) -> 
         refresh_store=PostgresRefreshTokenStore(pool),
         keys=keys,
         verifier=resources.verifier,
+        throttle=throttle or RateLimitServiceThrottle(resources.ratelimit_channel),
     )
     return Component(
         service_name=SERVICE,

@@ -22,6 +22,7 @@ from services.auth.domain.model import (
     User,
 )
 from services.auth.domain.ports import (
+    LoginThrottle,
     PasswordHasher,
     RefreshTokenStore,
     SigningKeyStore,
@@ -75,9 +76,14 @@ async def login(
     *,
     refresh_store: RefreshTokenStore,
     new_id: Callable[[], str],
+    throttle: LoginThrottle,
 ) -> TokenPair:
-    """Checks the password and starts a new token family."""
-    user = await users.by_email(normalise_email(command.email))
+    """Checks the password and starts a new token family. Attempts are counted per account
+    first, so a password cannot be guessed faster than the throttle allows from any number of
+    addresses (and a refused attempt costs no hash)."""
+    email = normalise_email(command.email)
+    await throttle.admit(email)
+    user = await users.by_email(email)
     # An unknown email costs the same hash verification as a wrong password, so neither the
     # answer nor its timing tells which accounts exist.
     stored_hash = user.password_hash if user is not None else hasher.dummy_hash

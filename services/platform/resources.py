@@ -18,6 +18,7 @@ class Resources:
     verifier: TokenVerifier
     auth_channel: grpc.aio.Channel
     inventory_channel: grpc.aio.Channel
+    ratelimit_channel: grpc.aio.Channel
     codec: EventCodec
 
     def pool(self, component: str) -> Pool:

@@ -56,6 +56,7 @@ class Settings:
     grpc_max_concurrent_streams: int
     auth_service_addr: str
     inventory_service_addr: str
+    ratelimit_service_addr: str
     log_level: str
     jwt_issuer: str
     jwt_audience: str
@@ -117,6 +118,7 @@ class Settings:
             ),
             auth_service_addr=reader.text("AUTH_SERVICE_ADDR", local),
             inventory_service_addr=reader.text("INVENTORY_SERVICE_ADDR", local),
+            ratelimit_service_addr=reader.text("RATELIMIT_SERVICE_ADDR", "127.0.0.1:50061"),
             log_level=reader.text("ORDERMESH_LOG_LEVEL", "INFO").upper(),
             jwt_issuer=reader.text("ORDERMESH_JWT_ISSUER", "ordermesh-auth"),
             jwt_audience=reader.text("ORDERMESH_JWT_AUDIENCE", "ordermesh"),

@@ -20,6 +20,7 @@ from services.platform import migrations
 from services.platform.db import Pool, open_pool
 from services.platform.migrations import all_migrations
 from services.platform.settings import Settings
+from tests.integration.envoy_harness import running_ratelimit
 
 
 def _ensure_running(component: ModuleType) -> bool:
@@ -49,9 +50,18 @@ def database(servers: None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database: str) -> Settings:
+def ratelimit_port(servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The real rate-limit service (the auth service asks it about logins), with limits out
+    of the tests' reach; tests of the limits themselves start their own."""
+    with running_ratelimit(tmp_path_factory.mktemp("ratelimit")) as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def settings(database: str, ratelimit_port: int) -> Settings:
     return Settings.from_env(
         {
+            "RATELIMIT_SERVICE_ADDR": f"127.0.0.1:{ratelimit_port}",
             "ORDERMESH_ENV": "test",
             "ORDERMESH_DATABASE_URL": postgres.dsn(database=database),
             # The running stack's secret: its signing keys are encrypted with it.

@@ -41,15 +41,20 @@ def generous_limits() -> str:
 
 
 @contextlib.contextmanager
-def running_ratelimit(workdir: Path) -> Iterator[int]:
-    """``python -m ratelimit`` on a free port, with generous limits; yields the port."""
+def running_ratelimit(
+    workdir: Path, *, overrides: str | None = None, config: Path | None = None
+) -> Iterator[int]:
+    """``python -m ratelimit`` on a free port, with generous limits unless ``overrides`` (""
+    for the shipped limits) or another ``config`` file are given; yields the port."""
     port = reserve_port()
     env = {
         **os.environ,
         "ORDERMESH_REDIS_URL": redis.url(),
         "ORDERMESH_RATELIMIT_PORT": str(port),
-        "ORDERMESH_RATELIMIT_OVERRIDES": generous_limits(),
+        "ORDERMESH_RATELIMIT_OVERRIDES": generous_limits() if overrides is None else overrides,
     }
+    if config is not None:
+        env["ORDERMESH_RATELIMIT_CONFIG"] = str(config)
     with (workdir / "ratelimit.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "ratelimit"],

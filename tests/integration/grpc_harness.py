@@ -55,8 +55,15 @@ async def grpc_stack(
     # Tests connect every component through one pool (the owner's); the roles' separation has
     # its own test (test_database_roles.py).
     pools = dict.fromkeys(DATABASE_COMPONENTS, pool)
+    ratelimit_channel = grpc.aio.insecure_channel(settings.ratelimit_service_addr)
     resources = Resources(
-        settings, pools, verifier, channel, channel, EventCodec.from_directory(settings.schemas_dir)
+        settings,
+        pools,
+        verifier,
+        channel,
+        channel,
+        ratelimit_channel,
+        EventCodec.from_directory(settings.schemas_dir),
     )
     host = GrpcHost(
         [build(resources) for build in components],
@@ -70,6 +77,7 @@ async def grpc_stack(
         yield GrpcStack(channel, resources, port)
     finally:
         await channel.close()
+        await ratelimit_channel.close()
         await host.stop()
 
 

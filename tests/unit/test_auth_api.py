@@ -21,6 +21,7 @@ from tests.unit.fakes.auth import (
     FakeHasher,
     FakeKeyStore,
     FakeRefreshTokens,
+    FakeThrottle,
     FakeTokens,
     FakeUsers,
 )
@@ -87,6 +88,7 @@ def api(
         refresh_store=refresh_store,
         keys=keys,
         verifier=tokens,
+        throttle=FakeThrottle(),
     )
 
 

@@ -22,6 +22,7 @@ from services.auth.domain.rules import (
 )
 from services.common.errors import (
     AlreadyExists,
+    DependencyUnavailable,
     InvalidArgument,
     ResourceExhausted,
     Unauthenticated,
@@ -33,6 +34,7 @@ from tests.unit.fakes.auth import (
     FakeHasher,
     FakeKeyStore,
     FakeRefreshTokens,
+    FakeThrottle,
     FakeTokens,
     FakeUsers,
 )
@@ -101,6 +103,7 @@ class Sessions:
     tokens: FakeTokens = field(default_factory=FakeTokens)
     store: FakeRefreshTokens = field(default_factory=FakeRefreshTokens)
     clock: "FakeClock" = field(default_factory=lambda: FakeClock(T0))
+    throttle: FakeThrottle = field(default_factory=FakeThrottle)
     families: int = 0
 
     def new_family_id(self) -> str:
@@ -115,6 +118,7 @@ class Sessions:
             self.tokens,
             refresh_store=self.store,
             new_id=self.new_family_id,
+            throttle=self.throttle,
         )
 
     async def refresh(self, refresh_token: str) -> TokenPair:
@@ -373,3 +377,30 @@ async def test_rotation_finishes_a_pending_key_left_by_an_interrupted_run() -> N
     assert clock.slept == [5 * 60]
     assert store.created == 0
     assert outcome.retired_kids == ()
+
+
+async def test_login_attempts_are_throttled_per_account_before_any_hash(
+    users: FakeUsers, hasher: FakeHasher
+) -> None:
+    await register(users, hasher)
+    sessions = Sessions(users, hasher, throttle=FakeThrottle(limit=2))
+    await sessions.login()
+    with pytest.raises(Unauthenticated):
+        await sessions.login(password="wrong password")
+    hashed = len(hasher.verified_against)
+    with pytest.raises(ResourceExhausted) as refused:
+        await sessions.login(email="  ADA@example.com ")
+    assert refused.value.retry_after_seconds == 42
+    assert len(hasher.verified_against) == hashed, "a throttled attempt costs no hash"
+    assert sessions.throttle.attempts == {"ada@example.com": 2}
+
+
+async def test_logins_fail_closed_when_the_throttle_cannot_tell(
+    users: FakeUsers, hasher: FakeHasher
+) -> None:
+    await register(users, hasher)
+    hasher.verified_against.clear()
+    sessions = Sessions(users, hasher, throttle=FakeThrottle(down=True))
+    with pytest.raises(DependencyUnavailable):
+        await sessions.login()
+    assert hasher.verified_against == []

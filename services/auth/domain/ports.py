@@ -27,6 +27,13 @@ class UserRepository(Protocol):
     async def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
 
 
+class LoginThrottle(Protocol):
+    async def admit(self, email: str) -> None:
+        """Counts a login attempt for the (normalised) ``email``, whatever address it comes
+        from. Raises ResourceExhausted when the account has had too many attempts lately,
+        DependencyUnavailable when that cannot be told right now (logins then fail closed)."""
+
+
 class PasswordHasher(Protocol):
     @property
     def dummy_hash(self) -> str:

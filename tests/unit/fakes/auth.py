@@ -14,7 +14,7 @@ from services.auth.domain.model import (
     TokenPair,
     User,
 )
-from services.common.errors import ResourceExhausted, Unauthenticated
+from services.common.errors import DependencyUnavailable, ResourceExhausted, Unauthenticated
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -47,6 +47,22 @@ class FakeUsers:
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         self.by_user_id[user_id] = replace(self.by_user_id[user_id], password_hash=password_hash)
+
+
+@dataclass
+class FakeThrottle:
+    """Admits ``limit`` attempts per email; ``down`` makes it unreachable."""
+
+    limit: int = 1_000_000
+    down: bool = False
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    async def admit(self, email: str) -> None:
+        if self.down:
+            raise DependencyUnavailable("throttle down", dependency="the rate-limit service")
+        if self.attempts.get(email, 0) >= self.limit:
+            raise ResourceExhausted("too many login attempts", retry_after_seconds=42)
+        self.attempts[email] = self.attempts.get(email, 0) + 1
 
 
 @dataclass
