@@ -237,7 +237,7 @@ def health_status(ports: Ports) -> int | None:
 
 def tls_health_status(ports: Ports) -> int | None:
     """GET /health on the TLS listener, trusting only the development CA."""
-    ca = tls.CertificateFiles(tls.DEFAULT_DIRECTORY).ca_certificate
+    ca = tls.CertificateFiles.at(tls.DEFAULT_DIRECTORY).ca_certificate
     if not ca.is_file():
         return None
     context = ssl.create_default_context(cafile=ca)
@@ -263,7 +263,7 @@ def _wait_healthy(ports: Ports) -> None:
 
 def _print_urls(ports: Ports) -> None:
     base = f"http://localhost:{ports.envoy}"
-    ca = _shown(tls.CertificateFiles(tls.DEFAULT_DIRECTORY).ca_certificate)
+    ca = _shown(tls.CertificateFiles.at(tls.DEFAULT_DIRECTORY).ca_certificate)
     print(
         f"""
 ordermesh is up.

@@ -58,22 +58,20 @@ class CertificateFiles:
     """Where ``ensure`` keeps the CA and the server certificate."""
 
     directory: Path
+    ca_certificate: Path
+    ca_key: Path
+    certificate: Path
+    private_key: Path
 
-    @property
-    def ca_certificate(self) -> Path:
-        return self.directory / CA_CERT
-
-    @property
-    def ca_key(self) -> Path:
-        return self.directory / CA_KEY
-
-    @property
-    def certificate(self) -> Path:
-        return self.directory / SERVER_CERT
-
-    @property
-    def private_key(self) -> Path:
-        return self.directory / SERVER_KEY
+    @classmethod
+    def at(cls, directory: Path) -> CertificateFiles:
+        return cls(
+            directory,
+            ca_certificate=directory / CA_CERT,
+            ca_key=directory / CA_KEY,
+            certificate=directory / SERVER_CERT,
+            private_key=directory / SERVER_KEY,
+        )
 
 
 def ensure(
@@ -81,7 +79,7 @@ def ensure(
 ) -> CertificateFiles:
     """The CA and server certificate in ``directory``, made or renewed as needed."""
     now = now or datetime.datetime.now(datetime.UTC)
-    files = CertificateFiles(directory)
+    files = CertificateFiles.at(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)
     ca = _load_ca(files, now)
@@ -154,6 +152,22 @@ def _subject_alternative_names() -> list[x509.GeneralName]:
     ]
 
 
+def _key_usage(
+    *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _new_ca(now: datetime.datetime) -> _Pair:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
@@ -171,20 +185,7 @@ def _new_ca(now: datetime.datetime) -> _Pair:
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -204,20 +205,7 @@ def _new_server(ca: _Pair, now: datetime.datetime) -> _Pair:
         .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + SERVER_LIFETIME, ca_certificate.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_subject_alternative_names()), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

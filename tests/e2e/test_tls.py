@@ -41,7 +41,7 @@ def tls_port() -> int:
 
 @pytest.fixture(scope="session")
 def ca_file() -> Path:
-    path = tls.CertificateFiles(tls.DEFAULT_DIRECTORY).ca_certificate
+    path = tls.CertificateFiles.at(tls.DEFAULT_DIRECTORY).ca_certificate
     if not path.is_file():
         pytest.fail(f"{path} is missing: `ordermesh up` writes it")
     return path
@@ -57,15 +57,14 @@ def _no_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 
 
-def curl(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["curl", "--silent", "--show-error", "--max-time", "10", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=_no_proxy(),
+        argv, capture_output=True, text=True, timeout=60, check=False, env=_no_proxy()
     )
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return run("curl", "--silent", "--show-error", "--max-time", "10", *args)
 
 
 def _handshake(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
@@ -162,14 +161,7 @@ async def test_a_websocket_over_tls(ca_file: Path, tls_port: int, user: User) ->
 
 
 def test_grpcurl_lists_the_services_over_tls(grpcurl: str, ca_file: Path, tls_port: int) -> None:
-    result = subprocess.run(
-        [grpcurl, "-cacert", str(ca_file), f"localhost:{tls_port}", "list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=_no_proxy(),
-    )
+    result = run(grpcurl, "-cacert", str(ca_file), f"localhost:{tls_port}", "list")
     assert result.returncode == 0, result.stderr
     assert set(PUBLIC_SERVICE_NAMES) | {"grpc.health.v1.Health"} <= set(result.stdout.split())
 
@@ -177,26 +169,19 @@ def test_grpcurl_lists_the_services_over_tls(grpcurl: str, ca_file: Path, tls_po
 def test_grpcurl_calls_a_method_over_tls(
     grpcurl: str, ca_file: Path, tls_port: int, user: User
 ) -> None:
-    result = subprocess.run(
-        [
-            grpcurl,
-            "-cacert",
-            str(ca_file),
-            "-H",
-            f"authorization: Bearer {user.access_token}",
-            "-d",
-            json.dumps({"page_size": 5}),
-            f"localhost:{tls_port}",
-            "ordermesh.order.v1.OrderService/ListOrders",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=_no_proxy(),
+    result = run(
+        grpcurl,
+        "-cacert",
+        str(ca_file),
+        "-H",
+        f"authorization: Bearer {user.access_token}",
+        "-d",
+        json.dumps({"page_size": 5}),
+        f"localhost:{tls_port}",
+        "ordermesh.order.v1.OrderService/ListOrders",
     )
     assert result.returncode == 0, result.stderr
-    assert isinstance(json.loads(result.stdout), dict)
+    assert json.loads(result.stdout)["pageSize"] == 5
 
 
 @pytest.fixture(scope="session")
