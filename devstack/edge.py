@@ -24,6 +24,7 @@ import yaml
 
 from devstack import tls
 from devstack.paths import REPO_ROOT
+from ratelimit import config as limits_config
 from services.platform.contexts import CONTEXTS
 from tools.descriptors import unsupported_response_bodies
 
@@ -98,6 +99,20 @@ JWT_FORBIDDEN_FILTER: dict[str, Any] = {
     },
 }
 
+# Local replies of a ratelimit filter that could not reach the rate-limit service (on a route
+# that fails closed), for local_reply_config.
+RATELIMIT_ERROR_FILTER: dict[str, Any] = {
+    "name": "envoy.access_loggers.extension_filters.cel",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3."
+        "ExpressionFilter",
+        "expression": "response.code_details == 'rate_limiter_error'",
+    },
+}
+RATELIMIT_ERROR_MESSAGE = (
+    "rate limiting is unavailable, and this call is refused until it is back; retry shortly"
+)
+
 # GET /health is 200 while at least this share of every service cluster's hosts passes the
 # active gRPC health checks (one host per service locally: it must be up). With replicas, one
 # restarting replica does not take the whole edge out of a load balancer.
@@ -130,6 +145,7 @@ COMPOSE_ACCESS_LOG = "/dev/stdout"
 
 COMPOSE_CLUSTERS: dict[str, tuple[str, int]] = {name: (name, 50051) for name in SERVICES}
 COMPOSE_GATEWAY: tuple[str, int] = ("gateway", 8081)
+COMPOSE_RATELIMIT: tuple[str, int] = ("ratelimit", 50061)
 COMPOSE_DESCRIPTOR = Path("/etc/ordermesh/ordermesh.binpb")
 COMPOSE_LISTEN_PORT = 8000
 COMPOSE_ADMIN_PORT = 9901
@@ -342,23 +358,126 @@ def _status_mappers() -> list[dict[str, Any]]:
     return mappers
 
 
-def _grpc_routes() -> list[dict[str, Any]]:
-    retry = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 2}
+# Rate-limit stages (see the ratelimit filters in the template): stage 0 lets a route's
+# calls through while the rate-limit service cannot answer, stage 1 refuses them (503).
+FAIL_OPEN_STAGE = 0
+FAIL_CLOSED_STAGE = 1
+RATELIMIT_DOMAIN = "ordermesh"
+# How long Envoy waits for the rate-limit service before its stage's failure mode applies.
+RATELIMIT_TIMEOUT = "1s"
+
+
+def _rate_limits(stage: int) -> list[dict[str, Any]]:
+    """The descriptor of every limited call: its gRPC method (the path after transcoding),
+    the client's address (the peer's: ``use_remote_address`` with no trusted hops, so a
+    client's X-Forwarded-For is never believed) and, with a valid token, the user and tier
+    jwt_authn put in headers (client-sent copies are removed before any filter runs)."""
     return [
         {
-            "name": f"grpc-{name}",
-            "match": {"prefix": f"/{service}/"},
-            "route": {
-                "cluster": name,
-                "timeout": "30s",
-                # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout,
-                # up to this cap: no caller can hold a unary call open for longer.
-                "max_stream_duration": {"grpc_timeout_header_max": GRPC_TIMEOUT_MAX},
-                "retry_policy": retry,
-            },
+            "stage": stage,
+            "actions": [
+                {"request_headers": {"header_name": ":path", "descriptor_key": "method"}},
+                {"remote_address": {}},
+                {
+                    "request_headers": {
+                        "header_name": "x-ordermesh-user-id",
+                        "descriptor_key": "user",
+                        "skip_if_absent": True,
+                    }
+                },
+                {
+                    "request_headers": {
+                        "header_name": "x-ordermesh-tier",
+                        "descriptor_key": "tier",
+                        "skip_if_absent": True,
+                    }
+                },
+                # REST calls (the transcoder sets it): their refusal's body is JSON.
+                {
+                    "request_headers": {
+                        "header_name": "x-envoy-original-path",
+                        "descriptor_key": "rest_path",
+                        "skip_if_absent": True,
+                    }
+                },
+            ],
         }
+    ]
+
+
+def _ratelimit_filter(stage: int) -> dict[str, Any]:
+    closed = stage == FAIL_CLOSED_STAGE
+    config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+        "domain": RATELIMIT_DOMAIN,
+        "stage": stage,
+        "timeout": RATELIMIT_TIMEOUT,
+        "failure_mode_deny": closed,
+        # gRPC callers over the limit get RESOURCE_EXHAUSTED (not UNAVAILABLE); the
+        # transcoder turns that into 429 for REST callers.
+        "rate_limited_as_resource_exhausted": True,
+        "rate_limit_service": {
+            "grpc_service": {"envoy_grpc": {"cluster_name": "ratelimit"}},
+            "transport_api_version": "V3",
+        },
+    }
+    if closed:
+        config["status_on_error"] = {"code": "ServiceUnavailable"}
+    return config
+
+
+def fail_closed_methods() -> list[str]:
+    """The gRPC methods whose limits fail closed, from the limits file (and overrides)."""
+    limits = limits_config.load()
+    return sorted(
+        method for route in limits.routes if route.fail_closed for method in route.methods
+    )
+
+
+def _grpc_route(name: str, cluster: str, match: dict[str, str], stage: int) -> dict[str, Any]:
+    retry = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 2}
+    return {
+        "name": name,
+        "match": match,
+        "route": {
+            "cluster": cluster,
+            "timeout": "30s",
+            # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout,
+            # up to this cap: no caller can hold a unary call open for longer.
+            "max_stream_duration": {"grpc_timeout_header_max": GRPC_TIMEOUT_MAX},
+            "retry_policy": retry,
+            "rate_limits": _rate_limits(stage),
+        },
+    }
+
+
+def _grpc_routes() -> list[dict[str, Any]]:
+    """One route per method whose limits fail closed (exact path, stage 1), then one per
+    service (prefix, stage 0)."""
+    clusters = {service: name for name, service in SERVICES.items()}
+    routes = []
+    for method in fail_closed_methods():
+        service = method.split("/")[0]
+        if service not in clusters:
+            raise ValueError(f"ratelimit/limits.yaml: {method} names no ordermesh service")
+        routes.append(
+            _grpc_route(
+                f"grpc-{clusters[service]}-{method.split('/')[1]}",
+                clusters[service],
+                {"path": f"/{method}"},
+                FAIL_CLOSED_STAGE,
+            )
+        )
+    routes += [
+        _grpc_route(f"grpc-{name}", name, {"prefix": f"/{service}/"}, FAIL_OPEN_STAGE)
         for name, service in SERVICES.items()
     ]
+    return routes
+
+
+# Paths where a token is optional: a valid one still names the caller (for its rate limits),
+# an invalid or missing one leaves the call anonymous; the services decide what it may do.
+JWT_OPTIONAL_PREFIXES: tuple[str, ...] = ("/api/", "/ordermesh.")
 
 
 def _jwt_rules() -> list[dict[str, Any]]:
@@ -368,6 +487,10 @@ def _jwt_rules() -> list[dict[str, Any]]:
     ]
     rules += [
         {"match": {"prefix": prefix}, "requires": requires} for prefix in JWT_REQUIRED_PREFIXES
+    ]
+    optional = {"requires_any": {"requirements": [requires, {"allow_missing_or_failed": {}}]}}
+    rules += [
+        {"match": {"prefix": prefix}, "requires": optional} for prefix in JWT_OPTIONAL_PREFIXES
     ]
     return rules
 
@@ -483,6 +606,7 @@ def render_text(
     admin_port: int,
     clusters: Mapping[str, tuple[str, int]],
     descriptor: Path,
+    ratelimit: tuple[str, int],
     gateway: tuple[str, int] | None = None,
     listen_address: str = "0.0.0.0",
     access_log: Path | str = COMPOSE_ACCESS_LOG,
@@ -505,6 +629,7 @@ def render_text(
     all_clusters.append(
         _cluster("edge_self", self_host, listen_port, http2=False, health_check=False)
     )
+    all_clusters.append(_cluster("ratelimit", *ratelimit))
     if gateway is not None:
         all_clusters.append(_cluster("gateway", *gateway, http2=False, health_check=False))
     uri_host = f"[{self_host}]" if ":" in self_host else self_host
@@ -520,7 +645,12 @@ def render_text(
         "openapi_json": openapi.read_text(),
         "transcoder_off": TRANSCODER_OFF,
         "jwt_forbidden": JWT_FORBIDDEN_FILTER,
+        "ratelimit_error": RATELIMIT_ERROR_FILTER,
+        "ratelimit_error_message": RATELIMIT_ERROR_MESSAGE,
         "grpc_routes": _grpc_routes(),
+        "rate_limits_open": _rate_limits(FAIL_OPEN_STAGE),
+        "ratelimit_fail_open": _ratelimit_filter(FAIL_OPEN_STAGE),
+        "ratelimit_fail_closed": _ratelimit_filter(FAIL_CLOSED_STAGE),
         # At least half of each service's hosts (with one host per service: that host).
         "min_healthy": {name: {"value": MIN_HEALTHY_PERCENT} for name in SERVICES},
         "jwks_uri": f"http://{uri_host}:{listen_port}/.well-known/jwks.json",
@@ -544,6 +674,7 @@ def render(
     clusters: Mapping[str, tuple[str, int]],
     descriptor: Path,
     out: Path,
+    ratelimit: tuple[str, int],
     gateway: tuple[str, int] | None = None,
     listen_address: str = "0.0.0.0",
     access_log: Path | str = COMPOSE_ACCESS_LOG,
@@ -553,7 +684,8 @@ def render(
 
     ``clusters`` maps each service short name (auth, order, inventory, payment, fulfillment,
     webhook) to the host and port of the gRPC server hosting it; a hostname becomes a
-    STRICT_DNS cluster. ``gateway`` is the WebSocket bridge (``/ws/`` is routed only if given).
+    STRICT_DNS cluster. ``ratelimit`` is the rate-limit service. ``gateway`` is the
+    WebSocket bridge (``/ws/`` is routed only if given).
     ``descriptor`` is the descriptor set Envoy transcodes with: gen/envoy/ordermesh.binpb
     (see :func:`tools.descriptors.strip_response_bodies`). A path that does not exist here
     (a container path)
@@ -565,6 +697,7 @@ def render(
         admin_port=admin_port,
         clusters=clusters,
         descriptor=descriptor,
+        ratelimit=ratelimit,
         gateway=gateway,
         listen_address=listen_address,
         access_log=access_log,
@@ -592,6 +725,7 @@ def compose_text() -> str:
         admin_port=COMPOSE_ADMIN_PORT,
         clusters=COMPOSE_CLUSTERS,
         descriptor=COMPOSE_DESCRIPTOR,
+        ratelimit=COMPOSE_RATELIMIT,
         gateway=COMPOSE_GATEWAY,
         tls_listener=COMPOSE_TLS,
     )

@@ -55,6 +55,8 @@ class AppProcess:
 
 
 APP_PROCESSES = (
+    # First: the auth service asks it about login attempts, Envoy about every call.
+    AppProcess("ratelimit", "ratelimit", port=lambda ports: ports.ratelimit),
     AppProcess("api", "services", port=lambda ports: ports.grpc),
     AppProcess("relay", "workers", ("--components", "relay")),
     AppProcess("workers", "workers", ("--components", "consumers,retention")),
@@ -129,6 +131,8 @@ def app_env(ports: Ports) -> dict[str, str]:
             "ORDERMESH_GRPC_HOST": HOST,
             "ORDERMESH_GRPC_PORT": str(ports.grpc),
             "ORDERMESH_GATEWAY_PORT": str(ports.gateway),
+            "ORDERMESH_RATELIMIT_PORT": str(ports.ratelimit),
+            "RATELIMIT_SERVICE_ADDR": f"{HOST}:{ports.ratelimit}",
             "ORDERMESH_STATE_DIR": str(STATE_DIR),
             "PYTHONUNBUFFERED": "1",
         }
@@ -180,6 +184,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=ENVOY_CONFIG,
         gateway=(HOST, ports.gateway),
+        ratelimit=(HOST, ports.ratelimit),
         access_log=log_path("envoy-access"),
         tls_listener=edge.TlsListener.from_files(ports.envoy_tls, certificates),
     )

@@ -1,5 +1,7 @@
 """A real Envoy for integration tests, rendered from the edge template with the clusters a test
-gives it (an in-process gRPC host, or a dead port to see the edge's own behaviour)."""
+gives it (an in-process gRPC host, or a dead port to see the edge's own behaviour), and the
+real rate-limit service beside it (on the test Redis, with limits too high to be met: these
+tests are about the edge's other duties; tests/e2e holds the real limits)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,67 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import yaml
 
-from devstack import edge
+from devstack import edge, procs, redis
 from devstack.envoy import binary
+from devstack.paths import REPO_ROOT
 from devstack.ports import HOST
+from ratelimit import config as limits_config
 from tests.ports import reserve_port
+
+UNREACHABLE_LIMIT = "1000000/minute"
+
+
+def generous_limits() -> str:
+    """ORDERMESH_RATELIMIT_OVERRIDES raising every limit out of a test's reach."""
+    limits = limits_config.load()
+    overrides = {
+        "anonymous": {"per_address": UNREACHABLE_LIMIT},
+        "login": {"per_email": UNREACHABLE_LIMIT},
+        "routes": {route.name: {"limit": UNREACHABLE_LIMIT} for route in limits.routes},
+        "tiers": {name: {"overall": UNREACHABLE_LIMIT} for name in limits.tiers},
+    }
+    return yaml.safe_dump(overrides, default_flow_style=True, width=10_000)
+
+
+@contextlib.contextmanager
+def running_ratelimit(workdir: Path) -> Iterator[int]:
+    """``python -m ratelimit`` on a free port, with generous limits; yields the port."""
+    port = reserve_port()
+    env = {
+        **os.environ,
+        "ORDERMESH_REDIS_URL": redis.url(),
+        "ORDERMESH_RATELIMIT_PORT": str(port),
+        "ORDERMESH_RATELIMIT_OVERRIDES": generous_limits(),
+    }
+    with (workdir / "ratelimit.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ratelimit"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not procs.port_in_use(port):
+                assert process.poll() is None, (workdir / "ratelimit.log").read_text()
+                assert time.monotonic() < deadline, "the rate-limit service did not start"
+                time.sleep(0.05)
+            yield port
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -29,8 +81,16 @@ class Edge:
 
 @contextlib.contextmanager
 def running_envoy(workdir: Path, clusters: Mapping[str, tuple[str, int]]) -> Iterator[Edge]:
-    """Envoy on free ports in front of `clusters`, ready when this enters, stopped when it
-    exits. It blocks while Envoy starts: from async code, enter it in a worker thread."""
+    """Envoy on free ports in front of `clusters` (and a rate-limit service), ready when this
+    enters, stopped when it exits. It blocks while they start: from async code, enter it in a
+    worker thread."""
+    with running_ratelimit(workdir) as ratelimit_port:
+        yield from _running_envoy(workdir, clusters, ratelimit_port)
+
+
+def _running_envoy(
+    workdir: Path, clusters: Mapping[str, tuple[str, int]], ratelimit_port: int
+) -> Iterator[Edge]:
     port, admin_port = reserve_port(), reserve_port()
     config = edge.render(
         listen_port=port,
@@ -38,6 +98,7 @@ def running_envoy(workdir: Path, clusters: Mapping[str, tuple[str, int]]) -> Ite
         clusters=clusters,
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=workdir / "envoy.yaml",
+        ratelimit=(HOST, ratelimit_port),
         gateway=None,
         listen_address=HOST,
     )

@@ -40,6 +40,7 @@ def test_local_config_validates(tmp_path: Path) -> None:
         clusters=edge.local_clusters("127.0.0.1", 50051),
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=tmp_path / "envoy.yaml",
+        ratelimit=("127.0.0.1", 50061),
         gateway=("127.0.0.1", 8081),
         tls_listener=edge.TlsListener.from_files(reserve_port(), tls.ensure(tmp_path / "tls")),
     )

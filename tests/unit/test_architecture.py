@@ -22,7 +22,13 @@ FORBIDDEN = (
     "google.protobuf",
     "websockets",
 )
-PURE = sorted([*ROOT.glob("services/*/domain/**/*.py"), *ROOT.glob("services/common/**/*.py")])
+PURE = sorted(
+    [
+        *ROOT.glob("services/*/domain/**/*.py"),
+        *ROOT.glob("services/common/**/*.py"),
+        ROOT / "ratelimit" / "domain.py",
+    ]
+)
 
 
 def _imports(path: Path) -> set[str]:
@@ -54,7 +60,8 @@ def _own(path: Path) -> set[str]:
     return {
         name
         for name in _imports(path)
-        if name.split(".")[0] in {"services", "workers", "devstack", "tools", "bench", "gateway"}
+        if name.split(".")[0]
+        in {"services", "workers", "devstack", "tools", "bench", "gateway", "ratelimit"}
     }
 
 
@@ -88,7 +95,7 @@ def test_the_messaging_package_imports_no_service(path: Path) -> None:
 
 LIBRARY = sorted(
     path
-    for folder in ("services", "workers", "gateway", "devstack", "tools")
+    for folder in ("services", "workers", "gateway", "ratelimit", "devstack", "tools")
     for path in ROOT.glob(f"{folder}/**/*.py")
     if path.name != "__main__.py"
 )
@@ -109,6 +116,19 @@ GATEWAY_MAY_IMPORT = ("services.platform", "services.common", "gateway")
 @pytest.mark.parametrize("path", GATEWAY, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_gateway_imports_no_bounded_context(path: Path) -> None:
     bad = {name for name in _own(path) if not name.startswith(GATEWAY_MAY_IMPORT)}
+    bad |= {name for name in _own(path) if name.startswith("services.platform.messaging")}
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+RATELIMIT = sorted(ROOT.glob("ratelimit/**/*.py"))
+# The rate-limit service stands alone: the platform's plumbing, its own modules and the
+# generated stubs of Envoy's API; no bounded context, nothing of the messaging.
+RATELIMIT_MAY_IMPORT = ("services.platform", "ratelimit")
+
+
+@pytest.mark.parametrize("path", RATELIMIT, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_rate_limit_service_imports_no_bounded_context(path: Path) -> None:
+    bad = {name for name in _own(path) if not name.startswith(RATELIMIT_MAY_IMPORT)}
     bad |= {name for name in _own(path) if name.startswith("services.platform.messaging")}
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 

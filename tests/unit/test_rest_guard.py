@@ -188,6 +188,7 @@ def _render(**overrides: Any) -> dict[str, Any]:
         "admin_port": 19901,
         "clusters": edge.local_clusters("127.0.0.1", 50051),
         "descriptor": edge.ENVOY_DESCRIPTOR,
+        "ratelimit": ("127.0.0.1", 50061),
         "gateway": None,
     }
     kwargs.update(overrides)
@@ -212,7 +213,7 @@ def test_local_config() -> None:
         "port_value": 19901,
     }
     clusters = _clusters(config)
-    assert set(clusters) == {*edge.SERVICES, "edge_self"}
+    assert set(clusters) == {*edge.SERVICES, "edge_self", "ratelimit"}
     assert {c["type"] for c in clusters.values()} == {"STATIC"}
     for name in edge.SERVICES:
         assert clusters[name]["health_checks"][0]["grpc_health_check"] == {}
@@ -229,6 +230,8 @@ def test_local_config() -> None:
         "jwt_authn",
         "lua",
         "grpc_json_transcoder",
+        "ratelimit",
+        "fail_closed",
         "router",
     ]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
@@ -299,6 +302,7 @@ def test_render_rejects_bad_input(tmp_path: Path) -> None:
         clusters=edge.local_clusters("127.0.0.1", 50051),
         descriptor=edge.ENVOY_DESCRIPTOR,
         out=tmp_path / "sub" / "envoy.yaml",
+        ratelimit=("127.0.0.1", 50061),
         gateway=("127.0.0.1", 8081),
     )
     assert yaml.safe_load(out.read_text())["static_resources"]["clusters"][-1]["name"] == "gateway"
