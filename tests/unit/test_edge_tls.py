@@ -18,6 +18,7 @@ def _listeners(**overrides: Any) -> dict[str, dict[str, Any]]:
         "clusters": edge.local_clusters("127.0.0.1", 50051),
         "descriptor": edge.ENVOY_DESCRIPTOR,
         "gateway": ("127.0.0.1", 8081),
+        "ratelimit": ("127.0.0.1", 50061),
         "listen_address": "127.0.0.1",
     }
     kwargs.update(overrides)
