@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,13 +56,10 @@ from psycopg import AsyncConnection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from devstack import postgres, procs
-from devstack.paths import CACHE_DIR, REPO_ROOT
+from devstack import gotools, postgres, procs
+from devstack.paths import REPO_ROOT
 from devstack.ports import HOST, Ports
 
-GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz"
-GHZ_VERSION = "v0.120.0"
-GHZ_BIN_DIR = CACHE_DIR / "bin"
 DESCRIPTOR_SET = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
 
 TRIVIAL_CALL = "grpc.health.v1.Health/Check"
@@ -94,25 +90,10 @@ class BenchError(RuntimeError):
 
 def ghz_executable() -> str:
     """ghz from PATH or the cache, installed into the cache with `go install` if absent."""
-    found = shutil.which("ghz") or shutil.which("ghz", path=str(GHZ_BIN_DIR))
-    if found is not None:
-        return found
-    go = shutil.which("go")
-    if go is None:
-        raise BenchError("ghz is not installed and there is no Go toolchain to build it with")
-    GHZ_BIN_DIR.mkdir(parents=True, exist_ok=True)
-    print(f"installing ghz {GHZ_VERSION} into {GHZ_BIN_DIR} (go install, once) ...", flush=True)
-    built = subprocess.run(
-        [go, "install", f"{GHZ_MODULE}@{GHZ_VERSION}"],
-        env={**os.environ, "GOBIN": str(GHZ_BIN_DIR), "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    found = shutil.which("ghz", path=str(GHZ_BIN_DIR))
-    if built.returncode != 0 or found is None:
-        raise BenchError(f"go install {GHZ_MODULE}@{GHZ_VERSION} failed:\n{built.stderr[-2000:]}")
-    return found
+    try:
+        return gotools.executable(gotools.GHZ)
+    except gotools.GoToolError as error:
+        raise BenchError(str(error)) from None
 
 
 def write_protoset(directory: Path) -> Path:
@@ -489,7 +470,7 @@ async def run(args: argparse.Namespace) -> None:
         ghz = Ghz(executable, write_protoset(directory), target, args.concurrency)
         print(
             f"ordermesh read path bench: API pid {pid} on {target} (direct, not Envoy);"
-            f" {os.cpu_count()} cores; ghz {GHZ_VERSION}, {args.concurrency} workers on"
+            f" {os.cpu_count()} cores; ghz {gotools.GHZ.version}, {args.concurrency} workers on"
             f" {args.concurrency} connections, {args.duration:g} s per phase after"
             f" {args.warmup:g} s warm-up; GetOrder over {len(order_ids)} orders of one user"
         )

@@ -16,11 +16,13 @@ import ipaddress
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from devstack import tls
 from devstack.paths import REPO_ROOT
 from ratelimit import config as limits_config
 from services.platform.contexts import CONTEXTS
@@ -147,6 +149,9 @@ COMPOSE_RATELIMIT: tuple[str, int] = ("ratelimit", 50061)
 COMPOSE_DESCRIPTOR = Path("/etc/ordermesh/ordermesh.binpb")
 COMPOSE_LISTEN_PORT = 8000
 COMPOSE_ADMIN_PORT = 9901
+COMPOSE_TLS_PORT = 8443
+# compose.yaml's tls-init service writes the certificates into a volume Envoy mounts here.
+COMPOSE_TLS_DIR = PurePosixPath("/etc/ordermesh/tls")
 
 
 # --- the template ------------------------------------------------------------------------------
@@ -158,6 +163,11 @@ def fill(template: str, values: Mapping[str, object]) -> str:
     """The YAML ``template`` with every string ``"${name}"`` replaced by ``values[name]`` (a
     list item ``"${name}"`` by the items of a list), dumped again as YAML. Every placeholder
     needs a value and every value a placeholder."""
+    return dump(filled(template, values))
+
+
+def filled(template: str, values: Mapping[str, object]) -> Any:
+    """The YAML ``template`` loaded, with its placeholders replaced (see :func:`fill`)."""
     used: set[str] = set()
 
     def value(name: str) -> object:
@@ -187,7 +197,12 @@ def fill(template: str, values: Mapping[str, object]) -> str:
     unused = set(values) - used
     if unused:
         raise KeyError(f"values without a placeholder: {sorted(unused)}")
-    return yaml.dump(filled, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return filled
+
+
+def dump(config: object) -> str:
+    """``config`` as YAML; an object that appears twice is written once, with an alias."""
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -524,6 +539,67 @@ def lua_code(rest_fields: Path = REST_FIELDS_LUA) -> str:
     )
 
 
+# --- the TLS listener ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """The edge's TLS port and the files of its certificate (paths as Envoy sees them)."""
+
+    port: int
+    certificate_chain: Path | PurePosixPath
+    private_key: Path | PurePosixPath
+
+    @classmethod
+    def from_files(cls, port: int, files: tls.CertificateFiles) -> TlsListener:
+        return cls(port, files.certificate, files.private_key)
+
+
+COMPOSE_TLS = TlsListener(
+    COMPOSE_TLS_PORT, COMPOSE_TLS_DIR / tls.SERVER_CERT, COMPOSE_TLS_DIR / tls.SERVER_KEY
+)
+
+# TLS 1.3 only; ALPN offers HTTP/2 first (gRPC needs it), then HTTP/1.1.
+TLS_PARAMS: dict[str, str] = {"tls_minimum_protocol_version": "TLSv1_3"}
+ALPN_PROTOCOLS: tuple[str, ...] = ("h2", "http/1.1")
+
+
+def _tls_twin(plaintext: dict[str, Any], listener: TlsListener) -> dict[str, Any]:
+    """The plaintext listener's twin on the TLS port. Its filter chains hold the very same
+    filter list (one HTTP connection manager: the same routes and filters; the YAML dump
+    writes it once, with an alias), behind a TLS transport socket."""
+    transport_socket = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+            "DownstreamTlsContext",
+            "common_tls_context": {
+                "tls_params": TLS_PARAMS,
+                "alpn_protocols": list(ALPN_PROTOCOLS),
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(listener.certificate_chain)},
+                        "private_key": {"filename": str(listener.private_key)},
+                    }
+                ],
+            },
+        },
+    }
+    address = plaintext["address"]["socket_address"]
+    return {
+        **plaintext,
+        "name": f"{plaintext['name']}_tls",
+        "address": {"socket_address": {**address, "port_value": listener.port}},
+        "filter_chains": [
+            {
+                "filters": chain["filters"],
+                "transport_socket": transport_socket,
+            }
+            for chain in plaintext["filter_chains"]
+        ],
+    }
+
+
 def render_text(
     *,
     listen_port: int,
@@ -536,6 +612,7 @@ def render_text(
     access_log: Path | str = COMPOSE_ACCESS_LOG,
     openapi: Path = OPENAPI_JSON,
     rest_fields: Path = REST_FIELDS_LUA,
+    tls_listener: TlsListener | None = None,
 ) -> str:
     if descriptor.is_file() and (bad := unsupported_response_bodies(descriptor)):
         raise ValueError(
@@ -583,7 +660,11 @@ def render_text(
         "services": list(SERVICES.values()),
         "clusters": all_clusters,
     }
-    return fill(TEMPLATE.read_text(), values)
+    config = filled(TEMPLATE.read_text(), values)
+    if tls_listener is not None:
+        listeners = config["static_resources"]["listeners"]
+        listeners.append(_tls_twin(listeners[0], tls_listener))
+    return dump(config)
 
 
 def render(
@@ -597,6 +678,7 @@ def render(
     gateway: tuple[str, int] | None = None,
     listen_address: str = "0.0.0.0",
     access_log: Path | str = COMPOSE_ACCESS_LOG,
+    tls_listener: TlsListener | None = None,
 ) -> Path:
     """Write a concrete Envoy config to ``out`` and return ``out``.
 
@@ -607,7 +689,8 @@ def render(
     ``descriptor`` is the descriptor set Envoy transcodes with: gen/envoy/ordermesh.binpb
     (see :func:`tools.descriptors.strip_response_bodies`). A path that does not exist here
     (a container path)
-    is used as given: mount gen/envoy/ordermesh.binpb there.
+    is used as given: mount gen/envoy/ordermesh.binpb there. ``tls_listener`` adds the TLS
+    twin of the plaintext listener (the same HTTP connection manager behind TLS 1.3).
     """
     text = render_text(
         listen_port=listen_port,
@@ -618,6 +701,7 @@ def render(
         gateway=gateway,
         listen_address=listen_address,
         access_log=access_log,
+        tls_listener=tls_listener,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -643,6 +727,7 @@ def compose_text() -> str:
         descriptor=COMPOSE_DESCRIPTOR,
         ratelimit=COMPOSE_RATELIMIT,
         gateway=COMPOSE_GATEWAY,
+        tls_listener=COMPOSE_TLS,
     )
 
 
@@ -672,4 +757,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["SERVICES", "local_clusters", "main", "render", "render_text"]
+__all__ = ["SERVICES", "TlsListener", "local_clusters", "main", "render", "render_text"]

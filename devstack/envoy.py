@@ -67,6 +67,7 @@ def start(config_path: Path, *, admin_port: int | None = None, timeout: float = 
         if not Path(config_path).is_file():
             raise FileNotFoundError(f"envoy config not found: {config_path}")
         procs.check_port_free(NAME, ports.envoy, "ORDERMESH_ENVOY_PORT")
+        procs.check_port_free(NAME, ports.envoy_tls, "ORDERMESH_ENVOY_TLS_PORT")
         procs.check_port_free(NAME, admin_port, "ORDERMESH_ENVOY_ADMIN_PORT")
         argv = [
             str(binary()),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import edge, envoy, kafka, postgres, procs, redis, secrets
+from devstack import edge, envoy, kafka, postgres, procs, redis, secrets, tls
 from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
 from services.platform.contexts import CONTEXT_NAMES
@@ -175,6 +176,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         _start_app(process, ports, env)
     _scale_workers(replicas or {}, ports, env)
     ENVOY_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    certificates = tls.ensure()
     edge.render(
         listen_port=ports.envoy,
         admin_port=ports.envoy_admin,
@@ -184,6 +186,7 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         gateway=(HOST, ports.gateway),
         ratelimit=(HOST, ports.ratelimit),
         access_log=log_path("envoy-access"),
+        tls_listener=edge.TlsListener.from_files(ports.envoy_tls, certificates),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
     _wait_healthy(ports)
@@ -234,10 +237,24 @@ def _scale_workers(replicas: Mapping[str, int], ports: Ports, env: dict[str, str
 
 
 def health_status(ports: Ports) -> int | None:
+    return _status_code(f"http://{HOST}:{ports.envoy}/health")
+
+
+def tls_health_status(ports: Ports) -> int | None:
+    """GET /health on the TLS listener, trusting only the development CA."""
+    ca = tls.CertificateFiles.at(tls.DEFAULT_DIRECTORY).ca_certificate
+    if not ca.is_file():
+        return None
+    context = ssl.create_default_context(cafile=ca)
+    return _status_code(f"https://localhost:{ports.envoy_tls}/health", context)
+
+
+def _status_code(url: str, context: ssl.SSLContext | None = None) -> int | None:
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-            f"http://{HOST}:{ports.envoy}/health", timeout=2
-        ) as response:
+        with urllib.request.build_opener(*handlers).open(url, timeout=2) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
@@ -251,21 +268,29 @@ def _wait_healthy(ports: Ports) -> None:
 
 def _print_urls(ports: Ports) -> None:
     base = f"http://localhost:{ports.envoy}"
+    ca = _shown(tls.CertificateFiles.at(tls.DEFAULT_DIRECTORY).ca_certificate)
     print(
         f"""
 ordermesh is up.
   REST + gRPC + grpc-web  {base}   (one door: Envoy)
+  the same over TLS 1.3   https://localhost:{ports.envoy_tls}   (CA: {ca})
   live order page         {base}/
   WebSocket               ws://localhost:{ports.envoy}/ws/orders/{{user_id}}
   health                  {base}/health
   API docs (OpenAPI)      {base}/docs
   gRPC                    grpcurl -plaintext localhost:{ports.envoy} list
+  gRPC over TLS           grpcurl -cacert {ca} localhost:{ports.envoy_tls} list
   Envoy admin             http://127.0.0.1:{ports.envoy_admin}
   logs                    .venv/bin/ordermesh logs [name] [-f]
   stop                    make down
 """,
         flush=True,
     )
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (as the README writes it)."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def down() -> None:
@@ -312,6 +337,8 @@ def status(ports: Ports) -> list[tuple[str, str]]:
         rows.append((name, f"running (pid {pid})" if running else "stopped"))
     code = health_status(ports)
     rows.append(("GET /health", "no answer" if code is None else str(code)))
+    tls_code = tls_health_status(ports)
+    rows.append(("GET /health (TLS)", "no answer" if tls_code is None else str(tls_code)))
     rows.append(("gateway /healthz", gateway_health(ports)))
     return rows
 

@@ -14,7 +14,7 @@ import grpc
 import httpx
 import pytest
 
-from devstack import edge
+from devstack import edge, tls
 from devstack.envoy import binary
 from tests.integration.envoy_harness import Edge, running_envoy
 from tests.ports import reserve_port
@@ -42,6 +42,7 @@ def test_local_config_validates(tmp_path: Path) -> None:
         out=tmp_path / "envoy.yaml",
         ratelimit=("127.0.0.1", 50061),
         gateway=("127.0.0.1", 8081),
+        tls_listener=edge.TlsListener.from_files(reserve_port(), tls.ensure(tmp_path / "tls")),
     )
     _validate(out)
 
@@ -49,10 +50,17 @@ def test_local_config_validates(tmp_path: Path) -> None:
 def test_compose_config_validates(tmp_path: Path) -> None:
     text = edge.COMPOSE_CONFIG.read_text()
     assert text == edge.compose_text(), "stale: run python -m devstack.edge --compose"
-    # The descriptor lives at its container path in compose; point it at the local copy.
+    # The descriptor and the certificates live at container paths in compose; point them at
+    # the local copy and at certificates made here.
     assert str(edge.COMPOSE_DESCRIPTOR) in text
+    assert str(edge.COMPOSE_TLS_DIR) in text
+    certificates = tls.ensure(tmp_path / "tls")
     local = tmp_path / "envoy.compose.yaml"
-    local.write_text(text.replace(str(edge.COMPOSE_DESCRIPTOR), str(edge.ENVOY_DESCRIPTOR)))
+    local.write_text(
+        text.replace(str(edge.COMPOSE_DESCRIPTOR), str(edge.ENVOY_DESCRIPTOR)).replace(
+            str(edge.COMPOSE_TLS_DIR), str(certificates.directory)
+        )
+    )
     _validate(local)
 
 

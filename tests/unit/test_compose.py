@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack import compose_secrets
+from devstack import compose_secrets, edge
 from services.platform.contexts import CONTEXT_NAMES
 from services.platform.db import DATABASE_COMPONENTS, role_name
 from services.platform.messaging.registry import WORKERS
@@ -67,7 +67,18 @@ def test_long_running_containers_have_health_checks(compose: dict[str, Any]) -> 
 
 def test_only_envoy_publishes_a_port(compose: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
-    assert published == {"envoy": ["8000:8000"]}
+    assert published == {"envoy": ["8000:8000", "8443:8443"]}
+
+
+def test_envoy_mounts_the_certificates_tls_init_makes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    directory = str(edge.COMPOSE_TLS_DIR)
+    init, envoy = services["tls-init"], services["envoy"]
+    assert _command(init)[:4] == ["python", "-m", "devstack.tls", directory]
+    assert f"tls:{directory}" in init["volumes"]
+    assert f"tls:{directory}:ro" in envoy["volumes"]
+    assert envoy["depends_on"]["tls-init"] == {"condition": "service_completed_successfully"}
+    assert "tls" in compose["volumes"]
 
 
 @pytest.fixture(scope="module")
