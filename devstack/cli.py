@@ -11,17 +11,22 @@ ordermesh dlq discard --event-id ID ...            drop dead letters that cannot
 ordermesh outbox list [--limit N]                  outbox rows the relay parked, oldest first
 ordermesh outbox replay (--all | --event-id ID ...)   back to the outbox (with held rows)
 ordermesh outbox discard (--all | --event-id ID ...)  drop them; held rows flow again
+ordermesh users set-tier EMAIL TIER                free|standard|premium|enterprise
+ordermesh users set-role EMAIL ROLE                user|admin|system; both take effect at the
+                                                   account's next token (login or refresh)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 
 from devstack import kafka, procs, stack
 from devstack.ports import Ports
 from devstack.procs import NotReadyError
+from services.common.identity import Role, Tier
 
 DEFAULT_DLQ_LIMIT = 50
 
@@ -107,6 +112,36 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users(args: argparse.Namespace, ports: Ports) -> int:
+    import psycopg
+
+    from devstack import postgres
+    from services.auth.domain.commands import ChangeRole, ChangeTier
+    from services.auth.manage_users import AccessCommand, change_access
+    from services.common.errors import NotFound
+    from services.platform.settings import Settings
+
+    if not procs.is_running(postgres.NAME):
+        print("ordermesh: postgres is not running (ordermesh up)", file=sys.stderr)
+        return 1
+    command: AccessCommand = (
+        ChangeTier(args.email, Tier(args.tier))
+        if args.users_command == "set-tier"
+        else ChangeRole(args.email, Role(args.role))
+    )
+    try:
+        change = asyncio.run(change_access(Settings.from_env(stack.app_env(ports)), command))
+    except (NotFound, psycopg.Error) as error:
+        print(f"ordermesh: {error}", file=sys.stderr)
+        return 1
+    unchanged = " (unchanged)" if change.before == change.after else ""
+    print(f"{change.email}: {change.attribute} {change.before} -> {change.after}{unchanged}")
+    if not unchanged:
+        print("takes effect at the account's next token (login or refresh);")
+        print("access tokens issued before keep the old value until they expire")
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -162,6 +197,14 @@ def _parser() -> argparse.ArgumentParser:
         chosen.add_argument(
             "--event-id", dest="event_ids", action="extend", nargs="+", metavar="ID"
         )
+    users = commands.add_parser("users", help="change an account's tier or role")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    set_tier = users_commands.add_parser("set-tier", help="move an account to another tier")
+    set_tier.add_argument("email")
+    set_tier.add_argument("tier", choices=[tier.value for tier in Tier])
+    set_role = users_commands.add_parser("set-role", help="give an account another role")
+    set_role.add_argument("email")
+    set_role.add_argument("role", choices=[role.value for role in Role])
     return parser
 
 
@@ -184,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             return _dlq(args)
         elif args.command == "outbox":
             return _outbox(args)
+        elif args.command == "users":
+            return _users(args, ports)
         else:
             return _logs(args.name, args.follow, args.lines)
     except NotReadyError as error:

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from services.auth.domain.commands import (
+    ChangeRole,
+    ChangeTier,
     Login,
     Logout,
     RefreshTokens,
@@ -13,6 +15,7 @@ from services.auth.domain.commands import (
     RotateSigningKey,
 )
 from services.auth.domain.model import (
+    AccessChange,
     NewUser,
     PublicKey,
     RefreshTokenRecord,
@@ -40,7 +43,7 @@ from services.auth.domain.rules import (
     validate_registration,
 )
 from services.common.clock import new_id
-from services.common.errors import AlreadyExists, ResourceExhausted, Unauthenticated
+from services.common.errors import AlreadyExists, NotFound, ResourceExhausted, Unauthenticated
 from services.common.identity import Principal, Tier
 
 log = logging.getLogger("ordermesh.auth")
@@ -152,6 +155,25 @@ async def current_user(principal: Principal, users: UserRepository) -> User:
     if user is None:
         raise Unauthenticated("the token's account no longer exists")
     return user
+
+
+async def change_tier(command: ChangeTier, users: UserRepository) -> AccessChange:
+    """Tokens carry the tier: it takes effect at the account's next login or refresh, both of
+    which read the account afresh; tokens issued before keep the old one until they expire."""
+    email = normalise_email(command.email)
+    before = await users.set_tier(email, command.tier)
+    if before is None:
+        raise NotFound(f"no account with email {email}")
+    return AccessChange(email=email, attribute="tier", before=before, after=command.tier)
+
+
+async def change_role(command: ChangeRole, users: UserRepository) -> AccessChange:
+    """Like a tier, a role takes effect at the account's next token."""
+    email = normalise_email(command.email)
+    before = await users.set_role(email, command.role)
+    if before is None:
+        raise NotFound(f"no account with email {email}")
+    return AccessChange(email=email, attribute="role", before=before, after=command.role)
 
 
 async def published_keys(keys: SigningKeyStore) -> list[PublicKey]:

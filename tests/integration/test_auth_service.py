@@ -10,7 +10,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from ordermesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
-from devstack import postgres
+from devstack import cli, postgres
+from devstack import stack as devstack_stack
+from devstack.ports import Ports
 from services.auth import bootstrap as auth_bootstrap
 from services.auth.adapters.keys import PostgresSigningKeyStore, SigningKeyUnavailable
 from services.auth.bootstrap import signing_key_store
@@ -368,6 +370,94 @@ async def test_create_admin_command(
 
     with pytest.raises(AlreadyExists):
         await create_admin(settings, email=email, password=PASSWORD, full_name="Root")
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+@pytest.fixture
+def operator_cli(
+    settings: Settings,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., Awaitable[tuple[int, str, str]]]:
+    """`ordermesh ARGS...` against this session's database, as the auth service's role."""
+
+    def test_env(ports: Ports) -> dict[str, str]:
+        return {
+            "ORDERMESH_ENV": "test",
+            "ORDERMESH_DATABASE_URL": settings.database_url,
+            "ORDERMESH_AUTH_DATABASE_URL": postgres.dsn("auth", database=database),
+        }
+
+    monkeypatch.setattr(devstack_stack, "app_env", test_env)
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        # The command runs its own event loop, as it does from a shell.
+        code = await asyncio.to_thread(cli.main, list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+async def test_a_new_tier_or_role_reaches_the_next_token_and_old_tokens_keep_theirs(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+    operator_cli: Callable[..., Awaitable[tuple[int, str, str]]],
+) -> None:
+    email = unique_email()
+    await register(auth, email)
+    before = await login(auth, email)
+    assert (claims_of(before.access_token)["tier"], claims_of(before.access_token)["role"]) == (
+        "free",
+        "user",
+    )
+
+    code, out, _ = await operator_cli("users", "set-tier", email.upper(), "premium")
+    assert code == 0
+    assert f"{email}: tier free -> premium\n" in out
+    refreshed = await auth.RefreshToken(
+        auth_pb2.RefreshTokenRequest(refresh_token=before.refresh_token)
+    )
+    assert claims_of(refreshed.access_token)["tier"] == "premium"
+    assert claims_of((await login(auth, email)).access_token)["tier"] == "premium"
+    # The token issued before still says free, and is still valid, until it expires.
+    assert claims_of(before.access_token)["tier"] == "free"
+    me = await auth.GetCurrentUser(
+        auth_pb2.GetCurrentUserRequest(), metadata=bearer(before.access_token)
+    )
+    assert me.user.tier == auth_pb2.TIER_PREMIUM
+
+    code, out, _ = await operator_cli("users", "set-role", email, "admin")
+    assert (code, out.splitlines()[0]) == (0, f"{email}: role user -> admin")
+    after = await login(auth, email)
+    assert (claims_of(after.access_token)["tier"], claims_of(after.access_token)["role"]) == (
+        "premium",
+        "admin",
+    )
+    assert claims_of(refreshed.access_token)["role"] == "user"
+
+    code, out, _ = await operator_cli("users", "set-role", email, "admin")
+    assert (code, out) == (0, f"{email}: role admin -> admin (unchanged)\n")
+
+
+async def test_users_commands_name_an_unknown_account_and_check_their_values(
+    operator_cli: Callable[..., Awaitable[tuple[int, str, str]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nobody = unique_email()
+    for argv in (("set-tier", nobody, "standard"), ("set-role", nobody, "system")):
+        code, out, err = await operator_cli("users", *argv)
+        assert (code, out) == (1, "")
+        assert f"no account with email {nobody}" in err
+
+    for argv in (("set-tier", nobody, "gold"), ("set-role", nobody, "root")):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["users", *argv])
+        assert exited.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,13 +8,15 @@ import pytest
 
 from services.auth import handlers
 from services.auth.domain.commands import (
+    ChangeRole,
+    ChangeTier,
     Login,
     Logout,
     RefreshTokens,
     RegisterUser,
     RotateSigningKey,
 )
-from services.auth.domain.model import SigningKeyInfo, TokenPair, User
+from services.auth.domain.model import AccessChange, SigningKeyInfo, TokenPair, User
 from services.auth.domain.rules import (
     INVALID_CREDENTIALS,
     REFRESH_TOKEN_REUSED,
@@ -24,6 +26,7 @@ from services.common.errors import (
     AlreadyExists,
     DependencyUnavailable,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -404,3 +407,24 @@ async def test_logins_fail_closed_when_the_throttle_cannot_tell(
     with pytest.raises(DependencyUnavailable):
         await sessions.login()
     assert hasher.verified_against == []
+
+
+async def test_an_operator_changes_tier_and_role_by_email_in_any_case(
+    users: FakeUsers, hasher: FakeHasher
+) -> None:
+    user = await register(users, hasher)
+
+    tier = await handlers.change_tier(ChangeTier(" ADA@example.com", Tier.PREMIUM), users)
+    role = await handlers.change_role(ChangeRole("ada@example.com", Role.ADMIN), users)
+
+    assert tier == AccessChange("ada@example.com", "tier", Tier.FREE, Tier.PREMIUM)
+    assert role == AccessChange("ada@example.com", "role", Role.USER, Role.ADMIN)
+    stored = users.by_user_id[user.user_id]
+    assert (stored.tier, stored.role) == (Tier.PREMIUM, Role.ADMIN)
+
+
+async def test_changing_an_unknown_account_names_it(users: FakeUsers) -> None:
+    with pytest.raises(NotFound, match=r"no account with email nobody@example\.com"):
+        await handlers.change_tier(ChangeTier("nobody@example.com", Tier.PREMIUM), users)
+    with pytest.raises(NotFound, match=r"nobody@example\.com"):
+        await handlers.change_role(ChangeRole("nobody@example.com", Role.ADMIN), users)

@@ -3,6 +3,8 @@
 import uuid
 from typing import Any
 
+from psycopg import sql
+
 from services.auth.domain.model import NewUser, User
 from services.common.identity import Role, Tier
 from services.platform.db import Pool
@@ -59,6 +61,28 @@ class PostgresUserRepository:
                 "UPDATE auth.users SET password_hash = %s, updated_at = now() WHERE user_id = %s",
                 (password_hash, user_id),
             )
+
+    async def set_tier(self, email: str, tier: Tier) -> Tier | None:
+        before = await self._set("tier", email, tier.value)
+        return None if before is None else Tier(before)
+
+    async def set_role(self, email: str, role: Role) -> Role | None:
+        before = await self._set("role", email, role.value)
+        return None if before is None else Role(before)
+
+    async def _set(self, column: str, email: str, value: str) -> str | None:
+        """Sets one column of the account with ``email``; the value it had, read under the
+        same row lock, so concurrent changes each see the one before them."""
+        query = sql.SQL(
+            "UPDATE auth.users AS u SET {column} = %s, updated_at = now()"
+            " FROM (SELECT user_id, {column} AS before FROM auth.users"
+            " WHERE email = %s FOR UPDATE) AS old"
+            " WHERE u.user_id = old.user_id RETURNING old.before"
+        ).format(column=sql.Identifier(column))
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, (value, email))
+            row = await cursor.fetchone()
+        return None if row is None else str(row["before"])
 
     async def _one(self, query: str, params: tuple[Any, ...]) -> User | None:
         async with self._pool.connection() as conn:

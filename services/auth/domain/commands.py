@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from services.common.identity import Role
+from services.common.identity import Role, Tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +39,19 @@ class RotateSigningKey:
 
     publish_delay: timedelta
     token_lifetime: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeTier:
+    """An operator moves an account to another tier; its next token carries it."""
+
+    email: str
+    tier: Tier
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRole:
+    """An operator gives an account another role; its next token carries it."""
+
+    email: str
+    role: Role

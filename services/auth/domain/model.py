@@ -38,6 +38,16 @@ class NewUser:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessChange:
+    """An operator's change of an account's tier or role: the value before and after."""
+
+    email: str
+    attribute: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
 class Registration:
     """A registration request that passed validation, with its email normalised."""
 

@@ -14,6 +14,7 @@ from services.auth.domain.model import (
     TokenPair,
     User,
 )
+from services.common.identity import Role, Tier
 
 
 class UserRepository(Protocol):
@@ -25,6 +26,14 @@ class UserRepository(Protocol):
     async def by_id(self, user_id: str) -> User | None: ...
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
+
+    async def set_tier(self, email: str, tier: Tier) -> Tier | None:
+        """Sets the tier of the account with this email; its tier before, None if there is
+        no such account."""
+
+    async def set_role(self, email: str, role: Role) -> Role | None:
+        """Sets the role of the account with this email; its role before, None if there is
+        no such account."""
 
 
 class LoginThrottle(Protocol):

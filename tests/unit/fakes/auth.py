@@ -15,6 +15,7 @@ from services.auth.domain.model import (
     User,
 )
 from services.common.errors import DependencyUnavailable, ResourceExhausted, Unauthenticated
+from services.common.identity import Role, Tier
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -47,6 +48,20 @@ class FakeUsers:
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         self.by_user_id[user_id] = replace(self.by_user_id[user_id], password_hash=password_hash)
+
+    async def set_tier(self, email: str, tier: Tier) -> Tier | None:
+        user = await self.by_email(email)
+        if user is None:
+            return None
+        self.by_user_id[user.user_id] = replace(user, tier=tier)
+        return user.tier
+
+    async def set_role(self, email: str, role: Role) -> Role | None:
+        user = await self.by_email(email)
+        if user is None:
+            return None
+        self.by_user_id[user.user_id] = replace(user, role=role)
+        return user.role
 
 
 @dataclass
