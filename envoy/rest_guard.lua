@@ -515,16 +515,15 @@ function envoy_on_request(handle)
   if rule == nil or not rule.body then
     return
   end
+  -- The OpenAPI document declares the body of these rules required; the transcoder would
+  -- take a missing one as an empty message.
   local body = handle:body()
-  if body == nil then
-    return
+  local text = ""
+  if body ~= nil and body:length() > 0 then
+    text = body:getBytes(0, body:length())
   end
-  local size = body:length()
-  if size == 0 then
-    return
-  end
-  local text = body:getBytes(0, size)
   if find(text, "^[ \t\r\n]*$") then
+    bad_request(handle, "a JSON object body is required")
     return
   end
   local ok, problem, field = pcall(check_body, text, rule.body)

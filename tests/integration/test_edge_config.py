@@ -159,6 +159,14 @@ def test_malformed_json_is_a_json_400(client: httpx.Client, raw: str) -> None:
     assert message.startswith("malformed JSON body: "), message
 
 
+@pytest.mark.parametrize("raw", ["", " \r\n"])
+@pytest.mark.parametrize("path", ["/api/v1/auth/refresh", "/api/v1/auth/logout/"])
+def test_a_missing_body_is_a_json_400(client: httpx.Client, path: str, raw: str) -> None:
+    response = client.post(path, content=raw.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert _status_body(response, 3)["message"] == "a JSON object body is required"
+
+
 def test_transcoder_errors_are_json(client: httpx.Client) -> None:
     # A type error the guard leaves to the transcoder (text/plain from Envoy otherwise).
     response = client.post("/api/v1/auth/login", json={"email": ["not", "a", "string"]})
