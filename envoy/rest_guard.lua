@@ -421,6 +421,32 @@ local function find_rule(method, segs)
   return nil
 end
 
+-- The methods some REST rule serves at these segments, in rule order, without repeats.
+local function allowed_methods(segs)
+  local methods, seen = {}, {}
+  for k = 1, #RULES do
+    local rule = RULES[k]
+    if not seen[rule.method] and rule_matches(rule, segs) then
+      seen[rule.method] = true
+      methods[#methods + 1] = rule.method
+    end
+  end
+  return methods
+end
+
+-- A REST path answered with a method none of its rules serve: 405 with Allow, and the body
+-- grpc-gateway gives it (UNIMPLEMENTED), instead of the transcoder's 404 or a bare 400.
+local function method_not_allowed(handle, method, path, methods)
+  local allow = concat(methods, ", ")
+  local message = format("method %s is not allowed on %s (allowed: %s)", method, path, allow)
+  handle:streamInfo():dynamicMetadata():set(METADATA, "json_reply", true)
+  handle:respond({
+    [":status"] = "405",
+    ["content-type"] = "application/json",
+    ["allow"] = allow,
+  }, '{"code":12,"message":' .. json_quote(message) .. ',"details":[]}')
+end
+
 local function bad_request(handle, message, field)
   local body = '{"code":3,"message":' .. json_quote(message) .. ',"details":['
   if field then
@@ -462,12 +488,24 @@ function envoy_on_request(handle)
   end
   local method = headers:get(":method")
   local path, query = split_query(headers:get(":path") or "/")
-  local rule = find_rule(method, segments(path))
+  local segs = segments(path)
+  local rule = find_rule(method, segs)
   if rule == nil and #path > 1 and sub(path, -1) == "/" then
     local stripped = sub(path, 1, -2)
-    rule = find_rule(method, segments(stripped))
+    local stripped_segs = segments(stripped)
+    rule = find_rule(method, stripped_segs)
     if rule ~= nil then
       headers:replace(":path", stripped .. query)
+    elseif #allowed_methods(segs) == 0 then
+      segs = stripped_segs
+    end
+  end
+  if rule == nil then
+    local methods = allowed_methods(segs)
+    -- HEAD of a GET rule is left to the transcoder, as before.
+    if #methods > 0 and not (method == "HEAD" and find_rule("GET", segs) ~= nil) then
+      method_not_allowed(handle, method, path, methods)
+      return
     end
   end
   if rule ~= nil then
@@ -477,16 +515,15 @@ function envoy_on_request(handle)
   if rule == nil or not rule.body then
     return
   end
+  -- The OpenAPI document declares the body of these rules required; the transcoder would
+  -- take a missing one as an empty message.
   local body = handle:body()
-  if body == nil then
-    return
+  local text = ""
+  if body ~= nil and body:length() > 0 then
+    text = body:getBytes(0, body:length())
   end
-  local size = body:length()
-  if size == 0 then
-    return
-  end
-  local text = body:getBytes(0, size)
   if find(text, "^[ \t\r\n]*$") then
+    bad_request(handle, "a JSON object body is required")
     return
   end
   local ok, problem, field = pcall(check_body, text, rule.body)

@@ -64,6 +64,25 @@ def test_malformed_json_is_400(http: httpx.Client, user: User, raw: bytes) -> No
     _message(response)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/api/v1/orders", "POST, GET"),
+        ("TRACE", "/api/v1/orders/", "POST, GET"),
+        ("POST", "/api/v1/orders/o-1", "GET, PATCH, DELETE"),
+        ("PUT", "/api/v1/webhooks/w-1", "DELETE"),
+        ("DELETE", "/api/v1/auth/me", "GET"),
+    ],
+)
+def test_a_method_a_path_does_not_serve_is_405(
+    http: httpx.Client, user: User, method: str, path: str, allow: str
+) -> None:
+    response = http.request(method, path, headers=user.headers)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allow
+    assert response.json()["code"] == 12, response.text
+
+
 def test_another_users_order_is_not_found(http: httpx.Client, user: User, other_user: User) -> None:
     created = http.post("/api/v1/orders", json=order_body(), headers=user.headers)
     order_id = created.json()["order_id"]

@@ -168,6 +168,14 @@ def test_malformed_json_is_a_json_400(client: httpx.Client, raw: str) -> None:
     assert message.startswith("malformed JSON body: "), message
 
 
+@pytest.mark.parametrize("raw", ["", " \r\n"])
+@pytest.mark.parametrize("path", ["/api/v1/auth/refresh", "/api/v1/auth/logout/"])
+def test_a_missing_body_is_a_json_400(client: httpx.Client, path: str, raw: str) -> None:
+    response = client.post(path, content=raw.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert _status_body(response, 3)["message"] == "a JSON object body is required"
+
+
 def test_transcoder_errors_are_json(client: httpx.Client) -> None:
     # A type error the guard leaves to the transcoder (text/plain from Envoy otherwise).
     response = client.post("/api/v1/auth/login", json={"email": ["not", "a", "string"]})
@@ -183,6 +191,29 @@ def test_unknown_path_is_a_json_404(client: httpx.Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
     _status_body(response, 5)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("TRACE", "/api/v1/auth/login", "POST"),
+        ("GET", "/api/v1/auth/login/", "POST"),
+        ("HEAD", "/api/v1/auth/refresh", "POST"),
+        ("PUT", "/api/v1/products", "GET"),
+        ("QUERY", "/api/v1/products/p-1", "GET"),
+        ("OPTIONS", "/.well-known/jwks.json", "GET"),
+    ],
+)
+def test_unserved_method_on_a_public_rest_path_is_a_json_405(
+    client: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    # (Protected paths authenticate first: tests/e2e/test_bad_input.py covers them.) A QUERY
+    # needs a content type: Envoy refuses one without as malformed (400) before any filter.
+    response = client.request(method, path, headers={"content-type": "application/json"})
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allow
+    if method != "HEAD":
+        assert _status_body(response, 12)["message"].startswith(f"method {method} is not allowed")
 
 
 def test_backend_down_is_a_json_503(client: httpx.Client) -> None:
