@@ -333,6 +333,34 @@ def _status_filter(status: int) -> dict[str, Any]:
     }
 
 
+def _grpc_web_mappers() -> list[dict[str, Any]]:
+    """Replies the edge makes itself (a missing token, a rate limit, an unreachable service) to
+    a grpc-web call: a grpc-web client reads grpc-status and grpc-message only from an HTTP
+    200 (any other status becomes its own "Http response at 400 or 500 level" message), and
+    Envoy answers a grpc-web request as plain HTTP. So each becomes a trailers-only 200 whose
+    grpc-status is the HTTP status's gRPC code. A mapper cannot copy the reply's text into a
+    header: the rate-limit service sends its grpc-message (and details) itself; the other
+    replies carry the code alone."""
+    grpc_web = {"header_filter": {"header": {"name": "x-grpc-web", "present_match": True}}}
+
+    def mapper(condition: dict[str, Any], code: int) -> dict[str, Any]:
+        return {
+            "filter": {"and_filter": {"filters": [grpc_web, condition]}},
+            "status_code": 200,
+            "headers_to_add": [
+                {
+                    "header": {"key": "grpc-status", "value": str(code)},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                },
+            ],
+            "body_format_override": {"text_format": "", "content_type": "application/grpc"},
+        }
+
+    mappers = [mapper({"extension_filter": JWT_FORBIDDEN_FILTER}, 16)]
+    mappers += [mapper(_status_filter(status), code) for status, code in LOCAL_REPLY_CODES.items()]
+    return mappers
+
+
 def _status_mappers() -> list[dict[str, Any]]:
     mappers: list[dict[str, Any]] = [
         {
@@ -640,6 +668,7 @@ def render_text(
         "access_log_path": str(access_log),
         "access_log_format": ACCESS_LOG_FORMAT,
         "status_mappers": _status_mappers(),
+        "grpc_web_mappers": _grpc_web_mappers(),
         "gateway_routes": _gateway_routes(gateway),
         "docs_html": DOCS_HTML.read_text(),
         "openapi_json": openapi.read_text(),

@@ -106,6 +106,13 @@ def _hits(request: rls_pb2.RateLimitRequest) -> int:
     return min(hits, MAX_HITS)
 
 
+def percent_encoded(message: str) -> str:
+    """A grpc-message value: UTF-8, with '%' and bytes outside printable ASCII as %XX."""
+    return "".join(
+        chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in message.encode()
+    )
+
+
 def _header(key: str, value: str) -> rls_pb2.HeaderValue:
     return rls_pb2.HeaderValue(key=key, value=value)
 
@@ -184,12 +191,17 @@ def build_response(decision: Decision, *, rest: bool) -> rls_pb2.RateLimitRespon
             response.raw_body = _status_json(status, retry)
         else:
             # grpc-message must equal the details' message, or clients reject the details.
+            # Envoy sends the body as grpc-message to gRPC callers; grpc-web callers get the
+            # header as given here (their reply is made by the edge's local reply mappers).
             response.raw_body = status.message.encode()
-            response.response_headers_to_add.append(
-                _header(
-                    "grpc-status-details-bin",
-                    base64.b64encode(status.SerializeToString()).decode().rstrip("="),
-                )
+            response.response_headers_to_add.extend(
+                [
+                    _header("grpc-message", percent_encoded(status.message)),
+                    _header(
+                        "grpc-status-details-bin",
+                        base64.b64encode(status.SerializeToString()).decode().rstrip("="),
+                    ),
+                ]
             )
     return response
 

@@ -1,7 +1,10 @@
 """End-to-end tests talk to the running stack through the public port only (Envoy, 8000
 by default), as REST, gRPC and browser clients would. `make test` brings the stack up first."""
 
+import contextlib
+import itertools
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -73,12 +76,40 @@ def test_products() -> Iterator[None]:
         )
 
 
+_addresses = itertools.count(random.randrange(1 << 20))
+
+
+def own_address() -> str:
+    """A loopback address no other client of this run uses (127.0.0.1 stays free for the
+    browser and gRPC clients): the edge limits anonymous calls per client address, and tests
+    that are not about those limits must not share one budget."""
+    n = next(_addresses) % (254 * 256 * 254)
+    return f"127.{1 + n // (256 * 254)}.{n // 254 % 256}.{1 + n % 254}"
+
+
+@contextlib.contextmanager
+def client_at(base_url: str, address: str | None = None) -> Iterator[httpx.Client]:
+    """An HTTP client whose connections come from ``address`` (a fresh one by default)."""
+    transport = httpx.HTTPTransport(local_address=address or own_address())
+    with httpx.Client(
+        base_url=base_url, timeout=10, trust_env=False, transport=transport
+    ) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
-def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=10, trust_env=False) as client:
+def session_http(base_url: str) -> Iterator[httpx.Client]:
+    with client_at(base_url) as client:
         response = client.get("/health")
         if response.status_code != 200:
             pytest.fail(f"the stack is not up at {base_url} (GET /health → {response.status_code})")
+        yield client
+
+
+@pytest.fixture
+def http(base_url: str, session_http: httpx.Client) -> Iterator[httpx.Client]:
+    """Each test's own client, from its own address (see ``own_address``)."""
+    with client_at(base_url) as client:
         yield client
 
 
@@ -88,14 +119,30 @@ async def channel(public_port: int) -> AsyncIterator[grpc.aio.Channel]:
         yield opened
 
 
-def register_and_login(http: httpx.Client) -> User:
+def set_tier(email: str, tier: str) -> None:
+    """Sets an account's tier the way ``ordermesh users set-tier`` does; it shows in the
+    account's next token."""
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        updated = conn.execute(
+            "UPDATE auth.users SET tier = %s WHERE email = %s", (tier, email)
+        ).rowcount
+    assert updated == 1, email
+
+
+def register_and_login(http: httpx.Client, *, tier: str = "enterprise") -> User:
+    """A new account, registered and logged in from an address of its own. Tests of the
+    rate limits ask for the tier they test; every other test's users are ``enterprise``
+    (unlimited), so that polling and bursts of orders meet no limit they are not about."""
     email = f"e2e-{uuid.uuid4().hex[:12]}@example.com"
-    registered = http.post(
-        "/api/v1/auth/register",
-        json={"email": email, "password": PASSWORD, "full_name": "E2E Tester", "phone": ""},
-    )
-    assert registered.status_code == 200, registered.text
-    login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    with client_at(str(http.base_url)) as client:
+        registered = client.post(
+            "/api/v1/auth/register",
+            json={"email": email, "password": PASSWORD, "full_name": "E2E Tester", "phone": ""},
+        )
+        assert registered.status_code == 200, registered.text
+        if tier != "free":
+            set_tier(email, tier)
+        login = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 200, login.text
     tokens = login.json()
     return User(
@@ -133,7 +180,7 @@ def order_body(**overrides: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def admin(http: httpx.Client) -> User:
+def admin(session_http: httpx.Client) -> User:
     """An administrator, created the way operators do (there is no public way)."""
     email = f"e2e-admin-{uuid.uuid4().hex[:12]}@example.com"
     subprocess.run(
@@ -152,9 +199,11 @@ def admin(http: httpx.Client) -> User:
         env=app_env(Ports.from_env()),
         capture_output=True,
     )
-    login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    login = session_http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 200, login.text
     tokens = login.json()
-    me = http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    me = session_http.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert me.json()["role"] == "ROLE_ADMIN", me.text
     return User(me.json()["user_id"], email, tokens["access_token"], tokens["refresh_token"])
