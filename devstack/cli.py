@@ -48,6 +48,8 @@ def _status(ports: Ports) -> None:
         print(f"{name:<{width}} {state}")
     print()
     print("\n".join(stack.pipeline_lines()))
+    print()
+    print("\n".join(stack.rate_limit_lines()))
 
 
 def _dlq(args: argparse.Namespace) -> int:

@@ -343,6 +343,30 @@ def status(ports: Ports) -> list[tuple[str, str]]:
     return rows
 
 
+def rate_limit_lines() -> list[str]:
+    """The rate-limit service's decisions, counted in Redis by route, tier and outcome."""
+    import redis as redis_client
+
+    from ratelimit.window import DECISIONS_KEY
+
+    try:
+        client = redis_client.Redis.from_url(redis.url(), socket_timeout=2, decode_responses=True)
+        counted: dict[str, str] = client.hgetall(DECISIONS_KEY)  # type: ignore[assignment]
+    except (redis_client.RedisError, OSError) as error:
+        return [f"rate limits: no answer from redis ({error})"]
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for raw_field, raw_count in counted.items():
+        route, tier, outcome = raw_field.rsplit("|", 2)
+        rows.setdefault((route, tier), {})[outcome] = int(raw_count)
+    if not rows:
+        return ["rate limits: no decisions yet"]
+    lines = ["rate limits (decisions; route, tier: allowed / limited):"]
+    for (route, tier), outcomes in sorted(rows.items()):
+        allowed, limited = outcomes.get("allowed", 0), outcomes.get("limited", 0)
+        lines.append(f"  {route:<22} {tier:<11} {allowed:>9} / {limited}")
+    return lines
+
+
 def gateway_health(ports: Ports) -> str:
     """The bridge's counters from its own /healthz, on one line."""
     url = f"http://{HOST}:{ports.gateway}/healthz"

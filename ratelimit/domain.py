@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 UNITS: Mapping[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# The largest count a limit may name (Envoy's API carries counts as uint32); a scaled limit
+# past it is held at it, which is no limit in practice.
+MAX_REQUESTS = 1_000_000_000
 
 
 class ConfigError(ValueError):
@@ -42,10 +45,14 @@ class Rate:
         requests = int(count)
         if requests < 1:
             raise ConfigError(f"{where}: {text!r} admits nothing: use at least 1")
+        if requests > MAX_REQUESTS:
+            raise ConfigError(
+                f"{where}: {text!r} is more than {MAX_REQUESTS:,}: write unlimited instead"
+            )
         return cls(requests, UNITS[unit])
 
     def scaled(self, factor: int) -> Rate:
-        return Rate(self.requests * factor, self.window_seconds)
+        return Rate(min(self.requests * factor, MAX_REQUESTS), self.window_seconds)
 
     def describe(self) -> str:
         unit = next(name for name, seconds in UNITS.items() if seconds == self.window_seconds)

@@ -70,8 +70,11 @@ class RedisCounters:
     ``CountersUnavailable`` at once for ``cooldown`` seconds instead of making every caller
     wait for a timeout."""
 
-    def __init__(self, client: aioredis.Redis, *, cooldown: float = 1.0) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, cooldown: float = 1.0, decisions_key: str = DECISIONS_KEY
+    ) -> None:
         self._redis = client
+        self._decisions_key = decisions_key
         self._sha: str | None = None
         self._cooldown = cooldown
         self._down_until = 0.0
@@ -88,7 +91,7 @@ class RedisCounters:
     ) -> tuple[bool, list[Count]]:
         if time.monotonic() < self._down_until:
             raise CountersUnavailable("redis is unreachable (cooling down)")
-        keys = [KEY_PREFIX + check.key for check in checks] + [DECISIONS_KEY]
+        keys = [KEY_PREFIX + check.key for check in checks] + [self._decisions_key]
         args: list[str | int] = [hits, f"{self._prefix}.{next(self._ids)}", f"{route}|{tier}"]
         for check in checks:
             args += [check.rate.requests, check.rate.window_seconds * 1_000_000]
@@ -115,7 +118,7 @@ class RedisCounters:
 
     async def decisions(self) -> dict[str, int]:
         """Decisions counted so far: ``route|tier|allowed`` or ``…|limited`` → count."""
-        raw = await self._redis.hgetall(DECISIONS_KEY)
+        raw = await self._redis.hgetall(self._decisions_key)
         return {_text(key): int(value) for key, value in raw.items()}
 
 

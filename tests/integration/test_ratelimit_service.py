@@ -24,6 +24,8 @@ from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
 
+# The tests count their decisions apart from the stack's (ordermesh status shows those).
+TEST_DECISIONS = f"{DECISIONS_KEY}:it"
 OK = rls_pb2.RateLimitResponse.OK
 OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
 
@@ -42,7 +44,7 @@ def check(rate: Rate, name: str = "") -> Check:
 async def test_the_log_admits_the_limit_and_frees_it_one_request_at_a_time(
     client: aioredis.Redis,
 ) -> None:
-    counters = RedisCounters(client)
+    counters = RedisCounters(client, decisions_key=TEST_DECISIONS)
     limit = check(Rate(5, 2))
     admitted_at = []
     for _ in range(5):
@@ -65,7 +67,7 @@ async def test_bursts_at_window_edges_never_exceed_the_limit_in_any_window(
 ) -> None:
     """A client bursting around every would-be window boundary: in a sliding log no span as
     long as the window ever holds more than the limit (a fixed window admits up to twice)."""
-    counters = RedisCounters(client)
+    counters = RedisCounters(client, decisions_key=TEST_DECISIONS)
     rate = Rate(10, 1)
     limit = check(rate)
     admitted: list[float] = []
@@ -86,7 +88,7 @@ async def test_bursts_at_window_edges_never_exceed_the_limit_in_any_window(
 async def test_a_call_is_admitted_into_all_of_its_limits_or_none(
     client: aioredis.Redis,
 ) -> None:
-    counters = RedisCounters(client)
+    counters = RedisCounters(client, decisions_key=TEST_DECISIONS)
     roomy, tight = check(Rate(100, 60)), check(Rate(1, 60))
     assert (await counters.hit([roomy, tight], 1, "it", "free"))[0]
     allowed, [roomy_count, tight_count] = await counters.hit([roomy, tight], 1, "it", "free")
@@ -95,7 +97,7 @@ async def test_a_call_is_admitted_into_all_of_its_limits_or_none(
 
 
 async def test_decisions_are_counted_by_route_and_tier(client: aioredis.Redis) -> None:
-    counters = RedisCounters(client)
+    counters = RedisCounters(client, decisions_key=TEST_DECISIONS)
     route = f"route-{uuid.uuid4().hex[:8]}"
     limit = check(Rate(1, 60))
     await counters.hit([limit], 1, route, "premium")
@@ -105,11 +107,11 @@ async def test_decisions_are_counted_by_route_and_tier(client: aioredis.Redis) -
     assert counted[f"{route}|premium|allowed"] == 1
     assert counted[f"{route}|premium|limited"] == 1
     assert counted[f"{route}|enterprise|allowed"] == 1
-    assert await client.exists(DECISIONS_KEY)
+    assert await client.exists(TEST_DECISIONS)
 
 
 async def test_the_script_is_loaded_again_after_a_flush(client: aioredis.Redis) -> None:
-    counters = RedisCounters(client)
+    counters = RedisCounters(client, decisions_key=TEST_DECISIONS)
     limit = check(Rate(3, 60))
     await counters.hit([limit], 1, "it", "free")
     await client.script_flush()

@@ -155,6 +155,29 @@ def test_the_gateway_container_settings_are_accepted(
     assert {"redis", "auth", "order"} <= set(service["depends_on"])
 
 
+def test_the_rate_limit_container_settings_are_accepted(
+    compose: dict[str, Any], generated_secrets: Path
+) -> None:
+    from ratelimit.settings import RateLimitSettings
+
+    services = compose["services"]
+    service = services["ratelimit"]
+    assert _command(service) == ["python", "-m", "ratelimit"]
+    settings = RateLimitSettings.from_env(_mounted(service, generated_secrets))
+    assert (settings.host, settings.port) == ("0.0.0.0", 50061)
+    assert settings.platform.redis_url == "redis://redis:6379/0"
+    assert "50061" in service["healthcheck"]["test"][-1]
+    addresses = {
+        Settings.from_env(_mounted(s, generated_secrets)).ratelimit_service_addr
+        for s in services.values()
+        if any(key.startswith("ORDERMESH_") for key in _mounted(s, generated_secrets))
+    }
+    assert addresses == {"ratelimit:50061"}
+    assert "ratelimit" in services["auth"]["depends_on"]
+    assert "ratelimit" in services["envoy"]["depends_on"]
+    assert edge.COMPOSE_RATELIMIT == ("ratelimit", 50061)
+
+
 def test_the_compose_postgres_creates_every_component_role() -> None:
     script = (ROOT / "compose" / "postgres" / "create-roles.sh").read_text()
     [line] = [line for line in script.splitlines() if line.startswith("for component in ")]

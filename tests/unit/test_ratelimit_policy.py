@@ -115,7 +115,13 @@ def test_rates_parse(text: str, rate: Rate | None) -> None:
     assert Rate.parse(text, "x") == rate
 
 
-@pytest.mark.parametrize("text", ["20", "20/fortnight", "0/minute", "-1/minute", "x/minute"])
+def test_scaled_limits_stay_within_what_envoys_api_can_carry() -> None:
+    assert Rate(1_000_000_000, 60).scaled(1_000_000) == Rate(1_000_000_000, 60)
+
+
+@pytest.mark.parametrize(
+    "text", ["20", "20/fortnight", "0/minute", "-1/minute", "x/minute", "5000000000/minute"]
+)
 def test_bad_rates_are_refused_naming_where(text: str) -> None:
     with pytest.raises(ConfigError, match=r"routes\.login\.limit"):
         Rate.parse(text, "routes.login.limit")
