@@ -333,17 +333,33 @@ def _status_filter(status: int) -> dict[str, Any]:
     }
 
 
+# What a grpc-web caller reads as grpc-message when the edge answers a call itself (a mapper
+# cannot copy the reply's own text into a header).
+GRPC_WEB_MESSAGES: dict[int, str] = {
+    400: "the request is not valid",
+    401: "unauthenticated: a valid bearer token is required",
+    403: "permission denied",
+    404: "no such method",
+    408: "the request took too long",
+    429: "rate limit exceeded",
+    500: "internal error",
+    501: "not implemented",
+    502: "the service is unavailable",
+    503: "the service is unavailable",
+    504: "the service did not answer in time",
+}
+
+
 def _grpc_web_mappers() -> list[dict[str, Any]]:
     """Replies the edge makes itself (a missing token, a rate limit, an unreachable service) to
     a grpc-web call: a grpc-web client reads grpc-status and grpc-message only from an HTTP
     200 (any other status becomes its own "Http response at 400 or 500 level" message), and
     Envoy answers a grpc-web request as plain HTTP. So each becomes a trailers-only 200 whose
-    grpc-status is the HTTP status's gRPC code. A mapper cannot copy the reply's text into a
-    header: the rate-limit service sends its grpc-message (and details) itself; the other
-    replies carry the code alone."""
+    grpc-status is the HTTP status's gRPC code. The rate-limit service sends its own
+    grpc-message and details; other replies get a short message for their status."""
     grpc_web = {"header_filter": {"header": {"name": "x-grpc-web", "present_match": True}}}
 
-    def mapper(condition: dict[str, Any], code: int) -> dict[str, Any]:
+    def mapper(condition: dict[str, Any], code: int, message: str) -> dict[str, Any]:
         return {
             "filter": {"and_filter": {"filters": [grpc_web, condition]}},
             "status_code": 200,
@@ -352,12 +368,22 @@ def _grpc_web_mappers() -> list[dict[str, Any]]:
                     "header": {"key": "grpc-status", "value": str(code)},
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 },
+                {
+                    "header": {"key": "grpc-message", "value": message},
+                    "append_action": "ADD_IF_ABSENT",
+                },
             ],
             "body_format_override": {"text_format": "", "content_type": "application/grpc"},
         }
 
-    mappers = [mapper({"extension_filter": JWT_FORBIDDEN_FILTER}, 16)]
-    mappers += [mapper(_status_filter(status), code) for status, code in LOCAL_REPLY_CODES.items()]
+    mappers = [
+        mapper({"extension_filter": JWT_FORBIDDEN_FILTER}, 16, GRPC_WEB_MESSAGES[401]),
+        mapper({"extension_filter": RATELIMIT_ERROR_FILTER}, 14, RATELIMIT_ERROR_MESSAGE),
+    ]
+    mappers += [
+        mapper(_status_filter(status), code, GRPC_WEB_MESSAGES[status])
+        for status, code in LOCAL_REPLY_CODES.items()
+    ]
     return mappers
 
 

@@ -74,7 +74,8 @@ def running_ratelimit(
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
+            # A graceful shutdown: health NOT_SERVING, in-flight calls finish, exit 0.
+            assert process.wait(timeout=10) == 0, (workdir / "ratelimit.log").read_text()
 
 
 @dataclass(frozen=True)
