@@ -3,6 +3,8 @@ any window-long span, frees capacity one request at a time, admits a call into a
 limits or none, survives a script flush, fails fast when Redis is away, and answers Envoy's
 RateLimitService as Envoy and the auth service expect."""
 
+from __future__ import annotations
+
 import asyncio
 import base64
 import time
