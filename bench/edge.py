@@ -54,7 +54,6 @@ import io
 import json
 import math
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -88,6 +87,8 @@ from bench.read_path import (
     process_cpu_seconds,
 )
 from devstack import edge, envoy, postgres, procs
+from devstack.gotools import GoTool, GoToolError
+from devstack.gotools import executable as go_executable
 from devstack.paths import CACHE_DIR, REPO_ROOT
 from devstack.ports import HOST, Ports
 from devstack.stack import app_env
@@ -98,6 +99,8 @@ HEY_VERSION = "v0.1.5"
 REFERENCE_MODULE = "github.com/envoyproxy/ratelimit/src/service_cmd"
 REFERENCE_VERSION = "v1.4.1-0.20260122083618-3fb702589d36"
 REFERENCE_BIN_DIR = CACHE_DIR / "go-bin" / f"envoy-ratelimit-{REFERENCE_VERSION}"
+HEY = GoTool("hey", HEY_MODULE, HEY_VERSION)
+REFERENCE = GoTool("service_cmd", REFERENCE_MODULE, REFERENCE_VERSION)
 TOOLS_BIN_DIR = CACHE_DIR / "bin"
 
 PRODUCT_ID = "prod-001"
@@ -210,27 +213,11 @@ class Accuracy:
 # ---------------------------------------------------------------- tools
 
 
-def go_installed(name: str, module: str, version: str, directory: Path) -> str:
-    """``name`` from ``directory``, installed there with ``go install module@version`` once."""
-    found = shutil.which(name, path=str(directory))
-    if found is not None:
-        return found
-    go = shutil.which("go")
-    if go is None:
-        raise BenchError(f"{name} is not installed and there is no Go toolchain to build it")
-    directory.mkdir(parents=True, exist_ok=True)
-    print(f"installing {module}@{version} into {directory} (go install, once) ...", flush=True)
-    built = subprocess.run(
-        [go, "install", f"{module}@{version}"],
-        env={**os.environ, "GOBIN": str(directory), "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    found = shutil.which(name, path=str(directory))
-    if built.returncode != 0 or found is None:
-        raise BenchError(f"go install {module}@{version} failed:\n{built.stderr[-2000:]}")
-    return found
+def go_installed(tool: GoTool, directory: Path, *, from_path: bool = True) -> str:
+    try:
+        return go_executable(tool, directory, from_path=from_path)
+    except GoToolError as error:
+        raise BenchError(str(error)) from error
 
 
 def free_port() -> int:
@@ -983,12 +970,10 @@ async def run(args: argparse.Namespace) -> None:
     plan = AccuracyPlan(20, 1.0) if args.quick else AccuracyPlan(100, 60.0)
     ghz_bin = ghz_executable()
     hey = Hey(
-        shutil.which("hey") or go_installed("hey", HEY_MODULE, HEY_VERSION, TOOLS_BIN_DIR),
+        go_installed(HEY, TOOLS_BIN_DIR),
         args.concurrency,
     )
-    reference_bin = go_installed(
-        "service_cmd", REFERENCE_MODULE, REFERENCE_VERSION, REFERENCE_BIN_DIR
-    )
+    reference_bin = go_installed(REFERENCE, REFERENCE_BIN_DIR, from_path=False)
     api_target = f"{HOST}:{ports.grpc}"
     user_id, token = await enterprise_user(api_target)
     bearer = {"Authorization": f"Bearer {token}"}

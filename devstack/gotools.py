@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from devstack.paths import CACHE_DIR
 
@@ -33,28 +34,31 @@ class GoToolError(RuntimeError):
     """A tool is not installed and cannot be built here."""
 
 
-def executable(tool: GoTool) -> str:
-    """The path of ``tool``, installed into :data:`BIN_DIR` if it is nowhere yet."""
-    found = shutil.which(tool.name) or shutil.which(tool.name, path=str(BIN_DIR))
+def executable(tool: GoTool, directory: Path = BIN_DIR, *, from_path: bool = True) -> str:
+    """The path of ``tool``: from PATH (unless ``from_path`` is false), else from
+    ``directory``, where it is installed with ``go install`` if it is not there yet."""
+    found = (shutil.which(tool.name) if from_path else None) or shutil.which(
+        tool.name, path=str(directory)
+    )
     if found is not None:
         return found
     go = shutil.which("go")
     if go is None:
         raise GoToolError(f"{tool.name} is not installed and there is no Go toolchain to build it")
-    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     print(
-        f"installing {tool.name} {tool.version} into {BIN_DIR} (go install, once) ...",
+        f"installing {tool.name} {tool.version} into {directory} (go install, once) ...",
         file=sys.stderr,
         flush=True,
     )
     built = subprocess.run(
         [go, "install", f"{tool.module}@{tool.version}"],
-        env={**os.environ, "GOBIN": str(BIN_DIR), "GOFLAGS": "-mod=mod"},
+        env={**os.environ, "GOBIN": str(directory), "GOFLAGS": "-mod=mod"},
         capture_output=True,
         text=True,
         check=False,
     )
-    found = shutil.which(tool.name, path=str(BIN_DIR))
+    found = shutil.which(tool.name, path=str(directory))
     if built.returncode != 0 or found is None:
         raise GoToolError(
             f"go install {tool.module}@{tool.version} failed:\n{built.stderr[-2000:]}"

@@ -7,9 +7,11 @@ import os
 import random
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import httpx
@@ -161,6 +163,26 @@ def user(http: httpx.Client) -> User:
 @pytest.fixture
 def other_user(http: httpx.Client) -> User:
     return register_and_login(http)
+
+
+def wait_for_order(
+    http: httpx.Client,
+    user: User,
+    order_id: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """The order as soon as ``done`` holds for it, read over REST (bounded polling)."""
+    deadline = time.monotonic() + timeout
+    order: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = http.get(f"/api/v1/orders/{order_id}", headers=user.headers)
+        assert response.status_code == 200, response.text
+        order = response.json()
+        if done(order):
+            return order
+        time.sleep(0.05)
+    raise AssertionError(f"order {order_id} stuck at {order.get('status')}")
 
 
 def order_body(**overrides: object) -> dict[str, object]:

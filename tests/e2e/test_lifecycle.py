@@ -19,7 +19,7 @@ from devstack.paths import REPO_ROOT
 from devstack.ports import Ports
 from devstack.stack import app_env
 from services.platform.messaging.registry import CONSUMER_GROUPS
-from tests.e2e.conftest import SCARCE, STOCKED, User, order_body
+from tests.e2e.conftest import SCARCE, STOCKED, User, order_body, wait_for_order
 
 pytestmark = pytest.mark.e2e
 
@@ -30,25 +30,6 @@ TERMINAL = {
     "ORDER_STATUS_FAILED",
     "ORDER_STATUS_CANCELLED",
 }
-
-
-def wait_for(
-    http: httpx.Client,
-    user: User,
-    order_id: str,
-    done: Callable[[dict[str, Any]], bool],
-    timeout: float = 30.0,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    order: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(f"/api/v1/orders/{order_id}", headers=user.headers)
-        assert response.status_code == 200, response.text
-        order = response.json()
-        if done(order):
-            return order
-        time.sleep(0.05)
-    raise AssertionError(f"order {order_id} stuck at {order.get('status')}")
 
 
 def settled(order: dict[str, Any]) -> bool:
@@ -72,7 +53,7 @@ async def test_paid_order_ships_with_tracking_number(
     http: httpx.Client, user: User, channel: grpc.aio.Channel
 ) -> None:
     order = create(http, user, payment_method="tok_visa")
-    shipped = wait_for(http, user, order["order_id"], settled)
+    shipped = wait_for_order(http, user, order["order_id"], settled)
     assert shipped["status"] == "ORDER_STATUS_SHIPPED", shipped
     assert shipped["tracking_number"] and shipped["carrier"]
     assert shipped["version"] == 5  # PENDING, VALIDATED, PAID, FULFILLED, SHIPPED
@@ -93,7 +74,7 @@ async def test_paid_order_ships_with_tracking_number(
 
 def test_declined_card_fails_the_order(http: httpx.Client, user: User) -> None:
     order = create(http, user, payment_method="tok_chargeDeclined")
-    failed = wait_for(http, user, order["order_id"], settled)
+    failed = wait_for_order(http, user, order["order_id"], settled)
     assert failed["status"] == "ORDER_STATUS_FAILED"
     assert "declined" in failed["status_reason"]
     payment = http.get(f"/api/v1/orders/{order['order_id']}/payment", headers=user.headers)
@@ -102,7 +83,7 @@ def test_declined_card_fails_the_order(http: httpx.Client, user: User) -> None:
 
 def test_unknown_payment_method_fails_the_order(http: httpx.Client, user: User) -> None:
     order = create(http, user, payment_method="tok_unheard_of")
-    failed = wait_for(http, user, order["order_id"], settled)
+    failed = wait_for_order(http, user, order["order_id"], settled)
     assert failed["status"] == "ORDER_STATUS_FAILED"
     assert "payment method" in failed["status_reason"]
 
@@ -113,7 +94,7 @@ async def test_more_than_the_stock_is_cancelled_and_refunded(
     stock_before = stock_of(http, SCARCE)
     assert stock_before < 100
     order = create(http, user, items=[{"product_id": SCARCE, "quantity": 100}])
-    cancelled = wait_for(http, user, order["order_id"], settled)
+    cancelled = wait_for_order(http, user, order["order_id"], settled)
     assert cancelled["status"] == "ORDER_STATUS_CANCELLED"
     assert "out of stock" in cancelled["status_reason"]
     # CANCELLED is the projector's; the refund is the payment processor's, a moment later.
@@ -192,7 +173,7 @@ def test_cancelling_a_paid_order_refunds_it_and_restores_stock(
 
 def test_cancelling_a_shipped_order_is_refused(http: httpx.Client, user: User) -> None:
     order = create(http, user)
-    wait_for(http, user, order["order_id"], settled)
+    wait_for_order(http, user, order["order_id"], settled)
     response = http.delete(f"/api/v1/orders/{order['order_id']}", headers=user.headers)
     assert response.status_code == 400
     assert "can no longer be cancelled" in response.json()["message"]
@@ -204,7 +185,7 @@ def test_only_admins_mark_a_shipped_order_delivered(
     http: httpx.Client, user: User, admin: User
 ) -> None:
     failed = create(http, user, payment_method="tok_chargeDeclined")
-    wait_for(http, user, failed["order_id"], settled)
+    wait_for_order(http, user, failed["order_id"], settled)
     illegal = http.patch(
         f"/api/v1/orders/{failed['order_id']}", json={"status": "delivered"}, headers=admin.headers
     )
@@ -213,7 +194,7 @@ def test_only_admins_mark_a_shipped_order_delivered(
 
     order = create(http, user)
     url = f"/api/v1/orders/{order['order_id']}"
-    shipped = wait_for(http, user, order["order_id"], settled)
+    shipped = wait_for_order(http, user, order["order_id"], settled)
     assert shipped["status"] == "ORDER_STATUS_SHIPPED"
     by_owner = http.patch(url, json={"status": "delivered"}, headers=user.headers)
     assert by_owner.status_code == 403

@@ -2,9 +2,8 @@
 create request ships with a captured payment, its payment method names work, and every path
 it served with a trailing slash answers like its twin without one."""
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 
 from devstack import postgres
-from tests.e2e.conftest import PASSWORD, User, order_body
+from tests.e2e.conftest import PASSWORD, User, order_body, wait_for_order
 
 pytestmark = pytest.mark.e2e
 
@@ -64,23 +63,10 @@ def demo_stock_restored() -> Iterator[None]:
             )
 
 
-def wait_until(
-    http: httpx.Client, user: User, order_id: str, done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    order: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(f"/api/v1/orders/{order_id}", headers=user.headers)
-        assert response.status_code == 200, response.text
-        order = response.json()
-        if done(order):
-            return order
-        time.sleep(0.05)
-    raise AssertionError(f"order {order_id} stuck at {order.get('status')}")
-
-
 def settle(http: httpx.Client, user: User, order_id: str) -> dict[str, Any]:
-    return wait_until(http, user, order_id, lambda order: order["status"] in TERMINAL)
+    return wait_for_order(
+        http, user, order_id, lambda order: order["status"] in TERMINAL, timeout=60
+    )
 
 
 def payment_of(http: httpx.Client, user: User, order_id: str) -> dict[str, Any]:
