@@ -488,29 +488,36 @@ def fail_closed_methods() -> list[str]:
     )
 
 
-def _grpc_route(name: str, cluster: str, match: dict[str, str], stage: int) -> dict[str, Any]:
+# Never rate limited: the public keys Envoy's jwt_authn fetches from this very listener (from
+# 127.0.0.1); a client exhausting that address's budget must not stop the edge checking tokens.
+UNLIMITED_METHODS: tuple[str, ...] = ("ordermesh.auth.v1.AuthService/GetJwks",)
+
+
+def _grpc_route(
+    name: str, cluster: str, match: dict[str, str], stage: int | None
+) -> dict[str, Any]:
     retry = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 2}
-    return {
-        "name": name,
-        "match": match,
-        "route": {
-            "cluster": cluster,
-            "timeout": "30s",
-            # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout,
-            # up to this cap: no caller can hold a unary call open for longer.
-            "max_stream_duration": {"grpc_timeout_header_max": GRPC_TIMEOUT_MAX},
-            "retry_policy": retry,
-            "rate_limits": _rate_limits(stage),
-        },
+    route: dict[str, Any] = {
+        "cluster": cluster,
+        "timeout": "30s",
+        # A gRPC caller's own deadline (grpc-timeout) wins over the route timeout,
+        # up to this cap: no caller can hold a unary call open for longer.
+        "max_stream_duration": {"grpc_timeout_header_max": GRPC_TIMEOUT_MAX},
+        "retry_policy": retry,
     }
+    if stage is not None:
+        route["rate_limits"] = _rate_limits(stage)
+    return {"name": name, "match": match, "route": route}
 
 
 def _grpc_routes() -> list[dict[str, Any]]:
-    """One route per method whose limits fail closed (exact path, stage 1), then one per
-    service (prefix, stage 0)."""
+    """One route per method that is never limited and per method whose limits fail closed
+    (exact paths, no limits and stage 1), then one per service (prefix, stage 0)."""
     clusters = {service: name for name, service in SERVICES.items()}
     routes = []
-    for method in fail_closed_methods():
+    exact: list[tuple[str, int | None]] = [(m, None) for m in UNLIMITED_METHODS]
+    exact += [(m, FAIL_CLOSED_STAGE) for m in fail_closed_methods()]
+    for method, stage in exact:
         service = method.split("/")[0]
         if service not in clusters:
             raise ValueError(f"ratelimit/limits.yaml: {method} names no ordermesh service")
@@ -519,7 +526,7 @@ def _grpc_routes() -> list[dict[str, Any]]:
                 f"grpc-{clusters[service]}-{method.split('/')[1]}",
                 clusters[service],
                 {"path": f"/{method}"},
-                FAIL_CLOSED_STAGE,
+                stage,
             )
         )
     routes += [

@@ -206,6 +206,23 @@ def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in config["static_resources"]["clusters"]}
 
 
+def test_every_api_route_is_rate_limited_but_the_edges_own_key_fetch() -> None:
+    routes = _hcm(_render())["route_config"]["virtual_hosts"][0]["routes"]
+    by_name = {route["name"]: route for route in routes}
+    assert "rate_limits" not in by_name["grpc-auth-GetJwks"]["route"]
+    assert [r["stage"] for r in by_name["grpc-auth-Login"]["route"]["rate_limits"]] == [1]
+    assert [r["stage"] for r in by_name["grpc-auth-Register"]["route"]["rate_limits"]] == [1]
+    for name in edge.SERVICES:
+        [limits] = by_name[f"grpc-{name}"]["route"]["rate_limits"]
+        assert limits["stage"] == 0
+        keys = [a.get("request_headers", {}).get("descriptor_key") for a in limits["actions"]]
+        assert keys == ["method", None, "user", "tier", "rest_path"]
+        assert limits["actions"][1] == {"remote_address": {}}
+    assert by_name["watch-orders"]["route"]["rate_limits"][0]["stage"] == 0
+    names = [route["name"] for route in routes]
+    assert names.index("grpc-auth-GetJwks") < names.index("grpc-auth")
+
+
 def test_local_config() -> None:
     config = _render()
     assert config["admin"]["address"]["socket_address"] == {
