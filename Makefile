@@ -30,6 +30,7 @@ lint: venv tools
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	node_modules/.bin/buf lint
+	scripts/breaking
 
 gen: venv tools
 	scripts/gen
