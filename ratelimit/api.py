@@ -155,30 +155,36 @@ def _status_json(status: status_pb2.Status, retry: int) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def build_response(decision: Decision, *, rest: bool) -> rls_pb2.RateLimitResponse:
+def build_response(
+    decision: Decision, *, rest: bool, descriptors: int = 1
+) -> rls_pb2.RateLimitResponse:
+    """Envoy's answer: the overall code, one status per descriptor of the request (the
+    descriptors are checked together, so each reports the binding limit), the headers and,
+    over the limit, the refusal's body and details."""
     response = rls_pb2.RateLimitResponse(
         overall_code=Response.OK if decision.allowed else Response.OVER_LIMIT
     )
-    for outcome in decision.outcomes:
-        status = response.statuses.add(
-            code=Response.OVER_LIMIT if outcome.over else Response.OK,
-            limit_remaining=outcome.remaining,
-        )
-        rate = outcome.check.rate
-        status.current_limit.CopyFrom(
-            Response.RateLimit(
-                name=outcome.check.what,
-                requests_per_unit=rate.requests,
-                unit=_UNITS.get(rate.window_seconds, Response.RateLimit.UNKNOWN),
-            )
-        )
-        status.duration_until_reset.FromSeconds(outcome.reset_seconds)
     binding = decision.binding
     if binding is None:
+        for _ in range(descriptors):
+            response.statuses.add(code=Response.OK)
         return response
+    rate = binding.check.rate
+    current = Response.RateLimit(
+        name=binding.check.what,
+        requests_per_unit=rate.requests,
+        unit=_UNITS.get(rate.window_seconds, Response.RateLimit.UNKNOWN),
+    )
+    for _ in range(descriptors):
+        response.statuses.add(
+            code=Response.OVER_LIMIT if binding.over else Response.OK,
+            current_limit=current,
+            limit_remaining=binding.remaining,
+            duration_until_reset=duration_pb2.Duration(seconds=binding.reset_seconds),
+        )
     response.response_headers_to_add.extend(
         [
-            _header("x-ratelimit-limit", str(binding.check.rate.requests)),
+            _header("x-ratelimit-limit", str(rate.requests)),
             _header("x-ratelimit-remaining", str(binding.remaining)),
             _header("x-ratelimit-reset", str(binding.reset_seconds)),
         ]
@@ -231,4 +237,4 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):
                 "limited",
                 extra={"route": plan.route, "tier": plan.tier, "limit": binding.check.what},
             )
-        return build_response(decision, rest=is_rest(request))
+        return build_response(decision, rest=is_rest(request), descriptors=len(request.descriptors))
