@@ -146,6 +146,8 @@ def test_the_local_stack_keeps_its_secrets_in_the_ignored_run_dir(settings: Sett
     secret_file = secrets.key_encryption_secret_file()
     assert settings.require_key_encryption_secret() == secret_file.read_text().strip()
     assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    if not secret_file.resolve().is_relative_to(REPO_ROOT):
+        return  # ORDERMESH_RUN_DIR moved the run dir out of the clone: git cannot see it
     ignored = subprocess.run(
         ["git", "check-ignore", "-q", str(secret_file)], cwd=REPO_ROOT, check=False
     )
