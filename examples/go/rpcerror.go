@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 )
@@ -11,6 +12,7 @@ import (
 // rpcError is a failed call's gRPC status with the google.rpc details ordermesh sends
 // (in the grpc-status-details-bin trailer) decoded.
 type rpcError struct {
+	// Code is the status code's canonical name (INVALID_ARGUMENT), as every language spells it.
 	Code            string           `json:"code"`
 	Message         string           `json:"message"`
 	FieldViolations []fieldViolation `json:"field_violations,omitempty"`
@@ -35,7 +37,7 @@ type quotaViolation struct {
 // (a dial or TLS failure before any call) becomes UNKNOWN with its text.
 func decodeError(err error) rpcError {
 	st := status.Convert(err)
-	decoded := rpcError{Code: st.Code().String(), Message: st.Message()}
+	decoded := rpcError{Code: code.Code(st.Code()).String(), Message: st.Message()}
 	for _, raw := range st.Proto().GetDetails() {
 		decoded.DetailTypes = append(decoded.DetailTypes, string(raw.MessageName()))
 	}
