@@ -16,7 +16,6 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,13 +28,8 @@ from devstack.paths import REPO_ROOT
 from devstack.ports import Ports
 from devstack.stack import app_env
 from gateway.closecodes import CloseCode
-from services.auth.adapters.tokens import JwtTokenIssuer
-from services.auth.bootstrap import signing_key_store, token_policy
-from services.auth.domain.model import User as AuthUser
-from services.common.identity import Role, Tier
-from services.platform.db import open_pool
-from services.platform.settings import Settings
 from tests.e2e.conftest import User, order_body
+from tests.e2e.tokens import expired_token
 from tests.ports import reserve_port
 
 pytestmark = pytest.mark.e2e
@@ -298,28 +292,3 @@ async def test_an_idle_socket_outlives_envoys_idle_timeouts(
         assert idle.heartbeats >= 1 + 130 // 30 - 1
         order_id = create_order(http, user)
         await idle.until(shipped(order_id))
-
-
-async def expired_token(user: User) -> str:
-    """An access token of ``user`` signed by the stack's own auth key, expired an hour ago."""
-    settings = Settings.from_env(app_env(Ports.from_env()))
-    pool = await open_pool(settings, name="e2e-expired-token", component="auth")
-    try:
-        issuer = JwtTokenIssuer(
-            signing_key_store(settings, pool),
-            token_policy(settings),
-            clock=lambda: datetime.now(UTC) - timedelta(hours=1),
-        )
-        account = AuthUser(
-            user_id=user.user_id,
-            email=user.email,
-            full_name="E2E Tester",
-            phone=None,
-            tier=Tier.FREE,
-            role=Role.USER,
-            created_at=datetime.now(UTC),
-            password_hash="",
-        )
-        return (await issuer.issue(account)).access_token
-    finally:
-        await pool.close()
