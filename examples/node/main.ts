@@ -41,7 +41,11 @@ type Probe = keyof typeof PROBES;
 
 // A free user's create limit is 20 a minute: the rate-limit probe stops at its first refusal.
 const RATE_LIMIT_ATTEMPTS = 30;
-const TERMINAL = new Set([OrderStatus.ORDER_STATUS_FAILED, OrderStatus.ORDER_STATUS_CANCELLED, OrderStatus.ORDER_STATUS_DELIVERED]);
+const TERMINAL = new Set([
+  OrderStatus.ORDER_STATUS_FAILED,
+  OrderStatus.ORDER_STATUS_CANCELLED,
+  OrderStatus.ORDER_STATUS_DELIVERED,
+]);
 
 class UsageError extends Error {}
 
@@ -165,7 +169,8 @@ class Shop {
 
   async login(): Promise<string> {
     const { email, password, timeoutMs } = this.opts;
-    const reply = await unary(this.auth.login.bind(this.auth), { email, password }, new Metadata(), timeoutMs);
+    const login = this.auth.login.bind(this.auth);
+    const reply = await unary(login, { email, password }, new Metadata(), timeoutMs);
     return reply.accessToken;
   }
 
@@ -179,7 +184,12 @@ class Shop {
     return page.products;
   }
 
-  async createOrder(token: string, productId: string, quantity: number, idempotencyKey: string): Promise<Order> {
+  async createOrder(
+    token: string,
+    productId: string,
+    quantity: number,
+    idempotencyKey: string,
+  ): Promise<Order> {
     const request = CreateOrderRequest.fromPartial({
       items: [{ productId, quantity }],
       shippingAddress: { street: "1 Main St", city: "Springfield", state: "IL", zip: "62701", country: "US" },
@@ -200,7 +210,9 @@ class Shop {
   /** The cursor of the user's feed as of now: the heartbeat that ends a watch's snapshot. */
   bookmark(token: string): Promise<string> {
     return new Promise((resolve, reject) => {
-      const stream = this.orders.watchOrders({ cursor: "", userId: "", orderId: "" }, bearer(token));
+      const stream = this.orders.watchOrders({ cursor: "", userId: "", orderId: "" }, bearer(token), {
+        deadline: Date.now() + this.opts.timeoutMs,
+      });
       let found: string | undefined;
       stream.on("data", (message: WatchOrdersResponse) => {
         if (message.heartbeat && found === undefined) {
@@ -283,7 +295,8 @@ async function order(shop: Shop): Promise<void> {
   }
   const total = created.totalAmount;
   console.log(
-    `created order ${created.orderId}: ${opts.quantity} x ${chosen}, total ${total?.currency} ${total?.amount}` +
+    `created order ${created.orderId}: ${opts.quantity} x ${chosen},` +
+      ` total ${total?.currency} ${total?.amount}` +
       ` (idempotency-key ${key}; a retry with it returned the same order)`,
   );
 
@@ -300,7 +313,9 @@ async function probe(shop: Shop, kind: Probe): Promise<boolean> {
     if (kind === "no-token" || kind === "token") {
       attempts = 1;
       const metadata = kind === "token" ? bearer(opts.token ?? "") : new Metadata();
-      await unary(shop.orders.listOrders.bind(shop.orders), { page: 1, pageSize: 1, status: "", userId: "" }, metadata, opts.timeoutMs);
+      const listOrders = shop.orders.listOrders.bind(shop.orders);
+      const request = { page: 1, pageSize: 1, status: "", userId: "" };
+      await unary(listOrders, request, metadata, opts.timeoutMs);
     } else {
       const token = await shop.login();
       const quantity = kind === "invalid-argument" ? 0 : 1;
