@@ -20,7 +20,7 @@ from devstack.ports import Ports
 from tests.e2e.conftest import PASSWORD, STOCKED, User, register_and_login
 from tests.e2e.test_tls import _no_proxy
 from tests.e2e.test_watch_orders import HAPPY
-from tests.e2e.test_websocket import expired_token
+from tests.e2e.tokens import expired_token
 
 pytestmark = pytest.mark.e2e
 
