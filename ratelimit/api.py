@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from ordermesh.vendor.envoy_rls.v3 import rls_pb2, rls_pb2_grpc
 
@@ -136,22 +136,9 @@ def over_limit_status(decision: Decision) -> status_pb2.Status:
     return status
 
 
-def _status_json(status: status_pb2.Status, retry: int) -> bytes:
-    """The Status as grpc-gateway writes it (proto3 JSON, snake_case field names)."""
-    details: list[dict[str, Any]] = [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retry_delay": f"{retry}s"}
-    ]
-    quota = error_details_pb2.QuotaFailure()
-    status.details[1].Unpack(quota)
-    details.append(
-        {
-            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-            "violations": [
-                {"subject": v.subject, "description": v.description} for v in quota.violations
-            ],
-        }
-    )
-    body = {"code": status.code, "message": status.message, "details": details}
+def _status_json(status: status_pb2.Status) -> bytes:
+    """The Status as grpc-gateway writes it (proto3 JSON, proto field names)."""
+    body = json_format.MessageToDict(status, preserving_proto_field_name=True)
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -194,7 +181,7 @@ def build_response(
         status = over_limit_status(decision)
         response.response_headers_to_add.append(_header("retry-after", str(retry)))
         if rest:
-            response.raw_body = _status_json(status, retry)
+            response.raw_body = _status_json(status)
         else:
             # grpc-message must equal the details' message, or clients reject the details.
             # Envoy sends the body as grpc-message to gRPC callers; grpc-web callers get the
