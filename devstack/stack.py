@@ -36,6 +36,8 @@ from services.platform.messaging.registry import WORKERS
 ENVOY_CONFIG = RUN_DIR / "envoy" / "envoy.yaml"
 # Worker processes write what they are waiting for here (messaging.state); `status` reads it.
 STATE_DIR = RUN_DIR / "state"
+LOCAL_WEBHOOK_NETWORK = "127.0.77.0/24"
+WEBHOOK_HOSTS_FILE = RUN_DIR / "webhook-hosts"
 REPLICAS_ENV = "ORDERMESH_WORKER_REPLICAS"
 MAX_REPLICAS = 8
 _REPLICA_NAME = re.compile(r"worker-(?P<worker>[a-z][a-z0-9_]*)-(?P<index>[1-9][0-9]*)")
@@ -60,6 +62,8 @@ APP_PROCESSES = (
     AppProcess("api", "services", port=lambda ports: ports.grpc),
     AppProcess("relay", "workers", ("--components", "relay")),
     AppProcess("workers", "workers", ("--components", "consumers,retention")),
+    # Its own process: it calls out to users' endpoints, and can be stopped or scaled alone.
+    AppProcess("webhook-sender", "workers", ("--components", "webhook_sender")),
     AppProcess("gateway", "gateway", port=lambda ports: ports.gateway),
 )
 
@@ -137,6 +141,10 @@ def app_env(ports: Ports) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Webhook receivers for local development (and the e2e tests) listen on 127.0.77.x: the
+    # only private targets the local stack accepts. The hosts file maps names for them.
+    env.setdefault("ORDERMESH_WEBHOOK_ALLOWED_NETWORKS", LOCAL_WEBHOOK_NETWORK)
+    env.setdefault("ORDERMESH_WEBHOOK_HOSTS_FILE", str(WEBHOOK_HOSTS_FILE))
     return env
 
 

@@ -39,6 +39,7 @@ from services.platform.messaging.state import StateBoard, state_path
 from services.platform.resources import Resources
 from services.platform.settings import Settings, SettingsError
 from services.platform.tokens import TokenVerifier
+from services.webhook import bootstrap as webhook_bootstrap
 
 log = logging.getLogger("ordermesh.workers")
 
@@ -87,6 +88,8 @@ def database_components(names: Sequence[str], settings: Settings) -> list[str]:
             wanted.append(RELAY_COMPONENT)
         elif name == registry.RETENTION_WORKER:
             wanted.extend(components_of(all_purges(settings)))
+        elif name == registry.WEBHOOK_SENDER_WORKER:
+            wanted.append(registry.WEBHOOK_SENDER_CONTEXT)
         else:
             wanted.append(registry.consumer_group(name).context)
     return list(dict.fromkeys(wanted))
@@ -116,6 +119,11 @@ async def run_retention(resources: Resources, board: StateBoard, stop: asyncio.E
     await purger.run(stop)
 
 
+async def run_webhook_sender(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
+    sender = webhook_bootstrap.sender(resources, board)
+    await sender.run(stop)
+
+
 def consumer_runner(group: ConsumerGroup) -> Runner:
     async def run(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
         handlers = handlers_of(group, resources)
@@ -139,6 +147,7 @@ def consumer_runner(group: ConsumerGroup) -> Runner:
 RUNNERS: Mapping[str, Runner] = {
     registry.RELAY_WORKER: run_relay,
     registry.RETENTION_WORKER: run_retention,
+    registry.WEBHOOK_SENDER_WORKER: run_webhook_sender,
     **{group.worker: consumer_runner(group) for group in registry.CONSUMER_GROUPS},
 }
 

@@ -2,8 +2,14 @@
 -- Do not edit: run scripts/gen. Read by envoy/rest_guard.lua.
 return {
   rules = {
+    {method = "POST", segments = {"api", "v1", "webhooks", "*", "deliveries", "*", "replay"}, verb = nil, body = "ordermesh.webhook.v1.ReplayDeliveryRequest", response_body = "delivery", rpc = "ordermesh.webhook.v1.WebhookService.ReplayDelivery"},
+    {method = "POST", segments = {"api", "v1", "webhooks", "*", "deliveries", "replay"}, verb = nil, body = "ordermesh.webhook.v1.ReplayParkedDeliveriesRequest", response_body = nil, rpc = "ordermesh.webhook.v1.WebhookService.ReplayParkedDeliveries"},
     {method = "GET", segments = {"api", "v1", "orders", "*", "shipment"}, verb = nil, body = false, response_body = "shipment", rpc = "ordermesh.fulfillment.v1.FulfillmentService.GetShipment"},
     {method = "GET", segments = {"api", "v1", "orders", "*", "payment"}, verb = nil, body = false, response_body = "payment", rpc = "ordermesh.payment.v1.PaymentService.GetPayment"},
+    {method = "POST", segments = {"api", "v1", "webhooks", "*", "rotate-secret"}, verb = nil, body = "ordermesh.webhook.v1.RotateWebhookSecretRequest", response_body = "webhook", rpc = "ordermesh.webhook.v1.WebhookService.RotateWebhookSecret"},
+    {method = "POST", segments = {"api", "v1", "webhooks", "*", "enable"}, verb = nil, body = "ordermesh.webhook.v1.EnableWebhookRequest", response_body = "webhook", rpc = "ordermesh.webhook.v1.WebhookService.EnableWebhook"},
+    {method = "POST", segments = {"api", "v1", "webhooks", "*", "test"}, verb = nil, body = "ordermesh.webhook.v1.SendTestEventRequest", response_body = "delivery", rpc = "ordermesh.webhook.v1.WebhookService.SendTestEvent"},
+    {method = "GET", segments = {"api", "v1", "webhooks", "*", "deliveries"}, verb = nil, body = false, response_body = nil, rpc = "ordermesh.webhook.v1.WebhookService.ListDeliveries"},
     {method = "POST", segments = {"api", "v1", "auth", "register"}, verb = nil, body = "ordermesh.auth.v1.RegisterRequest", response_body = "user", rpc = "ordermesh.auth.v1.AuthService.Register"},
     {method = "POST", segments = {"api", "v1", "auth", "login"}, verb = nil, body = "ordermesh.auth.v1.LoginRequest", response_body = nil, rpc = "ordermesh.auth.v1.AuthService.Login"},
     {method = "POST", segments = {"api", "v1", "auth", "refresh"}, verb = nil, body = "ordermesh.auth.v1.RefreshTokenRequest", response_body = nil, rpc = "ordermesh.auth.v1.AuthService.RefreshToken"},
@@ -13,6 +19,7 @@ return {
     {method = "GET", segments = {"api", "v1", "orders", "*"}, verb = nil, body = false, response_body = "order", rpc = "ordermesh.order.v1.OrderService.GetOrder"},
     {method = "PATCH", segments = {"api", "v1", "orders", "*"}, verb = nil, body = "ordermesh.order.v1.UpdateOrderStatusRequest", response_body = "order", rpc = "ordermesh.order.v1.OrderService.UpdateOrderStatus"},
     {method = "DELETE", segments = {"api", "v1", "orders", "*"}, verb = nil, body = false, response_body = "order", rpc = "ordermesh.order.v1.OrderService.CancelOrder"},
+    {method = "GET", segments = {"api", "v1", "webhooks", "*"}, verb = nil, body = false, response_body = "webhook", rpc = "ordermesh.webhook.v1.WebhookService.GetWebhook"},
     {method = "DELETE", segments = {"api", "v1", "webhooks", "*"}, verb = nil, body = false, response_body = nil, rpc = "ordermesh.webhook.v1.WebhookService.DeleteWebhook"},
     {method = "GET", segments = {"api", "v1", "products"}, verb = nil, body = false, response_body = nil, rpc = "ordermesh.inventory.v1.InventoryService.ListProducts"},
     {method = "POST", segments = {"api", "v1", "orders"}, verb = nil, body = "ordermesh.order.v1.CreateOrderRequest", response_body = "order", rpc = "ordermesh.order.v1.OrderService.CreateOrder"},
@@ -76,10 +83,34 @@ return {
       ["reason"] = true,
       ["status"] = true,
     },
+    ["ordermesh.webhook.v1.EnableWebhookRequest"] = {
+      ["webhookId"] = true,
+      ["webhook_id"] = true,
+    },
     ["ordermesh.webhook.v1.RegisterWebhookRequest"] = {
       ["description"] = true,
       ["events"] = true,
       ["url"] = true,
+    },
+    ["ordermesh.webhook.v1.ReplayDeliveryRequest"] = {
+      ["deliveryId"] = true,
+      ["delivery_id"] = true,
+      ["webhookId"] = true,
+      ["webhook_id"] = true,
+    },
+    ["ordermesh.webhook.v1.ReplayParkedDeliveriesRequest"] = {
+      ["webhookId"] = true,
+      ["webhook_id"] = true,
+    },
+    ["ordermesh.webhook.v1.RotateWebhookSecretRequest"] = {
+      ["gracePeriodSeconds"] = true,
+      ["grace_period_seconds"] = true,
+      ["webhookId"] = true,
+      ["webhook_id"] = true,
+    },
+    ["ordermesh.webhook.v1.SendTestEventRequest"] = {
+      ["webhookId"] = true,
+      ["webhook_id"] = true,
     },
   },
 }

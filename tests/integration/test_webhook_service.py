@@ -19,7 +19,7 @@ from services.platform.settings import Settings
 from services.webhook import bootstrap as webhook_bootstrap
 from services.webhook.adapters.secrets import SecretCipher
 from services.webhook.domain.model import MAX_WEBHOOKS_PER_USER
-from services.webhook.settings import ALLOW_PRIVATE_TARGETS
+from services.webhook.settings import ALLOWED_NETWORKS
 from tests.integration.grpc_harness import GrpcStack, grpc_stack, rpc_error, sign_in
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ Metadata = tuple[tuple[str, str]]
 
 
 def webhooks_allowing_private_targets(resources: Resources) -> Component:
-    return webhook_bootstrap.component(resources, env={ALLOW_PRIVATE_TARGETS: "true"})
+    return webhook_bootstrap.component(resources, env={ALLOWED_NETWORKS: "0.0.0.0/0,::/0"})
 
 
 def webhooks_refusing_private_targets(resources: Resources) -> Component:
@@ -84,7 +84,7 @@ async def test_register_list_and_delete(permissive: GrpcStack) -> None:
         "orders",
         True,
     )
-    assert created.secret.startswith("whsec_") and len(created.secret) == len("whsec_") + 43
+    assert created.secret.startswith("whsec_") and len(created.secret) == len("whsec_") + 44
     assert created.created_at.seconds > 0
 
     [shown] = await listed(permissive, user)

@@ -14,7 +14,7 @@ from services.common.identity import Principal, Role, Tier
 from services.webhook.api import WebhookApi
 from services.webhook.domain.model import MAX_WEBHOOKS_PER_USER, Webhook
 from services.webhook.settings import WebhookSettings
-from tests.unit.fakes.webhook import T0, FakeResolver, FakeWebhooks
+from tests.unit.fakes.webhook import EVERYWHERE, T0, FakeResolver, FakeWebhooks
 from tests.unit.servicer_harness import BAD_CREDENTIALS, ServicerHarness, TokenMint
 
 DESCRIPTOR = webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"]
@@ -47,7 +47,11 @@ def harness(
 ) -> ServicerHarness:
     return ServicerHarness(
         DESCRIPTOR,
-        WebhookApi(webhooks, resolver, WebhookSettings(allow_private_targets=allow_private)),
+        WebhookApi(
+            webhooks,
+            resolver,
+            WebhookSettings(allowed_networks=EVERYWHERE if allow_private else ()),
+        ),
         webhook_pb2_grpc.add_WebhookServiceServicer_to_server,
         mint=mint,
     )
@@ -138,7 +142,8 @@ def test_private_targets_are_registered_when_the_settings_allow_them(
     with harness(mint, webhooks, resolver, allow_private=True) as served:
         webhook = served.unary("RegisterWebhook", request, caller=ALICE).ok().webhook
     assert webhook.url == PRIVATE_URL
-    assert resolver.asked == []
+    # The allow-list names networks, so the host is resolved and its addresses checked.
+    assert resolver.asked == [("intranet.example.com", 8080)]
 
 
 def test_a_user_at_the_limit_must_delete_one_first(
@@ -250,12 +255,25 @@ def test_every_method_needs_a_valid_access_token(
         "RegisterWebhook": webhook_pb2.RegisterWebhookRequest(url=PUBLIC_URL, events=["*"]),
         "ListWebhooks": webhook_pb2.ListWebhooksRequest(),
         "DeleteWebhook": webhook_pb2.DeleteWebhookRequest(webhook_id=mine.webhook_id),
+        "GetWebhook": webhook_pb2.GetWebhookRequest(webhook_id=mine.webhook_id),
+        "RotateWebhookSecret": webhook_pb2.RotateWebhookSecretRequest(webhook_id=mine.webhook_id),
+        "EnableWebhook": webhook_pb2.EnableWebhookRequest(webhook_id=mine.webhook_id),
+        "SendTestEvent": webhook_pb2.SendTestEventRequest(webhook_id=mine.webhook_id),
+        "ListDeliveries": webhook_pb2.ListDeliveriesRequest(webhook_id=mine.webhook_id),
+        "ReplayDelivery": webhook_pb2.ReplayDeliveryRequest(
+            webhook_id=mine.webhook_id, delivery_id=str(uuid.uuid4())
+        ),
+        "ReplayParkedDeliveries": webhook_pb2.ReplayParkedDeliveriesRequest(
+            webhook_id=mine.webhook_id
+        ),
     }
     request = requests[method]
     outcome = hooks.unary(method, request, metadata=mint.bad_credentials(kind, ALICE))
     assert outcome.code is grpc.StatusCode.UNAUTHENTICATED
     assert BAD_CREDENTIALS[kind] in outcome.details
     assert list(webhooks.rows) == [mine.webhook_id]
+    assert webhooks.rows[mine.webhook_id][1] == "whsec_seeded"
+    assert webhooks.deliveries == []
 
 
 def test_the_callers_request_id_is_echoed_on_success_and_on_error(

@@ -32,7 +32,7 @@ async def register(
 ) -> str:
     command = RegisterWebhook(user_id=user_id, url=url, events=events, description=" mine ")
     registered = await handlers.register_webhook(
-        command, webhooks, RESOLVER, allow_private_targets=allow_private
+        command, webhooks, RESOLVER, allowed=(lambda address: True) if allow_private else None
     )
     return registered.webhook.webhook_id
 
@@ -40,9 +40,7 @@ async def register(
 async def test_registration_stores_the_webhook_and_returns_its_secret_once() -> None:
     webhooks = FakeWebhooks()
     command = RegisterWebhook("alice", PUBLIC_URL, ("order.paid", "order.paid"), " mine ")
-    registered = await handlers.register_webhook(
-        command, webhooks, RESOLVER, allow_private_targets=False
-    )
+    registered = await handlers.register_webhook(command, webhooks, RESOLVER, allowed=None)
     webhook = registered.webhook
     assert (webhook.user_id, webhook.url, webhook.events, webhook.description) == (
         "alice",
@@ -72,14 +70,14 @@ async def test_private_or_unresolvable_targets_are_refused(url: str) -> None:
     assert webhooks.rows == {}
 
 
-async def test_private_targets_are_accepted_when_allowed_without_resolving() -> None:
+async def test_private_targets_are_accepted_when_allowed() -> None:
     resolver = FakeResolver({})
     command = RegisterWebhook("alice", "http://127.0.0.1:9/hook", ("*",))
     registered = await handlers.register_webhook(
-        command, FakeWebhooks(), resolver, allow_private_targets=True
+        command, FakeWebhooks(), resolver, allowed=lambda address: True
     )
     assert registered.webhook.url == "http://127.0.0.1:9/hook"
-    assert resolver.asked == []
+    assert resolver.asked == [("127.0.0.1", 9)]
 
 
 async def test_validation_happens_before_anything_is_stored() -> None:

@@ -1,5 +1,6 @@
 """The webhook domain's rules and settings: targets, events, address ranges, limits."""
 
+import base64
 import ipaddress
 
 import pytest
@@ -20,17 +21,35 @@ from services.webhook.settings import WebhookSettings
 
 
 @pytest.mark.parametrize(
-    ("url", "host", "port"),
+    ("url", "normal", "host", "port"),
     [
-        ("https://hooks.example.com/orders", "hooks.example.com", 443),
-        ("http://hooks.example.com/orders", "hooks.example.com", 80),
-        (" https://HOOKS.example.com:8443/x?y=1 ", "hooks.example.com", 8443),
-        ("https://[2001:db8::1]/hook", "2001:db8::1", 443),
+        ("https://hooks.example.com/orders", None, "hooks.example.com", 443),
+        ("http://hooks.example.com/orders", None, "hooks.example.com", 80),
+        (
+            " https://HOOKS.example.com:8443/x?y=1 ",
+            "https://hooks.example.com:8443/x?y=1",
+            "hooks.example.com",
+            8443,
+        ),
+        ("https://[2001:db8::1]/hook", None, "2001:db8::1", 443),
+        ("HTTP://Hooks.Example.COM", "http://hooks.example.com/", "hooks.example.com", 80),
+        (
+            "https://hooks.example.com:443/a#frag",
+            "https://hooks.example.com/a",
+            "hooks.example.com",
+            443,
+        ),
+        ("http://[2001:DB8::0:1]:8080", "http://[2001:db8::1]:8080/", "2001:db8::1", 8080),
+        ("http://bücher.example/", "http://xn--bcher-kva.example/", "xn--bcher-kva.example", 80),
+        ("http://hooks.example.com./x", "http://hooks.example.com/x", "hooks.example.com", 80),
     ],
 )
-def test_targets_name_host_and_port(url: str, host: str, port: int) -> None:
+def test_targets_are_normalised_and_name_host_and_port(
+    url: str, normal: str | None, host: str, port: int
+) -> None:
     target = parse_target(url)
-    assert (target.url, target.host, target.port) == (url.strip(), host, port)
+    assert (target.url, target.host, target.port) == (normal or url.strip(), host, port)
+    assert parse_target(target.url) == target
 
 
 @pytest.mark.parametrize(
@@ -131,18 +150,42 @@ def test_webhook_ids_are_uuids() -> None:
 def test_signing_secrets_are_prefixed_and_random() -> None:
     secrets = {new_signing_secret() for _ in range(100)}
     assert len(secrets) == 100
-    assert all(s.startswith("whsec_") and len(s) == len("whsec_") + 43 for s in secrets)
+    assert all(
+        s.startswith("whsec_")
+        and len(s) == len("whsec_") + 44
+        and base64.b64decode(s[6:], validate=True)
+        for s in secrets
+    )
 
 
 @pytest.mark.parametrize(
-    ("raw", "allowed"),
-    [(None, False), ("", False), ("true", True), ("TRUE", True), ("1", True), ("false", False)],
+    ("raw", "address", "allowed"),
+    [
+        (None, "127.0.0.1", False),
+        ("", "127.0.0.1", False),
+        ("127.0.77.0/24", "127.0.77.9", True),
+        ("127.0.77.0/24", "127.0.0.1", False),
+        ("127.0.0.0/8, ::1/128", "::1", True),
+        ("10.1.2.3", "10.1.2.3", True),
+    ],
 )
-def test_private_targets_are_allowed_only_when_configured(raw: str | None, allowed: bool) -> None:
-    env = {} if raw is None else {"ORDERMESH_WEBHOOK_ALLOW_PRIVATE_TARGETS": raw}
-    assert WebhookSettings.from_env(env).allow_private_targets is allowed
+def test_private_targets_are_allowed_only_in_the_configured_networks(
+    raw: str | None, address: str, allowed: bool
+) -> None:
+    env = {} if raw is None else {"ORDERMESH_WEBHOOK_ALLOWED_NETWORKS": raw}
+    assert WebhookSettings.from_env(env).allows(ipaddress.ip_address(address)) is allowed
 
 
-def test_a_malformed_flag_fails_fast_naming_the_variable() -> None:
-    with pytest.raises(SettingsError, match="ORDERMESH_WEBHOOK_ALLOW_PRIVATE_TARGETS"):
-        WebhookSettings.from_env({"ORDERMESH_WEBHOOK_ALLOW_PRIVATE_TARGETS": "sometimes"})
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("ORDERMESH_WEBHOOK_ALLOWED_NETWORKS", "localhost"),
+        ("ORDERMESH_WEBHOOK_MAX_ATTEMPTS", "0"),
+        ("ORDERMESH_WEBHOOK_TIMEOUT_SECONDS", "soon"),
+        ("ORDERMESH_WEBHOOK_RETRY_BASE_SECONDS", "nan"),
+        ("ORDERMESH_WEBHOOK_LEASE_SECONDS", "5"),
+    ],
+)
+def test_a_malformed_setting_fails_fast_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        WebhookSettings.from_env({name: raw})

@@ -28,6 +28,7 @@ INVENTORY_MANAGER_GROUP = "ordermesh.inventory-manager"
 FULFILLMENT_GROUP = "ordermesh.fulfillment"
 ORDER_STATUS_PROJECTOR_GROUP = "ordermesh.order-status-projector"
 ORDER_LIVE_FEED_GROUP = "ordermesh.order-live-feed"
+WEBHOOK_DISPATCHER_GROUP = "ordermesh.webhook-dispatcher"
 DLQ_REPLAYER_GROUP = "ordermesh.dlq-replayer"
 
 
@@ -125,6 +126,14 @@ CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
         ("OrderCreated", "OrderStatusChanged", "OrderCancelled", "OrderDelivered"),
     ),
     ConsumerGroup(
+        "webhook_dispatcher",
+        WEBHOOK_DISPATCHER_GROUP,
+        "webhook",
+        "webhook",
+        (ORDERS,),
+        ("OrderCreated", "OrderStatusChanged", "OrderCancelled", "OrderDelivered"),
+    ),
+    ConsumerGroup(
         "payment_processor",
         PAYMENT_PROCESSOR_GROUP,
         "payment",
@@ -167,13 +176,18 @@ OUTBOXES: tuple[Outbox, ...] = (
 )
 OUTBOX_SCHEMAS: tuple[str, ...] = tuple(outbox.schema for outbox in OUTBOXES)
 
-# The workers a process can host besides the consumer groups.
+# The workers a process can host besides the consumer groups. The webhook sender is the
+# webhook context's (it claims deliveries from Postgres, reads no topic); the process that
+# hosts it connects as that context's role.
 RELAY_WORKER = "relay"
 RETENTION_WORKER = "retention"
+WEBHOOK_SENDER_WORKER = "webhook_sender"
+WEBHOOK_SENDER_CONTEXT = "webhook"
 WORKERS: tuple[str, ...] = (
     RELAY_WORKER,
     *(group.worker for group in CONSUMER_GROUPS),
     RETENTION_WORKER,
+    WEBHOOK_SENDER_WORKER,
 )
 
 

@@ -27,6 +27,9 @@ class Target:
     url: str
     host: str
     port: int
+    scheme: str = "http"
+    # The path and query, as the request line names them.
+    request_target: str = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,12 @@ class Webhook:
     description: str
     active: bool
     created_at: datetime
+    disabled_reason: str = ""
+    disabled_at: datetime | None = None
+    consecutive_failures: int = 0
+    previous_secret_expires_at: datetime | None = None
+    pending_deliveries: int = 0
+    parked_deliveries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +64,34 @@ class RegisteredWebhook:
 
     webhook: Webhook
     secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    number: int
+    started_at: datetime
+    latency_ms: int
+    status_code: int | None
+    response_excerpt: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one webhook: the same id and body on every attempt."""
+
+    delivery_id: str
+    webhook_id: str
+    event_type: str
+    order_id: str | None
+    state: str
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_error: str
+    attempts: tuple[DeliveryAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPage:
+    deliveries: list[Delivery]
+    next_page_token: str

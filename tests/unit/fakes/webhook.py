@@ -1,13 +1,19 @@
 """In-memory stand-ins for the webhook service's ports."""
 
+import dataclasses
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from services.webhook.domain.model import NewWebhook, Webhook
+from services.common.errors import FailedPrecondition
+from services.webhook.domain.delivery import DeliveryState
+from services.webhook.domain.model import Delivery, NewWebhook, Webhook
+from services.webhook.domain.ports import DeliveryList, NewDelivery
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 @dataclass
@@ -34,17 +40,89 @@ class FakeOwned:
     async def list(self) -> list[Webhook]:
         return [w for w, _ in self.store.rows.values() if w.user_id == self.user_id]
 
-    async def delete(self, webhook_id: str) -> bool:
+    async def get(self, webhook_id: str) -> Webhook | None:
         found = self.store.rows.get(webhook_id)
         if found is None or found[0].user_id != self.user_id:
+            return None
+        return found[0]
+
+    async def delete(self, webhook_id: str) -> bool:
+        if await self.get(webhook_id) is None:
             return False
         del self.store.rows[webhook_id]
         return True
+
+    async def rotate_secret(self, webhook_id: str, secret: str, grace: timedelta) -> Webhook | None:
+        webhook = await self.get(webhook_id)
+        if webhook is None:
+            return None
+        rotated = dataclasses.replace(
+            webhook, previous_secret_expires_at=T0 + grace if grace else None
+        )
+        self.store.rows[webhook_id] = (rotated, secret)
+        return rotated
+
+    async def enable(self, webhook_id: str) -> Webhook | None:
+        webhook = await self.get(webhook_id)
+        if webhook is None:
+            return None
+        enabled = dataclasses.replace(webhook, active=True, disabled_reason="", disabled_at=None)
+        self.store.rows[webhook_id] = (enabled, self.store.rows[webhook_id][1])
+        return enabled
+
+    async def add_delivery(self, webhook_id: str, delivery: NewDelivery) -> Delivery | None:
+        if await self.get(webhook_id) is None:
+            return None
+        added = Delivery(
+            delivery.delivery_id, webhook_id, delivery.event_type, None, "pending", T0, T0, ""
+        )
+        self.store.deliveries.append(added)
+        self.store.bodies[delivery.delivery_id] = delivery.body
+        return added
+
+    async def deliveries(
+        self, webhook_id: str, *, state: DeliveryState | None, before: int | None, limit: int
+    ) -> tuple[DeliveryList, int | None] | None:
+        if await self.get(webhook_id) is None:
+            return None
+        numbered = [
+            (position, delivery)
+            for position, delivery in enumerate(self.store.deliveries, 1)
+            if delivery.webhook_id == webhook_id
+            and (state is None or delivery.state == state.value)
+            and (before is None or position < before)
+        ]
+        numbered.reverse()
+        page = numbered[:limit]
+        more = len(numbered) > limit
+        return [delivery for _, delivery in page], (page[-1][0] if more else None)
+
+    async def replay(self, webhook_id: str, delivery_id: str) -> Delivery | None:
+        for index, delivery in enumerate(self.store.deliveries):
+            if delivery.webhook_id == webhook_id and delivery.delivery_id == delivery_id:
+                if delivery.state == "pending":
+                    raise FailedPrecondition("the delivery is still pending")
+                replayed = dataclasses.replace(delivery, state="pending", next_attempt_at=T0)
+                self.store.deliveries[index] = replayed
+                return replayed
+        return None
+
+    async def replay_parked(self, webhook_id: str) -> int | None:
+        if await self.get(webhook_id) is None:
+            return None
+        count = 0
+        for index, delivery in enumerate(self.store.deliveries):
+            if delivery.webhook_id == webhook_id and delivery.state == "parked":
+                self.store.deliveries[index] = dataclasses.replace(delivery, state="pending")
+                count += 1
+        return count
 
 
 @dataclass
 class FakeWebhooks:
     rows: dict[str, tuple[Webhook, str]] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    bodies: dict[str, bytes] = field(default_factory=dict)
 
     @asynccontextmanager
     async def owned_by(self, user_id: str) -> AsyncIterator[FakeOwned]:
@@ -58,4 +136,7 @@ class FakeResolver:
 
     async def resolve(self, host: str, port: int) -> list[str]:
         self.asked.append((host, port))
-        return self.addresses.get(host, [])
+        try:
+            return [str(ipaddress.ip_address(host))]  # as getaddrinfo answers a literal
+        except ValueError:
+            return self.addresses.get(host, [])

@@ -24,6 +24,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DeliveryState int32
+
+const (
+	DeliveryState_DELIVERY_STATE_UNSPECIFIED DeliveryState = 0
+	// Waiting for its next attempt (or for an earlier delivery of the same order).
+	DeliveryState_DELIVERY_STATE_PENDING DeliveryState = 1
+	// The endpoint answered 2xx.
+	DeliveryState_DELIVERY_STATE_SUCCEEDED DeliveryState = 2
+	// The endpoint answered a 4xx that is not retried (not 408 or 429).
+	DeliveryState_DELIVERY_STATE_FAILED DeliveryState = 3
+	// Out of attempts, or the endpoint was disabled: kept for replay.
+	DeliveryState_DELIVERY_STATE_PARKED DeliveryState = 4
+)
+
+// Enum value maps for DeliveryState.
+var (
+	DeliveryState_name = map[int32]string{
+		0: "DELIVERY_STATE_UNSPECIFIED",
+		1: "DELIVERY_STATE_PENDING",
+		2: "DELIVERY_STATE_SUCCEEDED",
+		3: "DELIVERY_STATE_FAILED",
+		4: "DELIVERY_STATE_PARKED",
+	}
+	DeliveryState_value = map[string]int32{
+		"DELIVERY_STATE_UNSPECIFIED": 0,
+		"DELIVERY_STATE_PENDING":     1,
+		"DELIVERY_STATE_SUCCEEDED":   2,
+		"DELIVERY_STATE_FAILED":      3,
+		"DELIVERY_STATE_PARKED":      4,
+	}
+)
+
+func (x DeliveryState) Enum() *DeliveryState {
+	p := new(DeliveryState)
+	*p = x
+	return p
+}
+
+func (x DeliveryState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeliveryState) Descriptor() protoreflect.EnumDescriptor {
+	return file_ordermesh_webhook_v1_webhook_proto_enumTypes[0].Descriptor()
+}
+
+func (DeliveryState) Type() protoreflect.EnumType {
+	return &file_ordermesh_webhook_v1_webhook_proto_enumTypes[0]
+}
+
+func (x DeliveryState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeliveryState.Descriptor instead.
+func (DeliveryState) EnumDescriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{0}
+}
+
 type Webhook struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	WebhookId string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
@@ -31,12 +90,24 @@ type Webhook struct {
 	// Event types, e.g. "order.created", "order.shipped"; "*" for all.
 	Events      []string `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
 	Description string   `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
-	Active      bool     `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
-	// Only in the response to RegisterWebhook.
-	Secret        string                 `protobuf:"bytes,6,opt,name=secret,proto3" json:"secret,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// False once disabled; see disabled_reason.
+	Active bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	// Only in the responses to RegisterWebhook and RotateWebhookSecret.
+	Secret    string                 `protobuf:"bytes,6,opt,name=secret,proto3" json:"secret,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Why deliveries stopped, e.g. "disabled after 20 consecutive failed attempts".
+	DisabledReason string                 `protobuf:"bytes,8,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	DisabledAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=disabled_at,json=disabledAt,proto3" json:"disabled_at,omitempty"`
+	// Failed attempts since the last accepted one.
+	ConsecutiveFailures int32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// While set and in the future, deliveries are signed with the previous secret too.
+	PreviousSecretExpiresAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=previous_secret_expires_at,json=previousSecretExpiresAt,proto3" json:"previous_secret_expires_at,omitempty"`
+	// Deliveries waiting to be sent (due now or retrying later).
+	PendingDeliveries int32 `protobuf:"varint,12,opt,name=pending_deliveries,json=pendingDeliveries,proto3" json:"pending_deliveries,omitempty"`
+	// Deliveries that ran out of attempts (or whose endpoint was disabled), to replay.
+	ParkedDeliveries int32 `protobuf:"varint,13,opt,name=parked_deliveries,json=parkedDeliveries,proto3" json:"parked_deliveries,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Webhook) Reset() {
@@ -116,6 +187,48 @@ func (x *Webhook) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *Webhook) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *Webhook) GetDisabledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DisabledAt
+	}
+	return nil
+}
+
+func (x *Webhook) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *Webhook) GetPreviousSecretExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousSecretExpiresAt
+	}
+	return nil
+}
+
+func (x *Webhook) GetPendingDeliveries() int32 {
+	if x != nil {
+		return x.PendingDeliveries
+	}
+	return 0
+}
+
+func (x *Webhook) GetParkedDeliveries() int32 {
+	if x != nil {
+		return x.ParkedDeliveries
+	}
+	return 0
 }
 
 type RegisterWebhookRequest struct {
@@ -302,6 +415,94 @@ func (x *ListWebhooksResponse) GetWebhooks() []*Webhook {
 	return nil
 }
 
+type GetWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId     string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebhookRequest) Reset() {
+	*x = GetWebhookRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookRequest) ProtoMessage() {}
+
+func (x *GetWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookRequest.ProtoReflect.Descriptor instead.
+func (*GetWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetWebhookRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+type GetWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Webhook       *Webhook               `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebhookResponse) Reset() {
+	*x = GetWebhookResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookResponse) ProtoMessage() {}
+
+func (x *GetWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookResponse.ProtoReflect.Descriptor instead.
+func (*GetWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetWebhookResponse) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
 type DeleteWebhookRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WebhookId     string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
@@ -311,7 +512,7 @@ type DeleteWebhookRequest struct {
 
 func (x *DeleteWebhookRequest) Reset() {
 	*x = DeleteWebhookRequest{}
-	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[5]
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +524,7 @@ func (x *DeleteWebhookRequest) String() string {
 func (*DeleteWebhookRequest) ProtoMessage() {}
 
 func (x *DeleteWebhookRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[5]
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +537,7 @@ func (x *DeleteWebhookRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWebhookRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWebhookRequest) Descriptor() ([]byte, []int) {
-	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{5}
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteWebhookRequest) GetWebhookId() string {
@@ -354,7 +555,7 @@ type DeleteWebhookResponse struct {
 
 func (x *DeleteWebhookResponse) Reset() {
 	*x = DeleteWebhookResponse{}
-	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[6]
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +567,7 @@ func (x *DeleteWebhookResponse) String() string {
 func (*DeleteWebhookResponse) ProtoMessage() {}
 
 func (x *DeleteWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[6]
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,14 +580,799 @@ func (x *DeleteWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWebhookResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{6}
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{8}
+}
+
+type RotateWebhookSecretRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	// How long the previous secret keeps signing, 0..604800 (7 days); unset means 86400.
+	GracePeriodSeconds *int32 `protobuf:"varint,2,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretRequest) Reset() {
+	*x = RotateWebhookSecretRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretRequest) ProtoMessage() {}
+
+func (x *RotateWebhookSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RotateWebhookSecretRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+func (x *RotateWebhookSecretRequest) GetGracePeriodSeconds() int32 {
+	if x != nil && x.GracePeriodSeconds != nil {
+		return *x.GracePeriodSeconds
+	}
+	return 0
+}
+
+type RotateWebhookSecretResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// With the new secret in `secret`.
+	Webhook       *Webhook `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretResponse) Reset() {
+	*x = RotateWebhookSecretResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretResponse) ProtoMessage() {}
+
+func (x *RotateWebhookSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RotateWebhookSecretResponse) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+type EnableWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId     string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableWebhookRequest) Reset() {
+	*x = EnableWebhookRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableWebhookRequest) ProtoMessage() {}
+
+func (x *EnableWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableWebhookRequest.ProtoReflect.Descriptor instead.
+func (*EnableWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EnableWebhookRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+type EnableWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Webhook       *Webhook               `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableWebhookResponse) Reset() {
+	*x = EnableWebhookResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableWebhookResponse) ProtoMessage() {}
+
+func (x *EnableWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableWebhookResponse.ProtoReflect.Descriptor instead.
+func (*EnableWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EnableWebhookResponse) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+type DeliveryAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 for the first attempt; counts on across replays.
+	Number    int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	LatencyMs int32                  `protobuf:"varint,3,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// The HTTP status, 0 when there was no response.
+	StatusCode int32 `protobuf:"varint,4,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	// The start of the response body (at most 1 KiB, as text).
+	ResponseExcerpt string `protobuf:"bytes,5,opt,name=response_excerpt,json=responseExcerpt,proto3" json:"response_excerpt,omitempty"`
+	// What went wrong: a network error, a timeout, a refused address, an HTTP status.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryAttempt) Reset() {
+	*x = DeliveryAttempt{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryAttempt) ProtoMessage() {}
+
+func (x *DeliveryAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryAttempt.ProtoReflect.Descriptor instead.
+func (*DeliveryAttempt) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeliveryAttempt) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *DeliveryAttempt) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *DeliveryAttempt) GetLatencyMs() int32 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *DeliveryAttempt) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *DeliveryAttempt) GetResponseExcerpt() string {
+	if x != nil {
+		return x.ResponseExcerpt
+	}
+	return ""
+}
+
+func (x *DeliveryAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type Delivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also the `id` of the body, `X-Webhook-Id` and `webhook-id`: the same on every attempt.
+	DeliveryId string `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	WebhookId  string `protobuf:"bytes,2,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	// e.g. "order.shipped", "webhook.test".
+	EventType string `protobuf:"bytes,3,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// Empty for test events.
+	OrderId   string                 `protobuf:"bytes,4,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	State     DeliveryState          `protobuf:"varint,5,opt,name=state,proto3,enum=ordermesh.webhook.v1.DeliveryState" json:"state,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the next attempt is due, while pending.
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	// Every attempt, the latest first.
+	Attempts []*DeliveryAttempt `protobuf:"bytes,8,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// Why it failed or was parked.
+	LastError     string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Delivery) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *Delivery) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+func (x *Delivery) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *Delivery) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *Delivery) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *Delivery) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetAttempts() []*DeliveryAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *Delivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+type SendTestEventRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId     string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendTestEventRequest) Reset() {
+	*x = SendTestEventRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendTestEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendTestEventRequest) ProtoMessage() {}
+
+func (x *SendTestEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendTestEventRequest.ProtoReflect.Descriptor instead.
+func (*SendTestEventRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SendTestEventRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+type SendTestEventResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Delivery      *Delivery              `protobuf:"bytes,1,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendTestEventResponse) Reset() {
+	*x = SendTestEventResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendTestEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendTestEventResponse) ProtoMessage() {}
+
+func (x *SendTestEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendTestEventResponse.ProtoReflect.Descriptor instead.
+func (*SendTestEventResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SendTestEventResponse) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+type ListDeliveriesRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	// 1..100; 0 means 20.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the newest.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Optional: only deliveries in this state ("pending", "succeeded", "failed", "parked").
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveriesRequest) Reset() {
+	*x = ListDeliveriesRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveriesRequest) ProtoMessage() {}
+
+func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListDeliveriesRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeliveriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type ListDeliveriesResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveriesResponse) Reset() {
+	*x = ListDeliveriesResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveriesResponse) ProtoMessage() {}
+
+func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *ListDeliveriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ReplayDeliveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId     string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	DeliveryId    string                 `protobuf:"bytes,2,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeliveryRequest) Reset() {
+	*x = ReplayDeliveryRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeliveryRequest) ProtoMessage() {}
+
+func (x *ReplayDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReplayDeliveryRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+func (x *ReplayDeliveryRequest) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+type ReplayDeliveryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Delivery      *Delivery              `protobuf:"bytes,1,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeliveryResponse) Reset() {
+	*x = ReplayDeliveryResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeliveryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeliveryResponse) ProtoMessage() {}
+
+func (x *ReplayDeliveryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeliveryResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeliveryResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReplayDeliveryResponse) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+type ReplayParkedDeliveriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WebhookId     string                 `protobuf:"bytes,1,opt,name=webhook_id,json=webhookId,proto3" json:"webhook_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayParkedDeliveriesRequest) Reset() {
+	*x = ReplayParkedDeliveriesRequest{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayParkedDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayParkedDeliveriesRequest) ProtoMessage() {}
+
+func (x *ReplayParkedDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayParkedDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ReplayParkedDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReplayParkedDeliveriesRequest) GetWebhookId() string {
+	if x != nil {
+		return x.WebhookId
+	}
+	return ""
+}
+
+type ReplayParkedDeliveriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many parked deliveries were scheduled again.
+	Replayed      int32 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayParkedDeliveriesResponse) Reset() {
+	*x = ReplayParkedDeliveriesResponse{}
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayParkedDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayParkedDeliveriesResponse) ProtoMessage() {}
+
+func (x *ReplayParkedDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordermesh_webhook_v1_webhook_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayParkedDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ReplayParkedDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReplayParkedDeliveriesResponse) GetReplayed() int32 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
 }
 
 var File_ordermesh_webhook_v1_webhook_proto protoreflect.FileDescriptor
 
 const file_ordermesh_webhook_v1_webhook_proto_rawDesc = "" +
 	"\n" +
-	"\"ordermesh/webhook/v1/webhook.proto\x12\x14ordermesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/limits.proto\"\xdf\x01\n" +
+	"\"ordermesh/webhook/v1/webhook.proto\x12\x14ordermesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/limits.proto\"\xad\x04\n" +
 	"\aWebhook\x12\x1d\n" +
 	"\n" +
 	"webhook_id\x18\x01 \x01(\tR\twebhookId\x12\x10\n" +
@@ -396,7 +1382,15 @@ const file_ordermesh_webhook_v1_webhook_proto_rawDesc = "" +
 	"\x06active\x18\x05 \x01(\bR\x06active\x12\x16\n" +
 	"\x06secret\x18\x06 \x01(\tR\x06secret\x129\n" +
 	"\n" +
-	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x80\x01\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12'\n" +
+	"\x0fdisabled_reason\x18\b \x01(\tR\x0edisabledReason\x12;\n" +
+	"\vdisabled_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"disabledAt\x121\n" +
+	"\x14consecutive_failures\x18\n" +
+	" \x01(\x05R\x13consecutiveFailures\x12W\n" +
+	"\x1aprevious_secret_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x17previousSecretExpiresAt\x12-\n" +
+	"\x12pending_deliveries\x18\f \x01(\x05R\x11pendingDeliveries\x12+\n" +
+	"\x11parked_deliveries\x18\r \x01(\x05R\x10parkedDeliveries\"\x80\x01\n" +
 	"\x16RegisterWebhookRequest\x12\x19\n" +
 	"\x03url\x18\x01 \x01(\tB\a\xc2\xf3\x18\x03\b\x80\x10R\x03url\x12 \n" +
 	"\x06events\x18\x02 \x03(\tB\b\xc2\xf3\x18\x04\b@\x10\x10R\x06events\x12)\n" +
@@ -405,15 +1399,100 @@ const file_ordermesh_webhook_v1_webhook_proto_rawDesc = "" +
 	"\awebhook\x18\x01 \x01(\v2\x1d.ordermesh.webhook.v1.WebhookR\awebhook\"\x15\n" +
 	"\x13ListWebhooksRequest\"Q\n" +
 	"\x14ListWebhooksResponse\x129\n" +
-	"\bwebhooks\x18\x01 \x03(\v2\x1d.ordermesh.webhook.v1.WebhookR\bwebhooks\"=\n" +
+	"\bwebhooks\x18\x01 \x03(\v2\x1d.ordermesh.webhook.v1.WebhookR\bwebhooks\":\n" +
+	"\x11GetWebhookRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\"M\n" +
+	"\x12GetWebhookResponse\x127\n" +
+	"\awebhook\x18\x01 \x01(\v2\x1d.ordermesh.webhook.v1.WebhookR\awebhook\"=\n" +
 	"\x14DeleteWebhookRequest\x12%\n" +
 	"\n" +
 	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\"\x17\n" +
-	"\x15DeleteWebhookResponse2\xba\x03\n" +
+	"\x15DeleteWebhookResponse\"\x93\x01\n" +
+	"\x1aRotateWebhookSecretRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\x125\n" +
+	"\x14grace_period_seconds\x18\x02 \x01(\x05H\x00R\x12gracePeriodSeconds\x88\x01\x01B\x17\n" +
+	"\x15_grace_period_seconds\"V\n" +
+	"\x1bRotateWebhookSecretResponse\x127\n" +
+	"\awebhook\x18\x01 \x01(\v2\x1d.ordermesh.webhook.v1.WebhookR\awebhook\"=\n" +
+	"\x14EnableWebhookRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\"P\n" +
+	"\x15EnableWebhookResponse\x127\n" +
+	"\awebhook\x18\x01 \x01(\v2\x1d.ordermesh.webhook.v1.WebhookR\awebhook\"\xe5\x01\n" +
+	"\x0fDeliveryAttempt\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x129\n" +
+	"\n" +
+	"started_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x03 \x01(\x05R\tlatencyMs\x12\x1f\n" +
+	"\vstatus_code\x18\x04 \x01(\x05R\n" +
+	"statusCode\x12)\n" +
+	"\x10response_excerpt\x18\x05 \x01(\tR\x0fresponseExcerpt\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xa0\x03\n" +
+	"\bDelivery\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12\x1d\n" +
+	"\n" +
+	"webhook_id\x18\x02 \x01(\tR\twebhookId\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x03 \x01(\tR\teventType\x12\x19\n" +
+	"\border_id\x18\x04 \x01(\tR\aorderId\x129\n" +
+	"\x05state\x18\x05 \x01(\x0e2#.ordermesh.webhook.v1.DeliveryStateR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12B\n" +
+	"\x0fnext_attempt_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12A\n" +
+	"\battempts\x18\b \x03(\v2%.ordermesh.webhook.v1.DeliveryAttemptR\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\"=\n" +
+	"\x14SendTestEventRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\"S\n" +
+	"\x15SendTestEventResponse\x12:\n" +
+	"\bdelivery\x18\x01 \x01(\v2\x1e.ordermesh.webhook.v1.DeliveryR\bdelivery\"\xa1\x01\n" +
+	"\x15ListDeliveriesRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12&\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\a\xc2\xf3\x18\x03\b\x80\x01R\tpageToken\x12\x1c\n" +
+	"\x05state\x18\x04 \x01(\tB\x06\xc2\xf3\x18\x02\b R\x05state\"\x80\x01\n" +
+	"\x16ListDeliveriesResponse\x12>\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1e.ordermesh.webhook.v1.DeliveryR\n" +
+	"deliveries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"g\n" +
+	"\x15ReplayDeliveryRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\x12'\n" +
+	"\vdelivery_id\x18\x02 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\n" +
+	"deliveryId\"T\n" +
+	"\x16ReplayDeliveryResponse\x12:\n" +
+	"\bdelivery\x18\x01 \x01(\v2\x1e.ordermesh.webhook.v1.DeliveryR\bdelivery\"F\n" +
+	"\x1dReplayParkedDeliveriesRequest\x12%\n" +
+	"\n" +
+	"webhook_id\x18\x01 \x01(\tB\x06\xc2\xf3\x18\x02\b@R\twebhookId\"<\n" +
+	"\x1eReplayParkedDeliveriesResponse\x12\x1a\n" +
+	"\breplayed\x18\x01 \x01(\x05R\breplayed*\x9f\x01\n" +
+	"\rDeliveryState\x12\x1e\n" +
+	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +
+	"\x18DELIVERY_STATE_SUCCEEDED\x10\x02\x12\x19\n" +
+	"\x15DELIVERY_STATE_FAILED\x10\x03\x12\x19\n" +
+	"\x15DELIVERY_STATE_PARKED\x10\x042\xf7\f\n" +
 	"\x0eWebhookService\x12\x94\x01\n" +
 	"\x0fRegisterWebhook\x12,.ordermesh.webhook.v1.RegisterWebhookRequest\x1a-.ordermesh.webhook.v1.RegisterWebhookResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*b\awebhook\"\x10/api/v1/webhooks\x12\x7f\n" +
 	"\fListWebhooks\x12).ordermesh.webhook.v1.ListWebhooksRequest\x1a*.ordermesh.webhook.v1.ListWebhooksResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/webhooks\x12\x8f\x01\n" +
-	"\rDeleteWebhook\x12*.ordermesh.webhook.v1.DeleteWebhookRequest\x1a+.ordermesh.webhook.v1.DeleteWebhookResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/webhooks/{webhook_id}BFZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/webhook/v1;webhookv1b\x06proto3"
+	"\n" +
+	"GetWebhook\x12'.ordermesh.webhook.v1.GetWebhookRequest\x1a(.ordermesh.webhook.v1.GetWebhookResponse\".\x82\xd3\xe4\x93\x02(b\awebhook\x12\x1d/api/v1/webhooks/{webhook_id}\x12\x8f\x01\n" +
+	"\rDeleteWebhook\x12*.ordermesh.webhook.v1.DeleteWebhookRequest\x1a+.ordermesh.webhook.v1.DeleteWebhookResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/webhooks/{webhook_id}\x12\xbb\x01\n" +
+	"\x13RotateWebhookSecret\x120.ordermesh.webhook.v1.RotateWebhookSecretRequest\x1a1.ordermesh.webhook.v1.RotateWebhookSecretResponse\"?\x82\xd3\xe4\x93\x029:\x01*b\awebhook\"+/api/v1/webhooks/{webhook_id}/rotate-secret\x12\xa2\x01\n" +
+	"\rEnableWebhook\x12*.ordermesh.webhook.v1.EnableWebhookRequest\x1a+.ordermesh.webhook.v1.EnableWebhookResponse\"8\x82\xd3\xe4\x93\x022:\x01*b\awebhook\"$/api/v1/webhooks/{webhook_id}/enable\x12\xa1\x01\n" +
+	"\rSendTestEvent\x12*.ordermesh.webhook.v1.SendTestEventRequest\x1a+.ordermesh.webhook.v1.SendTestEventResponse\"7\x82\xd3\xe4\x93\x021:\x01*b\bdelivery\"\"/api/v1/webhooks/{webhook_id}/test\x12\x9d\x01\n" +
+	"\x0eListDeliveries\x12+.ordermesh.webhook.v1.ListDeliveriesRequest\x1a,.ordermesh.webhook.v1.ListDeliveriesResponse\"0\x82\xd3\xe4\x93\x02*\x12(/api/v1/webhooks/{webhook_id}/deliveries\x12\xbf\x01\n" +
+	"\x0eReplayDelivery\x12+.ordermesh.webhook.v1.ReplayDeliveryRequest\x1a,.ordermesh.webhook.v1.ReplayDeliveryResponse\"R\x82\xd3\xe4\x93\x02L:\x01*b\bdelivery\"=/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay\x12\xbf\x01\n" +
+	"\x16ReplayParkedDeliveries\x123.ordermesh.webhook.v1.ReplayParkedDeliveriesRequest\x1a4.ordermesh.webhook.v1.ReplayParkedDeliveriesResponse\":\x82\xd3\xe4\x93\x024:\x01*\"//api/v1/webhooks/{webhook_id}/deliveries/replayBFZDgithub.com/ordermesh/ordermesh/gen/go/ordermesh/webhook/v1;webhookv1b\x06proto3"
 
 var (
 	file_ordermesh_webhook_v1_webhook_proto_rawDescOnce sync.Once
@@ -427,32 +1506,77 @@ func file_ordermesh_webhook_v1_webhook_proto_rawDescGZIP() []byte {
 	return file_ordermesh_webhook_v1_webhook_proto_rawDescData
 }
 
-var file_ordermesh_webhook_v1_webhook_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_ordermesh_webhook_v1_webhook_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_ordermesh_webhook_v1_webhook_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ordermesh_webhook_v1_webhook_proto_goTypes = []any{
-	(*Webhook)(nil),                 // 0: ordermesh.webhook.v1.Webhook
-	(*RegisterWebhookRequest)(nil),  // 1: ordermesh.webhook.v1.RegisterWebhookRequest
-	(*RegisterWebhookResponse)(nil), // 2: ordermesh.webhook.v1.RegisterWebhookResponse
-	(*ListWebhooksRequest)(nil),     // 3: ordermesh.webhook.v1.ListWebhooksRequest
-	(*ListWebhooksResponse)(nil),    // 4: ordermesh.webhook.v1.ListWebhooksResponse
-	(*DeleteWebhookRequest)(nil),    // 5: ordermesh.webhook.v1.DeleteWebhookRequest
-	(*DeleteWebhookResponse)(nil),   // 6: ordermesh.webhook.v1.DeleteWebhookResponse
-	(*timestamppb.Timestamp)(nil),   // 7: google.protobuf.Timestamp
+	(DeliveryState)(0),                     // 0: ordermesh.webhook.v1.DeliveryState
+	(*Webhook)(nil),                        // 1: ordermesh.webhook.v1.Webhook
+	(*RegisterWebhookRequest)(nil),         // 2: ordermesh.webhook.v1.RegisterWebhookRequest
+	(*RegisterWebhookResponse)(nil),        // 3: ordermesh.webhook.v1.RegisterWebhookResponse
+	(*ListWebhooksRequest)(nil),            // 4: ordermesh.webhook.v1.ListWebhooksRequest
+	(*ListWebhooksResponse)(nil),           // 5: ordermesh.webhook.v1.ListWebhooksResponse
+	(*GetWebhookRequest)(nil),              // 6: ordermesh.webhook.v1.GetWebhookRequest
+	(*GetWebhookResponse)(nil),             // 7: ordermesh.webhook.v1.GetWebhookResponse
+	(*DeleteWebhookRequest)(nil),           // 8: ordermesh.webhook.v1.DeleteWebhookRequest
+	(*DeleteWebhookResponse)(nil),          // 9: ordermesh.webhook.v1.DeleteWebhookResponse
+	(*RotateWebhookSecretRequest)(nil),     // 10: ordermesh.webhook.v1.RotateWebhookSecretRequest
+	(*RotateWebhookSecretResponse)(nil),    // 11: ordermesh.webhook.v1.RotateWebhookSecretResponse
+	(*EnableWebhookRequest)(nil),           // 12: ordermesh.webhook.v1.EnableWebhookRequest
+	(*EnableWebhookResponse)(nil),          // 13: ordermesh.webhook.v1.EnableWebhookResponse
+	(*DeliveryAttempt)(nil),                // 14: ordermesh.webhook.v1.DeliveryAttempt
+	(*Delivery)(nil),                       // 15: ordermesh.webhook.v1.Delivery
+	(*SendTestEventRequest)(nil),           // 16: ordermesh.webhook.v1.SendTestEventRequest
+	(*SendTestEventResponse)(nil),          // 17: ordermesh.webhook.v1.SendTestEventResponse
+	(*ListDeliveriesRequest)(nil),          // 18: ordermesh.webhook.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),         // 19: ordermesh.webhook.v1.ListDeliveriesResponse
+	(*ReplayDeliveryRequest)(nil),          // 20: ordermesh.webhook.v1.ReplayDeliveryRequest
+	(*ReplayDeliveryResponse)(nil),         // 21: ordermesh.webhook.v1.ReplayDeliveryResponse
+	(*ReplayParkedDeliveriesRequest)(nil),  // 22: ordermesh.webhook.v1.ReplayParkedDeliveriesRequest
+	(*ReplayParkedDeliveriesResponse)(nil), // 23: ordermesh.webhook.v1.ReplayParkedDeliveriesResponse
+	(*timestamppb.Timestamp)(nil),          // 24: google.protobuf.Timestamp
 }
 var file_ordermesh_webhook_v1_webhook_proto_depIdxs = []int32{
-	7, // 0: ordermesh.webhook.v1.Webhook.created_at:type_name -> google.protobuf.Timestamp
-	0, // 1: ordermesh.webhook.v1.RegisterWebhookResponse.webhook:type_name -> ordermesh.webhook.v1.Webhook
-	0, // 2: ordermesh.webhook.v1.ListWebhooksResponse.webhooks:type_name -> ordermesh.webhook.v1.Webhook
-	1, // 3: ordermesh.webhook.v1.WebhookService.RegisterWebhook:input_type -> ordermesh.webhook.v1.RegisterWebhookRequest
-	3, // 4: ordermesh.webhook.v1.WebhookService.ListWebhooks:input_type -> ordermesh.webhook.v1.ListWebhooksRequest
-	5, // 5: ordermesh.webhook.v1.WebhookService.DeleteWebhook:input_type -> ordermesh.webhook.v1.DeleteWebhookRequest
-	2, // 6: ordermesh.webhook.v1.WebhookService.RegisterWebhook:output_type -> ordermesh.webhook.v1.RegisterWebhookResponse
-	4, // 7: ordermesh.webhook.v1.WebhookService.ListWebhooks:output_type -> ordermesh.webhook.v1.ListWebhooksResponse
-	6, // 8: ordermesh.webhook.v1.WebhookService.DeleteWebhook:output_type -> ordermesh.webhook.v1.DeleteWebhookResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	24, // 0: ordermesh.webhook.v1.Webhook.created_at:type_name -> google.protobuf.Timestamp
+	24, // 1: ordermesh.webhook.v1.Webhook.disabled_at:type_name -> google.protobuf.Timestamp
+	24, // 2: ordermesh.webhook.v1.Webhook.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: ordermesh.webhook.v1.RegisterWebhookResponse.webhook:type_name -> ordermesh.webhook.v1.Webhook
+	1,  // 4: ordermesh.webhook.v1.ListWebhooksResponse.webhooks:type_name -> ordermesh.webhook.v1.Webhook
+	1,  // 5: ordermesh.webhook.v1.GetWebhookResponse.webhook:type_name -> ordermesh.webhook.v1.Webhook
+	1,  // 6: ordermesh.webhook.v1.RotateWebhookSecretResponse.webhook:type_name -> ordermesh.webhook.v1.Webhook
+	1,  // 7: ordermesh.webhook.v1.EnableWebhookResponse.webhook:type_name -> ordermesh.webhook.v1.Webhook
+	24, // 8: ordermesh.webhook.v1.DeliveryAttempt.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 9: ordermesh.webhook.v1.Delivery.state:type_name -> ordermesh.webhook.v1.DeliveryState
+	24, // 10: ordermesh.webhook.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	24, // 11: ordermesh.webhook.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	14, // 12: ordermesh.webhook.v1.Delivery.attempts:type_name -> ordermesh.webhook.v1.DeliveryAttempt
+	15, // 13: ordermesh.webhook.v1.SendTestEventResponse.delivery:type_name -> ordermesh.webhook.v1.Delivery
+	15, // 14: ordermesh.webhook.v1.ListDeliveriesResponse.deliveries:type_name -> ordermesh.webhook.v1.Delivery
+	15, // 15: ordermesh.webhook.v1.ReplayDeliveryResponse.delivery:type_name -> ordermesh.webhook.v1.Delivery
+	2,  // 16: ordermesh.webhook.v1.WebhookService.RegisterWebhook:input_type -> ordermesh.webhook.v1.RegisterWebhookRequest
+	4,  // 17: ordermesh.webhook.v1.WebhookService.ListWebhooks:input_type -> ordermesh.webhook.v1.ListWebhooksRequest
+	6,  // 18: ordermesh.webhook.v1.WebhookService.GetWebhook:input_type -> ordermesh.webhook.v1.GetWebhookRequest
+	8,  // 19: ordermesh.webhook.v1.WebhookService.DeleteWebhook:input_type -> ordermesh.webhook.v1.DeleteWebhookRequest
+	10, // 20: ordermesh.webhook.v1.WebhookService.RotateWebhookSecret:input_type -> ordermesh.webhook.v1.RotateWebhookSecretRequest
+	12, // 21: ordermesh.webhook.v1.WebhookService.EnableWebhook:input_type -> ordermesh.webhook.v1.EnableWebhookRequest
+	16, // 22: ordermesh.webhook.v1.WebhookService.SendTestEvent:input_type -> ordermesh.webhook.v1.SendTestEventRequest
+	18, // 23: ordermesh.webhook.v1.WebhookService.ListDeliveries:input_type -> ordermesh.webhook.v1.ListDeliveriesRequest
+	20, // 24: ordermesh.webhook.v1.WebhookService.ReplayDelivery:input_type -> ordermesh.webhook.v1.ReplayDeliveryRequest
+	22, // 25: ordermesh.webhook.v1.WebhookService.ReplayParkedDeliveries:input_type -> ordermesh.webhook.v1.ReplayParkedDeliveriesRequest
+	3,  // 26: ordermesh.webhook.v1.WebhookService.RegisterWebhook:output_type -> ordermesh.webhook.v1.RegisterWebhookResponse
+	5,  // 27: ordermesh.webhook.v1.WebhookService.ListWebhooks:output_type -> ordermesh.webhook.v1.ListWebhooksResponse
+	7,  // 28: ordermesh.webhook.v1.WebhookService.GetWebhook:output_type -> ordermesh.webhook.v1.GetWebhookResponse
+	9,  // 29: ordermesh.webhook.v1.WebhookService.DeleteWebhook:output_type -> ordermesh.webhook.v1.DeleteWebhookResponse
+	11, // 30: ordermesh.webhook.v1.WebhookService.RotateWebhookSecret:output_type -> ordermesh.webhook.v1.RotateWebhookSecretResponse
+	13, // 31: ordermesh.webhook.v1.WebhookService.EnableWebhook:output_type -> ordermesh.webhook.v1.EnableWebhookResponse
+	17, // 32: ordermesh.webhook.v1.WebhookService.SendTestEvent:output_type -> ordermesh.webhook.v1.SendTestEventResponse
+	19, // 33: ordermesh.webhook.v1.WebhookService.ListDeliveries:output_type -> ordermesh.webhook.v1.ListDeliveriesResponse
+	21, // 34: ordermesh.webhook.v1.WebhookService.ReplayDelivery:output_type -> ordermesh.webhook.v1.ReplayDeliveryResponse
+	23, // 35: ordermesh.webhook.v1.WebhookService.ReplayParkedDeliveries:output_type -> ordermesh.webhook.v1.ReplayParkedDeliveriesResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_ordermesh_webhook_v1_webhook_proto_init() }
@@ -460,18 +1584,20 @@ func file_ordermesh_webhook_v1_webhook_proto_init() {
 	if File_ordermesh_webhook_v1_webhook_proto != nil {
 		return
 	}
+	file_ordermesh_webhook_v1_webhook_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ordermesh_webhook_v1_webhook_proto_rawDesc), len(file_ordermesh_webhook_v1_webhook_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   7,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_ordermesh_webhook_v1_webhook_proto_goTypes,
 		DependencyIndexes: file_ordermesh_webhook_v1_webhook_proto_depIdxs,
+		EnumInfos:         file_ordermesh_webhook_v1_webhook_proto_enumTypes,
 		MessageInfos:      file_ordermesh_webhook_v1_webhook_proto_msgTypes,
 	}.Build()
 	File_ordermesh_webhook_v1_webhook_proto = out.File

@@ -19,24 +19,52 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WebhookService_RegisterWebhook_FullMethodName = "/ordermesh.webhook.v1.WebhookService/RegisterWebhook"
-	WebhookService_ListWebhooks_FullMethodName    = "/ordermesh.webhook.v1.WebhookService/ListWebhooks"
-	WebhookService_DeleteWebhook_FullMethodName   = "/ordermesh.webhook.v1.WebhookService/DeleteWebhook"
+	WebhookService_RegisterWebhook_FullMethodName        = "/ordermesh.webhook.v1.WebhookService/RegisterWebhook"
+	WebhookService_ListWebhooks_FullMethodName           = "/ordermesh.webhook.v1.WebhookService/ListWebhooks"
+	WebhookService_GetWebhook_FullMethodName             = "/ordermesh.webhook.v1.WebhookService/GetWebhook"
+	WebhookService_DeleteWebhook_FullMethodName          = "/ordermesh.webhook.v1.WebhookService/DeleteWebhook"
+	WebhookService_RotateWebhookSecret_FullMethodName    = "/ordermesh.webhook.v1.WebhookService/RotateWebhookSecret"
+	WebhookService_EnableWebhook_FullMethodName          = "/ordermesh.webhook.v1.WebhookService/EnableWebhook"
+	WebhookService_SendTestEvent_FullMethodName          = "/ordermesh.webhook.v1.WebhookService/SendTestEvent"
+	WebhookService_ListDeliveries_FullMethodName         = "/ordermesh.webhook.v1.WebhookService/ListDeliveries"
+	WebhookService_ReplayDelivery_FullMethodName         = "/ordermesh.webhook.v1.WebhookService/ReplayDelivery"
+	WebhookService_ReplayParkedDeliveries_FullMethodName = "/ordermesh.webhook.v1.WebhookService/ReplayParkedDeliveries"
 )
 
 // WebhookServiceClient is the client API for WebhookService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-// `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+// Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+// `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+// the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+// body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+// `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+// Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
 type WebhookServiceClient interface {
-	// Registers an endpoint. The signing secret is returned once, here only.
+	// Registers an endpoint. The signing secret is returned once, here (and at rotation).
 	RegisterWebhook(ctx context.Context, in *RegisterWebhookRequest, opts ...grpc.CallOption) (*RegisterWebhookResponse, error)
 	// The caller's webhooks (secrets are never shown again).
 	ListWebhooks(ctx context.Context, in *ListWebhooksRequest, opts ...grpc.CallOption) (*ListWebhooksResponse, error)
-	// Removes one of the caller's webhooks.
+	// One of the caller's webhooks, with its delivery health (disabled or not, and why).
+	GetWebhook(ctx context.Context, in *GetWebhookRequest, opts ...grpc.CallOption) (*GetWebhookResponse, error)
+	// Removes one of the caller's webhooks, with its delivery log.
 	DeleteWebhook(ctx context.Context, in *DeleteWebhookRequest, opts ...grpc.CallOption) (*DeleteWebhookResponse, error)
+	// A new signing secret, returned once. Until the grace period ends, deliveries are
+	// signed with both the new and the previous secret.
+	RotateWebhookSecret(ctx context.Context, in *RotateWebhookSecretRequest, opts ...grpc.CallOption) (*RotateWebhookSecretResponse, error)
+	// Turns a webhook that was disabled (by its owner's choice or after repeated failures)
+	// back on. Deliveries parked meanwhile stay parked until replayed.
+	EnableWebhook(ctx context.Context, in *EnableWebhookRequest, opts ...grpc.CallOption) (*EnableWebhookResponse, error)
+	// Sends a `webhook.test` event to the endpoint now (even to a disabled one).
+	SendTestEvent(ctx context.Context, in *SendTestEventRequest, opts ...grpc.CallOption) (*SendTestEventResponse, error)
+	// The webhook's deliveries, newest first, each with every attempt.
+	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
+	// Sends a finished delivery (parked, failed or even succeeded) again, with the same
+	// id, now. Receivers that deduplicate by `X-Webhook-Id` accept it once.
+	ReplayDelivery(ctx context.Context, in *ReplayDeliveryRequest, opts ...grpc.CallOption) (*ReplayDeliveryResponse, error)
+	// Replays every parked delivery of the webhook (in their original order).
+	ReplayParkedDeliveries(ctx context.Context, in *ReplayParkedDeliveriesRequest, opts ...grpc.CallOption) (*ReplayParkedDeliveriesResponse, error)
 }
 
 type webhookServiceClient struct {
@@ -67,6 +95,16 @@ func (c *webhookServiceClient) ListWebhooks(ctx context.Context, in *ListWebhook
 	return out, nil
 }
 
+func (c *webhookServiceClient) GetWebhook(ctx context.Context, in *GetWebhookRequest, opts ...grpc.CallOption) (*GetWebhookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetWebhookResponse)
+	err := c.cc.Invoke(ctx, WebhookService_GetWebhook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *webhookServiceClient) DeleteWebhook(ctx context.Context, in *DeleteWebhookRequest, opts ...grpc.CallOption) (*DeleteWebhookResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteWebhookResponse)
@@ -77,19 +115,100 @@ func (c *webhookServiceClient) DeleteWebhook(ctx context.Context, in *DeleteWebh
 	return out, nil
 }
 
+func (c *webhookServiceClient) RotateWebhookSecret(ctx context.Context, in *RotateWebhookSecretRequest, opts ...grpc.CallOption) (*RotateWebhookSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateWebhookSecretResponse)
+	err := c.cc.Invoke(ctx, WebhookService_RotateWebhookSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) EnableWebhook(ctx context.Context, in *EnableWebhookRequest, opts ...grpc.CallOption) (*EnableWebhookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableWebhookResponse)
+	err := c.cc.Invoke(ctx, WebhookService_EnableWebhook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) SendTestEvent(ctx context.Context, in *SendTestEventRequest, opts ...grpc.CallOption) (*SendTestEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendTestEventResponse)
+	err := c.cc.Invoke(ctx, WebhookService_SendTestEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeliveriesResponse)
+	err := c.cc.Invoke(ctx, WebhookService_ListDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) ReplayDelivery(ctx context.Context, in *ReplayDeliveryRequest, opts ...grpc.CallOption) (*ReplayDeliveryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeliveryResponse)
+	err := c.cc.Invoke(ctx, WebhookService_ReplayDelivery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) ReplayParkedDeliveries(ctx context.Context, in *ReplayParkedDeliveriesRequest, opts ...grpc.CallOption) (*ReplayParkedDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayParkedDeliveriesResponse)
+	err := c.cc.Invoke(ctx, WebhookService_ReplayParkedDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WebhookServiceServer is the server API for WebhookService service.
 // All implementations must embed UnimplementedWebhookServiceServer
 // for forward compatibility.
 //
-// Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-// `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+// Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+// `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+// the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+// body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+// `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+// Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
 type WebhookServiceServer interface {
-	// Registers an endpoint. The signing secret is returned once, here only.
+	// Registers an endpoint. The signing secret is returned once, here (and at rotation).
 	RegisterWebhook(context.Context, *RegisterWebhookRequest) (*RegisterWebhookResponse, error)
 	// The caller's webhooks (secrets are never shown again).
 	ListWebhooks(context.Context, *ListWebhooksRequest) (*ListWebhooksResponse, error)
-	// Removes one of the caller's webhooks.
+	// One of the caller's webhooks, with its delivery health (disabled or not, and why).
+	GetWebhook(context.Context, *GetWebhookRequest) (*GetWebhookResponse, error)
+	// Removes one of the caller's webhooks, with its delivery log.
 	DeleteWebhook(context.Context, *DeleteWebhookRequest) (*DeleteWebhookResponse, error)
+	// A new signing secret, returned once. Until the grace period ends, deliveries are
+	// signed with both the new and the previous secret.
+	RotateWebhookSecret(context.Context, *RotateWebhookSecretRequest) (*RotateWebhookSecretResponse, error)
+	// Turns a webhook that was disabled (by its owner's choice or after repeated failures)
+	// back on. Deliveries parked meanwhile stay parked until replayed.
+	EnableWebhook(context.Context, *EnableWebhookRequest) (*EnableWebhookResponse, error)
+	// Sends a `webhook.test` event to the endpoint now (even to a disabled one).
+	SendTestEvent(context.Context, *SendTestEventRequest) (*SendTestEventResponse, error)
+	// The webhook's deliveries, newest first, each with every attempt.
+	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
+	// Sends a finished delivery (parked, failed or even succeeded) again, with the same
+	// id, now. Receivers that deduplicate by `X-Webhook-Id` accept it once.
+	ReplayDelivery(context.Context, *ReplayDeliveryRequest) (*ReplayDeliveryResponse, error)
+	// Replays every parked delivery of the webhook (in their original order).
+	ReplayParkedDeliveries(context.Context, *ReplayParkedDeliveriesRequest) (*ReplayParkedDeliveriesResponse, error)
 	mustEmbedUnimplementedWebhookServiceServer()
 }
 
@@ -106,8 +225,29 @@ func (UnimplementedWebhookServiceServer) RegisterWebhook(context.Context, *Regis
 func (UnimplementedWebhookServiceServer) ListWebhooks(context.Context, *ListWebhooksRequest) (*ListWebhooksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListWebhooks not implemented")
 }
+func (UnimplementedWebhookServiceServer) GetWebhook(context.Context, *GetWebhookRequest) (*GetWebhookResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetWebhook not implemented")
+}
 func (UnimplementedWebhookServiceServer) DeleteWebhook(context.Context, *DeleteWebhookRequest) (*DeleteWebhookResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteWebhook not implemented")
+}
+func (UnimplementedWebhookServiceServer) RotateWebhookSecret(context.Context, *RotateWebhookSecretRequest) (*RotateWebhookSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateWebhookSecret not implemented")
+}
+func (UnimplementedWebhookServiceServer) EnableWebhook(context.Context, *EnableWebhookRequest) (*EnableWebhookResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableWebhook not implemented")
+}
+func (UnimplementedWebhookServiceServer) SendTestEvent(context.Context, *SendTestEventRequest) (*SendTestEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendTestEvent not implemented")
+}
+func (UnimplementedWebhookServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
+}
+func (UnimplementedWebhookServiceServer) ReplayDelivery(context.Context, *ReplayDeliveryRequest) (*ReplayDeliveryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDelivery not implemented")
+}
+func (UnimplementedWebhookServiceServer) ReplayParkedDeliveries(context.Context, *ReplayParkedDeliveriesRequest) (*ReplayParkedDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayParkedDeliveries not implemented")
 }
 func (UnimplementedWebhookServiceServer) mustEmbedUnimplementedWebhookServiceServer() {}
 func (UnimplementedWebhookServiceServer) testEmbeddedByValue()                        {}
@@ -166,6 +306,24 @@ func _WebhookService_ListWebhooks_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WebhookService_GetWebhook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWebhookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).GetWebhook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_GetWebhook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).GetWebhook(ctx, req.(*GetWebhookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WebhookService_DeleteWebhook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteWebhookRequest)
 	if err := dec(in); err != nil {
@@ -180,6 +338,114 @@ func _WebhookService_DeleteWebhook_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(WebhookServiceServer).DeleteWebhook(ctx, req.(*DeleteWebhookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_RotateWebhookSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateWebhookSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).RotateWebhookSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_RotateWebhookSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).RotateWebhookSecret(ctx, req.(*RotateWebhookSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_EnableWebhook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableWebhookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).EnableWebhook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_EnableWebhook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).EnableWebhook(ctx, req.(*EnableWebhookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_SendTestEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendTestEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).SendTestEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_SendTestEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).SendTestEvent(ctx, req.(*SendTestEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_ListDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ListDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_ListDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ListDeliveries(ctx, req.(*ListDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_ReplayDelivery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeliveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ReplayDelivery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_ReplayDelivery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ReplayDelivery(ctx, req.(*ReplayDeliveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_ReplayParkedDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayParkedDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ReplayParkedDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WebhookService_ReplayParkedDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ReplayParkedDeliveries(ctx, req.(*ReplayParkedDeliveriesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -200,8 +466,36 @@ var WebhookService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _WebhookService_ListWebhooks_Handler,
 		},
 		{
+			MethodName: "GetWebhook",
+			Handler:    _WebhookService_GetWebhook_Handler,
+		},
+		{
 			MethodName: "DeleteWebhook",
 			Handler:    _WebhookService_DeleteWebhook_Handler,
+		},
+		{
+			MethodName: "RotateWebhookSecret",
+			Handler:    _WebhookService_RotateWebhookSecret_Handler,
+		},
+		{
+			MethodName: "EnableWebhook",
+			Handler:    _WebhookService_EnableWebhook_Handler,
+		},
+		{
+			MethodName: "SendTestEvent",
+			Handler:    _WebhookService_SendTestEvent_Handler,
+		},
+		{
+			MethodName: "ListDeliveries",
+			Handler:    _WebhookService_ListDeliveries_Handler,
+		},
+		{
+			MethodName: "ReplayDelivery",
+			Handler:    _WebhookService_ReplayDelivery_Handler,
+		},
+		{
+			MethodName: "ReplayParkedDeliveries",
+			Handler:    _WebhookService_ReplayParkedDeliveries_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -26,8 +26,12 @@ if _version_not_supported:
 
 
 class WebhookServiceStub:
-    """Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-    `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+    """Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+    `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+    the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+    `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
     """
 
     def __init__(self, channel):
@@ -46,20 +50,59 @@ class WebhookServiceStub:
                 request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhooksRequest.SerializeToString,
                 response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhooksResponse.FromString,
                 _registered_method=True)
+        self.GetWebhook = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/GetWebhook',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookResponse.FromString,
+                _registered_method=True)
         self.DeleteWebhook = channel.unary_unary(
                 '/ordermesh.webhook.v1.WebhookService/DeleteWebhook',
                 request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookRequest.SerializeToString,
                 response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/RotateWebhookSecret',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.EnableWebhook = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/EnableWebhook',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.EnableWebhookRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.EnableWebhookResponse.FromString,
+                _registered_method=True)
+        self.SendTestEvent = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/SendTestEvent',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.SendTestEventRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.SendTestEventResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/ListDeliveries',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReplayDelivery = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/ReplayDelivery',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayDeliveryRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayDeliveryResponse.FromString,
+                _registered_method=True)
+        self.ReplayParkedDeliveries = channel.unary_unary(
+                '/ordermesh.webhook.v1.WebhookService/ReplayParkedDeliveries',
+                request_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayParkedDeliveriesRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayParkedDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookServiceServicer:
-    """Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-    `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+    """Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+    `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+    the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+    `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
     """
 
     def RegisterWebhook(self, request, context):
-        """Registers an endpoint. The signing secret is returned once, here only.
+        """Registers an endpoint. The signing secret is returned once, here (and at rotation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,8 +115,60 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWebhook(self, request, context):
+        """One of the caller's webhooks, with its delivery health (disabled or not, and why).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteWebhook(self, request, context):
-        """Removes one of the caller's webhooks.
+        """Removes one of the caller's webhooks, with its delivery log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new signing secret, returned once. Until the grace period ends, deliveries are
+        signed with both the new and the previous secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableWebhook(self, request, context):
+        """Turns a webhook that was disabled (by its owner's choice or after repeated failures)
+        back on. Deliveries parked meanwhile stay parked until replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTestEvent(self, request, context):
+        """Sends a `webhook.test` event to the endpoint now (even to a disabled one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """The webhook's deliveries, newest first, each with every attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDelivery(self, request, context):
+        """Sends a finished delivery (parked, failed or even succeeded) again, with the same
+        id, now. Receivers that deduplicate by `X-Webhook-Id` accept it once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayParkedDeliveries(self, request, context):
+        """Replays every parked delivery of the webhook (in their original order).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,10 +187,45 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhooksRequest.FromString,
                     response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhooksResponse.SerializeToString,
             ),
+            'GetWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhook,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookResponse.SerializeToString,
+            ),
             'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteWebhook,
                     request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookRequest.FromString,
                     response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'EnableWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableWebhook,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.EnableWebhookRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.EnableWebhookResponse.SerializeToString,
+            ),
+            'SendTestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestEvent,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.SendTestEventRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.SendTestEventResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'ReplayDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDelivery,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayDeliveryRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayDeliveryResponse.SerializeToString,
+            ),
+            'ReplayParkedDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayParkedDeliveries,
+                    request_deserializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayParkedDeliveriesRequest.FromString,
+                    response_serializer=ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayParkedDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -106,8 +236,12 @@ def add_WebhookServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WebhookService:
-    """Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-    `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+    """Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+    `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+    the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+    `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
     """
 
     @staticmethod
@@ -165,6 +299,33 @@ class WebhookService:
             _registered_method=True)
 
     @staticmethod
+    def GetWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/GetWebhook',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteWebhook(request,
             target,
             options=(),
@@ -181,6 +342,168 @@ class WebhookService:
             '/ordermesh.webhook.v1.WebhookService/DeleteWebhook',
             ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookRequest.SerializeToString,
             ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/RotateWebhookSecret',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookSecretRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/EnableWebhook',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.EnableWebhookRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.EnableWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/SendTestEvent',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.SendTestEventRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.SendTestEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/ListDeliveries',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListDeliveriesRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/ReplayDelivery',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayDeliveryRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayParkedDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.webhook.v1.WebhookService/ReplayParkedDeliveries',
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayParkedDeliveriesRequest.SerializeToString,
+            ordermesh_dot_webhook_dot_v1_dot_webhook__pb2.ReplayParkedDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WebhookServiceStub:
-    """Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-    `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+    """Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+    `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+    the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+    `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
     """
 
     @_typing.overload
@@ -36,29 +40,77 @@ class WebhookServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WebhookServiceAsyncStub: ...
     RegisterWebhook: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.RegisterWebhookRequest, _webhook_pb2.RegisterWebhookResponse]
-    """Registers an endpoint. The signing secret is returned once, here only."""
+    """Registers an endpoint. The signing secret is returned once, here (and at rotation)."""
     ListWebhooks: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhooksRequest, _webhook_pb2.ListWebhooksResponse]
     """The caller's webhooks (secrets are never shown again)."""
+    GetWebhook: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.GetWebhookRequest, _webhook_pb2.GetWebhookResponse]
+    """One of the caller's webhooks, with its delivery health (disabled or not, and why)."""
     DeleteWebhook: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.DeleteWebhookRequest, _webhook_pb2.DeleteWebhookResponse]
-    """Removes one of the caller's webhooks."""
+    """Removes one of the caller's webhooks, with its delivery log."""
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.RotateWebhookSecretRequest, _webhook_pb2.RotateWebhookSecretResponse]
+    """A new signing secret, returned once. Until the grace period ends, deliveries are
+    signed with both the new and the previous secret.
+    """
+    EnableWebhook: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.EnableWebhookRequest, _webhook_pb2.EnableWebhookResponse]
+    """Turns a webhook that was disabled (by its owner's choice or after repeated failures)
+    back on. Deliveries parked meanwhile stay parked until replayed.
+    """
+    SendTestEvent: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.SendTestEventRequest, _webhook_pb2.SendTestEventResponse]
+    """Sends a `webhook.test` event to the endpoint now (even to a disabled one)."""
+    ListDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListDeliveriesRequest, _webhook_pb2.ListDeliveriesResponse]
+    """The webhook's deliveries, newest first, each with every attempt."""
+    ReplayDelivery: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ReplayDeliveryRequest, _webhook_pb2.ReplayDeliveryResponse]
+    """Sends a finished delivery (parked, failed or even succeeded) again, with the same
+    id, now. Receivers that deduplicate by `X-Webhook-Id` accept it once.
+    """
+    ReplayParkedDeliveries: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ReplayParkedDeliveriesRequest, _webhook_pb2.ReplayParkedDeliveriesResponse]
+    """Replays every parked delivery of the webhook (in their original order)."""
 
 @_typing.type_check_only
 class WebhookServiceAsyncStub(WebhookServiceStub):
-    """Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-    `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+    """Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+    `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+    the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+    `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterWebhook: _aio.UnaryUnaryMultiCallable[_webhook_pb2.RegisterWebhookRequest, _webhook_pb2.RegisterWebhookResponse]  # type: ignore[assignment]
-    """Registers an endpoint. The signing secret is returned once, here only."""
+    """Registers an endpoint. The signing secret is returned once, here (and at rotation)."""
     ListWebhooks: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListWebhooksRequest, _webhook_pb2.ListWebhooksResponse]  # type: ignore[assignment]
     """The caller's webhooks (secrets are never shown again)."""
+    GetWebhook: _aio.UnaryUnaryMultiCallable[_webhook_pb2.GetWebhookRequest, _webhook_pb2.GetWebhookResponse]  # type: ignore[assignment]
+    """One of the caller's webhooks, with its delivery health (disabled or not, and why)."""
     DeleteWebhook: _aio.UnaryUnaryMultiCallable[_webhook_pb2.DeleteWebhookRequest, _webhook_pb2.DeleteWebhookResponse]  # type: ignore[assignment]
-    """Removes one of the caller's webhooks."""
+    """Removes one of the caller's webhooks, with its delivery log."""
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_webhook_pb2.RotateWebhookSecretRequest, _webhook_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """A new signing secret, returned once. Until the grace period ends, deliveries are
+    signed with both the new and the previous secret.
+    """
+    EnableWebhook: _aio.UnaryUnaryMultiCallable[_webhook_pb2.EnableWebhookRequest, _webhook_pb2.EnableWebhookResponse]  # type: ignore[assignment]
+    """Turns a webhook that was disabled (by its owner's choice or after repeated failures)
+    back on. Deliveries parked meanwhile stay parked until replayed.
+    """
+    SendTestEvent: _aio.UnaryUnaryMultiCallable[_webhook_pb2.SendTestEventRequest, _webhook_pb2.SendTestEventResponse]  # type: ignore[assignment]
+    """Sends a `webhook.test` event to the endpoint now (even to a disabled one)."""
+    ListDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListDeliveriesRequest, _webhook_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    """The webhook's deliveries, newest first, each with every attempt."""
+    ReplayDelivery: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ReplayDeliveryRequest, _webhook_pb2.ReplayDeliveryResponse]  # type: ignore[assignment]
+    """Sends a finished delivery (parked, failed or even succeeded) again, with the same
+    id, now. Receivers that deduplicate by `X-Webhook-Id` accept it once.
+    """
+    ReplayParkedDeliveries: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ReplayParkedDeliveriesRequest, _webhook_pb2.ReplayParkedDeliveriesResponse]  # type: ignore[assignment]
+    """Replays every parked delivery of the webhook (in their original order)."""
 
 class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Webhooks: users register HTTPS endpoints for order events. Deliveries are signed with
-    `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` using the webhook's secret.
+    """Webhooks: users register HTTP(S) endpoints for order events, and ordermesh POSTs
+    `{"id","type","created_at","data":{the order}}` to them. Every request is signed with
+    the webhook's secret twice: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>` (the original API's scheme) and the Standard Webhooks headers `webhook-id`,
+    `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    Failed attempts are retried with backoff; every attempt is logged (ListDeliveries).
     """
 
     @_abc_1.abstractmethod
@@ -67,7 +119,7 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _webhook_pb2.RegisterWebhookRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.RegisterWebhookResponse, _abc.Awaitable[_webhook_pb2.RegisterWebhookResponse]]:
-        """Registers an endpoint. The signing secret is returned once, here only."""
+        """Registers an endpoint. The signing secret is returned once, here (and at rotation)."""
 
     @_abc_1.abstractmethod
     def ListWebhooks(
@@ -78,11 +130,73 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         """The caller's webhooks (secrets are never shown again)."""
 
     @_abc_1.abstractmethod
+    def GetWebhook(
+        self,
+        request: _webhook_pb2.GetWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.GetWebhookResponse, _abc.Awaitable[_webhook_pb2.GetWebhookResponse]]:
+        """One of the caller's webhooks, with its delivery health (disabled or not, and why)."""
+
+    @_abc_1.abstractmethod
     def DeleteWebhook(
         self,
         request: _webhook_pb2.DeleteWebhookRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.DeleteWebhookResponse, _abc.Awaitable[_webhook_pb2.DeleteWebhookResponse]]:
-        """Removes one of the caller's webhooks."""
+        """Removes one of the caller's webhooks, with its delivery log."""
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _webhook_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_webhook_pb2.RotateWebhookSecretResponse]]:
+        """A new signing secret, returned once. Until the grace period ends, deliveries are
+        signed with both the new and the previous secret.
+        """
+
+    @_abc_1.abstractmethod
+    def EnableWebhook(
+        self,
+        request: _webhook_pb2.EnableWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.EnableWebhookResponse, _abc.Awaitable[_webhook_pb2.EnableWebhookResponse]]:
+        """Turns a webhook that was disabled (by its owner's choice or after repeated failures)
+        back on. Deliveries parked meanwhile stay parked until replayed.
+        """
+
+    @_abc_1.abstractmethod
+    def SendTestEvent(
+        self,
+        request: _webhook_pb2.SendTestEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.SendTestEventResponse, _abc.Awaitable[_webhook_pb2.SendTestEventResponse]]:
+        """Sends a `webhook.test` event to the endpoint now (even to a disabled one)."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveries(
+        self,
+        request: _webhook_pb2.ListDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ListDeliveriesResponse, _abc.Awaitable[_webhook_pb2.ListDeliveriesResponse]]:
+        """The webhook's deliveries, newest first, each with every attempt."""
+
+    @_abc_1.abstractmethod
+    def ReplayDelivery(
+        self,
+        request: _webhook_pb2.ReplayDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ReplayDeliveryResponse, _abc.Awaitable[_webhook_pb2.ReplayDeliveryResponse]]:
+        """Sends a finished delivery (parked, failed or even succeeded) again, with the same
+        id, now. Receivers that deduplicate by `X-Webhook-Id` accept it once.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayParkedDeliveries(
+        self,
+        request: _webhook_pb2.ReplayParkedDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ReplayParkedDeliveriesResponse, _abc.Awaitable[_webhook_pb2.ReplayParkedDeliveriesResponse]]:
+        """Replays every parked delivery of the webhook (in their original order)."""
 
 def add_WebhookServiceServicer_to_server(servicer: WebhookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,361 @@
+"""Deliveries in Postgres: recorded by the dispatcher consumer inside its inbox transaction,
+claimed and finished by senders (FOR UPDATE SKIP LOCKED plus a lease, so several senders
+never send one delivery at once), read by the API.
+
+After recording or rescheduling deliveries a transaction notifies ``webhook_deliveries``;
+senders LISTEN on it, so a delivery is sent at once instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from services.platform.db import Connection, Pool
+from services.webhook.adapters.secrets import SecretCipher
+from services.webhook.domain.delivery import DeliveryState
+from services.webhook.domain.model import Delivery, DeliveryAttempt
+from services.webhook.domain.ports import (
+    AttemptOutcome,
+    AttemptRecord,
+    ClaimedDelivery,
+)
+from services.webhook.domain.rules import parse_target
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "webhook_deliveries"
+# Delivery ids are derived from the event and the webhook, so recording one twice is a no-op.
+DELIVERY_NAMESPACE = uuid.UUID("5b0c7a51-8d6e-4f0e-9a53-0f1c2d3e4b5a")
+
+
+def delivery_id_for(event_id: uuid.UUID, webhook_id: str) -> str:
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{event_id}/{webhook_id}"))
+
+
+def delivery_of(row: Mapping[str, Any], attempts: Sequence[DeliveryAttempt]) -> Delivery:
+    return Delivery(
+        delivery_id=row["delivery_id"],
+        webhook_id=row["webhook_id"],
+        event_type=row["event_type"],
+        order_id=row["order_id"],
+        state=row["state"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        attempts=tuple(attempts),
+    )
+
+
+async def attempts_of(
+    conn: Connection, delivery_ids: Sequence[str]
+) -> dict[str, list[DeliveryAttempt]]:
+    """Every attempt of the deliveries, the latest first."""
+    if not delivery_ids:
+        return {}
+    cursor = await conn.execute(
+        "SELECT delivery_id::text, number, started_at, latency_ms, status_code,"
+        " response_excerpt, error FROM webhook.delivery_attempts"
+        " WHERE delivery_id = ANY(%s::uuid[]) ORDER BY delivery_id, number DESC",
+        (list(delivery_ids),),
+    )
+    found: dict[str, list[DeliveryAttempt]] = defaultdict(list)
+    for row in await cursor.fetchall():
+        found[row["delivery_id"]].append(
+            DeliveryAttempt(
+                number=row["number"],
+                started_at=row["started_at"],
+                latency_ms=row["latency_ms"],
+                status_code=row["status_code"],
+                response_excerpt=row["response_excerpt"],
+                error=row["error"],
+            )
+        )
+    return found
+
+
+# --- the dispatcher consumer's side -------------------------------------------------------
+
+
+async def known_order(conn: Connection, order_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The order's version and document as last folded, locked for this transaction."""
+    cursor = await conn.execute(
+        "SELECT version, document FROM webhook.orders WHERE order_id = %s FOR UPDATE",
+        (order_id,),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else (int(row["version"]), dict(row["document"]))
+
+
+async def save_order(conn: Connection, document: Mapping[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO webhook.orders (order_id, user_id, version, document)"
+        " VALUES (%(order_id)s, %(user_id)s, %(version)s, %(document)s)"
+        " ON CONFLICT (order_id) DO UPDATE SET version = excluded.version,"
+        " document = excluded.document, updated_at = now()",
+        {
+            "order_id": document["order_id"],
+            "user_id": document["user_id"],
+            "version": document["version"],
+            "document": Jsonb(document),
+        },
+    )
+
+
+async def subscribed_webhooks(conn: Connection, user_id: str, event_type: str) -> list[str]:
+    """The user's active webhooks subscribed to ``event_type`` (or to all)."""
+    cursor = await conn.execute(
+        "SELECT webhook_id::text FROM webhook.webhooks"
+        " WHERE user_id = %s AND active AND (events && ARRAY[%s, '*'])"
+        " ORDER BY created_at, webhook_id",
+        (user_id, event_type),
+    )
+    return [row["webhook_id"] for row in await cursor.fetchall()]
+
+
+async def record_deliveries(
+    conn: Connection, rows: Iterable[tuple[str, str, str, str, str, bytes]]
+) -> int:
+    """Inserts deliveries (delivery id, webhook id, event id, event type, order id, body) in
+    the given order, skipping any already recorded; notifies senders."""
+    recorded = 0
+    for row in rows:
+        cursor = await conn.execute(
+            "INSERT INTO webhook.deliveries"
+            " (delivery_id, webhook_id, event_id, event_type, order_id, body)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            row,
+        )
+        recorded += cursor.rowcount
+    if recorded:
+        await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+    return recorded
+
+
+# --- the sender's side -----------------------------------------------------------------------
+
+_CLAIM = """
+WITH candidates AS (
+    SELECT d.delivery_id, d.webhook_id, d.seq, d.next_attempt_at
+    FROM webhook.deliveries d
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now())
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook.deliveries e
+          WHERE e.webhook_id = d.webhook_id AND e.order_id = d.order_id
+            AND e.state = 'pending' AND e.seq < d.seq)
+    ORDER BY d.next_attempt_at, d.seq
+    LIMIT %(scan)s
+    FOR UPDATE OF d SKIP LOCKED
+), ranked AS (
+    SELECT c.delivery_id, c.seq, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.webhook_id ORDER BY c.seq) AS rank,
+           (SELECT count(*) FROM webhook.deliveries f
+             WHERE f.webhook_id = c.webhook_id AND f.state = 'pending'
+               AND f.lease_expires_at > now()) AS in_flight
+    FROM candidates c
+), chosen AS (
+    SELECT delivery_id FROM ranked
+    WHERE rank + in_flight <= %(per_endpoint)s
+    ORDER BY next_attempt_at, seq
+    LIMIT %(limit)s
+)
+UPDATE webhook.deliveries d
+SET lease_owner = %(owner)s, lease_expires_at = now() + %(lease)s
+FROM chosen, webhook.webhooks w
+WHERE d.delivery_id = chosen.delivery_id AND w.webhook_id = d.webhook_id
+RETURNING d.delivery_id::text, d.webhook_id::text, d.event_type, d.order_id, d.body,
+          d.attempts, d.round_attempts, d.round_started_at, d.seq, w.url, w.secret_encrypted,
+          CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_encrypted END
+              AS previous_secret_encrypted
+"""
+
+
+class PostgresDeliveryQueue:
+    """The sender's view of the deliveries table (see :class:`DeliveryQueue`)."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        cipher: SecretCipher,
+        *,
+        lease: timedelta,
+        per_endpoint: int,
+        disable_after_failures: int,
+    ) -> None:
+        self._pool = pool
+        self._cipher = cipher
+        self._lease = lease
+        self._per_endpoint = per_endpoint
+        self._disable_after = disable_after_failures
+
+    async def claim(self, owner: str, limit: int) -> list[ClaimedDelivery]:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                _CLAIM,
+                {
+                    "scan": limit * 4,
+                    "limit": limit,
+                    "per_endpoint": self._per_endpoint,
+                    "owner": owner,
+                    "lease": self._lease,
+                },
+            )
+            rows = await cursor.fetchall()
+        rows.sort(key=lambda row: row["seq"])
+        return [self._claimed(row) for row in rows]
+
+    def _claimed(self, row: Mapping[str, Any]) -> ClaimedDelivery:
+        secrets = [self._cipher.decrypt(row["secret_encrypted"])]
+        if row["previous_secret_encrypted"] is not None:
+            secrets.append(self._cipher.decrypt(row["previous_secret_encrypted"]))
+        return ClaimedDelivery(
+            delivery_id=row["delivery_id"],
+            webhook_id=row["webhook_id"],
+            event_type=row["event_type"],
+            order_id=row["order_id"],
+            body=bytes(row["body"]),
+            attempts=row["attempts"],
+            round_attempts=row["round_attempts"],
+            round_started_at=row["round_started_at"],
+            target=parse_target(row["url"]),
+            secrets=tuple(secrets),
+        )
+
+    async def finish(
+        self, owner: str, claimed: ClaimedDelivery, attempt: AttemptRecord, outcome: AttemptOutcome
+    ) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE webhook.deliveries SET attempts = attempts + 1,"
+                " round_attempts = round_attempts + 1, state = %(state)s,"
+                " next_attempt_at = coalesce(%(next)s, next_attempt_at),"
+                " last_error = %(error)s,"
+                " finished_at = CASE WHEN %(state)s = 'pending' THEN NULL ELSE now() END,"
+                " lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE delivery_id = %(id)s AND lease_owner = %(owner)s AND state = 'pending'"
+                " RETURNING attempts",
+                {
+                    "state": outcome.state.value,
+                    "next": outcome.next_attempt_at,
+                    "error": outcome.error,
+                    "id": claimed.delivery_id,
+                    "owner": owner,
+                },
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return False
+            await conn.execute(
+                "INSERT INTO webhook.delivery_attempts (delivery_id, number, started_at,"
+                " latency_ms, status_code, response_excerpt, error)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    claimed.delivery_id,
+                    row["attempts"],
+                    attempt.started_at,
+                    attempt.latency_ms,
+                    attempt.status_code,
+                    attempt.response_excerpt,
+                    attempt.error,
+                ),
+            )
+            if outcome.endpoint_failed:
+                await self._count_failure(conn, claimed.webhook_id)
+            elif outcome.state is DeliveryState.SUCCEEDED:
+                await conn.execute(
+                    "UPDATE webhook.webhooks SET consecutive_failures = 0"
+                    " WHERE webhook_id = %s AND consecutive_failures <> 0",
+                    (claimed.webhook_id,),
+                )
+        return True
+
+    async def _count_failure(self, conn: Connection, webhook_id: str) -> None:
+        cursor = await conn.execute(
+            "UPDATE webhook.webhooks SET consecutive_failures = consecutive_failures + 1"
+            " WHERE webhook_id = %s RETURNING consecutive_failures, active",
+            (webhook_id,),
+        )
+        row = await cursor.fetchone()
+        if row is not None and not row["active"]:
+            # Disabled while this attempt was in flight: no more retries.
+            await conn.execute(
+                "UPDATE webhook.deliveries SET state = 'parked', finished_at = now(),"
+                " last_error = 'the endpoint is disabled; ' || last_error"
+                " WHERE webhook_id = %s AND state = 'pending'"
+                " AND (lease_expires_at IS NULL OR lease_expires_at <= now())",
+                (webhook_id,),
+            )
+            return
+        if row is None or row["consecutive_failures"] < self._disable_after:
+            return
+        reason = (
+            f"disabled after {row['consecutive_failures']} consecutive failed attempts;"
+            " enable it again with POST /api/v1/webhooks/{id}/enable"
+        )
+        await conn.execute(
+            "UPDATE webhook.webhooks SET active = false, disabled_at = now(),"
+            " disabled_reason = %s WHERE webhook_id = %s",
+            (reason, webhook_id),
+        )
+        parked = await conn.execute(
+            "UPDATE webhook.deliveries SET state = 'parked', finished_at = now(),"
+            " last_error = 'the endpoint was disabled: ' || %s"
+            " WHERE webhook_id = %s AND state = 'pending'"
+            " AND (lease_expires_at IS NULL OR lease_expires_at <= now())",
+            (reason, webhook_id),
+        )
+        log.warning(
+            "webhook disabled",
+            extra={
+                "webhook_id": webhook_id,
+                "consecutive_failures": row["consecutive_failures"],
+                "parked": parked.rowcount,
+            },
+        )
+
+    async def release(self, owner: str, delivery_ids: list[str]) -> None:
+        if not delivery_ids:
+            return
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE webhook.deliveries SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE delivery_id = ANY(%s::uuid[]) AND lease_owner = %s",
+                (delivery_ids, owner),
+            )
+
+
+def notifications(
+    database_url: str,
+) -> Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]:
+    """A listener that sets ``wake`` whenever deliveries are recorded or rescheduled, on a
+    connection of its own (LISTEN needs one); reconnects after an outage, waking the sender
+    then too, as notifications may have been missed."""
+
+    async def listen(wake: asyncio.Event, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    database_url, autocommit=True, application_name="ordermesh-webhook-listen"
+                ) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    wake.set()
+                    while not stop.is_set():
+                        async for _ in conn.notifies(timeout=1.0):
+                            wake.set()
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
+                log.info("webhook notifications interrupted", extra={"error": str(error)})
+                wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    return listen
