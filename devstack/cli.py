@@ -50,6 +50,8 @@ def _status(ports: Ports) -> None:
     print("\n".join(stack.pipeline_lines()))
     print()
     print("\n".join(stack.rate_limit_lines()))
+    print()
+    print("\n".join(stack.webhook_lines()))
 
 
 def _dlq(args: argparse.Namespace) -> int:

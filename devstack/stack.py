@@ -375,6 +375,47 @@ def rate_limit_lines() -> list[str]:
     return lines
 
 
+def webhook_lines() -> list[str]:
+    """Webhook delivery at a glance: what waits to be sent (and how late the most overdue
+    is), what is parked for replay, and the endpoints disabled after repeated failures."""
+    import psycopg
+
+    try:
+        with psycopg.connect(postgres.dsn(), connect_timeout=2, autocommit=True) as conn:
+            counts = conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'pending'),"
+                " count(*) FILTER (WHERE state = 'pending' AND next_attempt_at <= now()),"
+                " extract(epoch FROM now() - min(next_attempt_at)"
+                "   FILTER (WHERE state = 'pending' AND next_attempt_at <= now())),"
+                " count(*) FILTER (WHERE state = 'parked'),"
+                " count(*) FILTER (WHERE state = 'failed'"
+                "   AND finished_at > now() - interval '1 hour')"
+                " FROM webhook.deliveries"
+            ).fetchone()
+            disabled = conn.execute(
+                "SELECT webhook_id, url, disabled_reason FROM webhook.webhooks"
+                " WHERE NOT active ORDER BY disabled_at DESC LIMIT 5"
+            ).fetchall()
+            disabled_count = conn.execute(
+                "SELECT count(*) FROM webhook.webhooks WHERE NOT active"
+            ).fetchone()
+    except psycopg.Error as error:
+        return [f"webhooks: no answer from postgres ({str(error).strip()})"]
+    assert counts is not None and disabled_count is not None
+    pending, due, overdue, parked, failed = counts
+    late = "" if overdue is None else f", the most overdue {float(overdue):.1f}s late"
+    lines = [
+        f"webhook deliveries: {pending} pending ({due} due now{late}), {parked} parked,"
+        f" {failed} failed in the last hour; {disabled_count[0]} endpoint(s) disabled"
+    ]
+    lines.extend(f"  disabled {hook} {url}: {reason}" for hook, url, reason in disabled)
+    if parked:
+        lines.append(
+            "  parked deliveries wait for their owner: POST /api/v1/webhooks/{id}/deliveries/replay"
+        )
+    return lines
+
+
 def gateway_health(ports: Ports) -> str:
     """The bridge's counters from its own /healthz, on one line."""
     url = f"http://{HOST}:{ports.gateway}/healthz"
