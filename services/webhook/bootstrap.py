@@ -62,6 +62,7 @@ def sender(
         _cipher(resources),
         lease=settings.lease,
         per_endpoint=settings.per_endpoint_concurrency,
+        per_user=settings.per_user_concurrency,
         disable_after_failures=settings.disable_after_failures,
     )
     poster = CheckedPoster(

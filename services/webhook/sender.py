@@ -146,16 +146,18 @@ class WebhookSender:
         number = delivery.attempts + 1
         started_at = self._clock()
         started = time.monotonic()
-        headers = signature_headers(
-            delivery_id=delivery.delivery_id,
-            body=delivery.body,
-            secrets=delivery.secrets,
-            sent_at=started_at,
-            attempt=number,
-        )
         response: Response | None = None
         problem: DeliveryError | None = None
         try:
+            if delivery.target is None or not delivery.secrets:
+                raise DeliveryError(f"refused: {delivery.problem}", refused=True)
+            headers = signature_headers(
+                delivery_id=delivery.delivery_id,
+                body=delivery.body,
+                secrets=delivery.secrets,
+                sent_at=started_at,
+                attempt=number,
+            )
             response = await self._poster.post(delivery.target, headers, delivery.body)
         except DeliveryError as error:
             problem = error

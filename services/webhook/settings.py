@@ -34,6 +34,7 @@ class WebhookSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     disable_after_failures: int = 20
     per_endpoint_concurrency: int = 4
+    per_user_concurrency: int = 16
     concurrency: int = 64
     lease: timedelta = timedelta(seconds=60)
     poll_interval: float = 1.0
@@ -59,6 +60,7 @@ class WebhookSettings:
             ),
             disable_after_failures=reader.count("DISABLE_AFTER_FAILURES", 20),
             per_endpoint_concurrency=reader.count("PER_ENDPOINT_CONCURRENCY", 4),
+            per_user_concurrency=reader.count("PER_USER_CONCURRENCY", 16),
             concurrency=reader.count("SENDER_CONCURRENCY", 64),
             lease=timedelta(seconds=reader.seconds("LEASE_SECONDS", 60.0)),
             poll_interval=reader.seconds("POLL_SECONDS", 1.0),

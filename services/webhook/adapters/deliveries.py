@@ -18,12 +18,14 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from cryptography.fernet import InvalidToken
 from psycopg.types.json import Jsonb
 
+from services.common.errors import InvalidArgument
 from services.platform.db import Connection, Pool
 from services.webhook.adapters.secrets import SecretCipher
 from services.webhook.domain.delivery import DeliveryState
-from services.webhook.domain.model import Delivery, DeliveryAttempt
+from services.webhook.domain.model import Delivery, DeliveryAttempt, Target
 from services.webhook.domain.ports import (
     AttemptOutcome,
     AttemptRecord,
@@ -141,31 +143,48 @@ async def record_deliveries(
     return recorded
 
 
+def _text(value: str, limit: int = 2000) -> str:
+    """Text Postgres stores (no NUL), bounded."""
+    return value.replace("\x00", "")[:limit]
+
+
 # --- the sender's side -----------------------------------------------------------------------
 
 _CLAIM = """
-WITH candidates AS (
-    SELECT d.delivery_id, d.webhook_id, d.seq, d.next_attempt_at
-    FROM webhook.deliveries d
+WITH busy AS (
+    SELECT d.webhook_id, w.user_id, count(*) AS n
+    FROM webhook.deliveries d JOIN webhook.webhooks w ON w.webhook_id = d.webhook_id
+    WHERE d.lease_owner IS NOT NULL AND d.lease_expires_at > now() AND d.state = 'pending'
+    GROUP BY d.webhook_id, w.user_id
+), user_busy AS (
+    SELECT user_id, sum(n) AS n FROM busy GROUP BY user_id
+), candidates AS (
+    SELECT d.delivery_id, d.webhook_id, w.user_id, d.seq, d.next_attempt_at
+    FROM webhook.deliveries d JOIN webhook.webhooks w ON w.webhook_id = d.webhook_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= now()
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now())
       AND NOT EXISTS (
           SELECT 1 FROM webhook.deliveries e
           WHERE e.webhook_id = d.webhook_id AND e.order_id = d.order_id
             AND e.state = 'pending' AND e.seq < d.seq)
+      AND coalesce((SELECT n FROM busy b WHERE b.webhook_id = d.webhook_id), 0)
+          < %(per_endpoint)s
+      AND coalesce((SELECT n FROM user_busy u WHERE u.user_id = w.user_id), 0) < %(per_user)s
     ORDER BY d.next_attempt_at, d.seq
     LIMIT %(scan)s
     FOR UPDATE OF d SKIP LOCKED
 ), ranked AS (
     SELECT c.delivery_id, c.seq, c.next_attempt_at,
-           row_number() OVER (PARTITION BY c.webhook_id ORDER BY c.seq) AS rank,
-           (SELECT count(*) FROM webhook.deliveries f
-             WHERE f.webhook_id = c.webhook_id AND f.state = 'pending'
-               AND f.lease_expires_at > now()) AS in_flight
+           row_number() OVER (PARTITION BY c.webhook_id ORDER BY c.seq)
+               + coalesce((SELECT n FROM busy b WHERE b.webhook_id = c.webhook_id), 0)
+               AS endpoint_load,
+           row_number() OVER (PARTITION BY c.user_id ORDER BY c.seq)
+               + coalesce((SELECT n FROM user_busy u WHERE u.user_id = c.user_id), 0)
+               AS user_load
     FROM candidates c
 ), chosen AS (
     SELECT delivery_id FROM ranked
-    WHERE rank + in_flight <= %(per_endpoint)s
+    WHERE endpoint_load <= %(per_endpoint)s AND user_load <= %(per_user)s
     ORDER BY next_attempt_at, seq
     LIMIT %(limit)s
 )
@@ -190,12 +209,14 @@ class PostgresDeliveryQueue:
         *,
         lease: timedelta,
         per_endpoint: int,
+        per_user: int,
         disable_after_failures: int,
     ) -> None:
         self._pool = pool
         self._cipher = cipher
         self._lease = lease
         self._per_endpoint = per_endpoint
+        self._per_user = per_user
         self._disable_after = disable_after_failures
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedDelivery]:
@@ -206,6 +227,7 @@ class PostgresDeliveryQueue:
                     "scan": limit * 4,
                     "limit": limit,
                     "per_endpoint": self._per_endpoint,
+                    "per_user": self._per_user,
                     "owner": owner,
                     "lease": self._lease,
                 },
@@ -215,9 +237,25 @@ class PostgresDeliveryQueue:
         return [self._claimed(row) for row in rows]
 
     def _claimed(self, row: Mapping[str, Any]) -> ClaimedDelivery:
-        secrets = [self._cipher.decrypt(row["secret_encrypted"])]
-        if row["previous_secret_encrypted"] is not None:
-            secrets.append(self._cipher.decrypt(row["previous_secret_encrypted"]))
+        """The claimed row as the sender needs it. A row that cannot be sent (a URL that
+        today's rules refuse, a secret that no longer decrypts) is still returned, with the
+        problem instead of a target: the sender fails that delivery, and nothing else."""
+        target: Target | None = None
+        problem = ""
+        secrets: list[str] = []
+        try:
+            target = parse_target(row["url"])
+            secrets.append(self._cipher.decrypt(row["secret_encrypted"]))
+            if row["previous_secret_encrypted"] is not None:
+                secrets.append(self._cipher.decrypt(row["previous_secret_encrypted"]))
+        except InvalidArgument as error:
+            target, problem = None, f"the webhook's URL is not accepted: {error}"
+        except InvalidToken:
+            target = None
+            problem = (
+                "the signing secret cannot be decrypted (was ORDERMESH_KEY_ENCRYPTION_SECRET"
+                " changed?); rotate the webhook's secret"
+            )
         return ClaimedDelivery(
             delivery_id=row["delivery_id"],
             webhook_id=row["webhook_id"],
@@ -227,8 +265,9 @@ class PostgresDeliveryQueue:
             attempts=row["attempts"],
             round_attempts=row["round_attempts"],
             round_started_at=row["round_started_at"],
-            target=parse_target(row["url"]),
+            target=target,
             secrets=tuple(secrets),
+            problem=problem,
         )
 
     async def finish(
@@ -247,7 +286,7 @@ class PostgresDeliveryQueue:
                 {
                     "state": outcome.state.value,
                     "next": outcome.next_attempt_at,
-                    "error": outcome.error,
+                    "error": _text(outcome.error),
                     "id": claimed.delivery_id,
                     "owner": owner,
                 },
@@ -265,8 +304,8 @@ class PostgresDeliveryQueue:
                     attempt.started_at,
                     attempt.latency_ms,
                     attempt.status_code,
-                    attempt.response_excerpt,
-                    attempt.error,
+                    _text(attempt.response_excerpt),
+                    _text(attempt.error),
                 ),
             )
             if outcome.endpoint_failed:

@@ -84,9 +84,11 @@ class ClaimedDelivery:
     attempts: int
     round_attempts: int
     round_started_at: datetime
-    target: Target
+    # None when the delivery cannot be sent (``problem`` says why).
+    target: Target | None
     # The current secret first, then the previous one while its grace period lasts.
     secrets: tuple[str, ...] = field(repr=False)
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)
