@@ -70,7 +70,8 @@ def test_malformed_json_is_400(http: httpx.Client, user: User, raw: bytes) -> No
         ("PUT", "/api/v1/orders", "POST, GET"),
         ("TRACE", "/api/v1/orders/", "POST, GET"),
         ("POST", "/api/v1/orders/o-1", "GET, PATCH, DELETE"),
-        ("PUT", "/api/v1/webhooks/w-1", "DELETE"),
+        ("PUT", "/api/v1/webhooks/w-1", "GET, DELETE"),
+        ("GET", "/api/v1/webhooks/w-1/test", "POST"),
         ("DELETE", "/api/v1/auth/me", "GET"),
     ],
 )
