@@ -139,6 +139,12 @@ async def test_the_secret_is_stored_encrypted(
         "https://10.0.0.1/hook",
         "https://192.168.1.10/hook",
         "http://224.0.0.1/hook",
+        "http://100.64.0.1/hook",  # CGNAT
+        "http://[64:ff9b::10.0.0.1]/hook",  # NAT64 of a private address
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64 of loopback
+        "http://[64:ff9b:1::a00:1]/hook",  # the local-use NAT64 prefix
+        "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped
+        "HTTP://LOCALHOST/hook",  # a name resolving to loopback, in capitals
     ],
 )
 async def test_private_targets_are_refused_unless_allowed(strict: GrpcStack, url: str) -> None:
