@@ -161,8 +161,19 @@ class WebhookSender:
             response = await self._poster.post(delivery.target, headers, delivery.body)
         except DeliveryError as error:
             problem = error
+        except Exception as error:
+            # A bug must not leave the attempt unrecorded (the delivery would be re-sent at
+            # every lease expiry, never parked): it counts as a failed attempt, retried.
+            log.exception("webhook attempt failed unexpectedly")
+            problem = DeliveryError(f"internal error: {type(error).__name__}: {error}")
         latency_ms = round((time.monotonic() - started) * 1000)
-        outcome = self._outcome(delivery, response, problem)
+        try:
+            outcome = self._outcome(delivery, response, problem)
+        except Exception as error:
+            log.exception("webhook attempt outcome failed unexpectedly")
+            problem = DeliveryError(f"internal error: {type(error).__name__}: {error}")
+            response = None
+            outcome = self._outcome(delivery, None, problem)
         record = AttemptRecord(
             started_at=started_at,
             latency_ms=latency_ms,

@@ -5,6 +5,7 @@ No I/O: the consumer, the sender and the API call these."""
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import hmac
 import json
@@ -206,7 +207,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = parsedate_to_datetime(text)
@@ -258,7 +259,9 @@ class RetryPolicy:
 def excerpt(body: bytes) -> str:
     """The start of a response body as text for the delivery log: at most EXCERPT_LIMIT
     bytes, undecodable bytes replaced, NULs (which Postgres text refuses) dropped."""
-    return body[:EXCERPT_LIMIT].decode("utf-8", "replace").replace("\x00", "")
+    # An incremental decoder drops a character the limit cut in two (instead of a U+FFFD).
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    return decoder.decode(body[:EXCERPT_LIMIT], final=False).replace("\x00", "")
 
 
 def test_event_data(webhook_id: str) -> dict[str, Any]:

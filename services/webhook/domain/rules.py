@@ -2,11 +2,12 @@
 
 import base64
 import ipaddress
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.webhook.domain.delivery import DeliveryState
@@ -22,7 +23,13 @@ from services.webhook.domain.model import (
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# Never public, whatever Python's tables say: the local-use NAT64 prefix and the deprecated
+# site-local range.
+_NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
+_RESERVED_V6 = ipaddress.IPv6Network("::/8")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_BRACKETED = re.compile(r"\[[^\]]*\](:[0-9]*)?")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -37,6 +44,8 @@ def parse_target(url: str) -> Target:
         raise InvalidArgument("url is required", field="url")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidArgument(f"url must be at most {MAX_URL_LENGTH} characters", field="url")
+    if not url.isprintable() and any(0xD800 <= ord(char) <= 0xDFFF for char in url):
+        raise InvalidArgument("url must be valid UTF-8", field="url")
     if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
         raise InvalidArgument("url must not contain spaces or control characters", field="url")
     try:
@@ -51,15 +60,22 @@ def parse_target(url: str) -> Target:
         raise InvalidArgument("url must name a host", field="url")
     if parts.username is not None or parts.password is not None:
         raise InvalidArgument("url must not contain credentials", field="url")
+    authority = parts.netloc.rpartition("@")[2]
+    if authority.startswith("[") and not _BRACKETED.fullmatch(authority):
+        raise InvalidArgument("url has text after its bracketed address", field="url")
     host = _normal_host(parts.hostname)
+    if port == 0:
+        raise InvalidArgument("url port must be between 1 and 65535", field="url")
     port = port or _DEFAULT_PORTS[scheme]
     netloc = f"[{host}]" if ":" in host else host
     if port != _DEFAULT_PORTS[scheme]:
         netloc += f":{port}"
-    path = parts.path or "/"
+    # Characters outside ASCII are sent percent-encoded (UTF-8), as browsers send them.
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
     if not path.startswith("/"):
-        raise InvalidArgument("url path must start with /", field="url")
-    target = path + (f"?{parts.query}" if parts.query else "")
+        path = "/" + path
+    query = quote(parts.query, safe=_PATH_SAFE + "?")
+    target = path + (f"?{query}" if query else "")
     normal = f"{scheme}://{netloc}{target}"
     if len(normal) > MAX_URL_LENGTH:
         raise InvalidArgument(f"url must be at most {MAX_URL_LENGTH} characters", field="url")
@@ -72,7 +88,9 @@ def _normal_host(hostname: str) -> str:
     except ValueError:
         pass
     try:
-        host = hostname.rstrip(".").encode("idna").decode("ascii").lower()
+        # IDNA first: it turns the full stops of other scripts (U+3002, U+FF0E, U+FF61)
+        # into ".".
+        host = hostname.encode("idna").decode("ascii").lower().rstrip(".")
     except UnicodeError:
         host = ""
     if not host or any(not (c.isalnum() or c in "-.") for c in host):
@@ -121,8 +139,12 @@ def is_public_address(address: Address) -> bool:
     """Whether ``address`` and every IPv4 address it stands for are global unicast: not
     private, loopback, link-local (cloud metadata: 169.254.169.254, fd00:ec2::254), shared
     (CGNAT), multicast, reserved or documentation ranges, nor the local-use NAT64 prefix."""
-    if isinstance(address, ipaddress.IPv6Address) and address in _NAT64_LOCAL:
-        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NEVER_PUBLIC):
+            return False
+        translated = address in _MAPPED or address in _NAT64 or int(address) >> 32 == 0
+        if address in _RESERVED_V6 and not translated:
+            return False  # ::/8 beyond the forms checked below (e.g. ::ffff:0:a.b.c.d)
     candidates: list[Address] = [address]
     if isinstance(address, ipaddress.IPv6Address):
         candidates.extend(_embedded_ipv4(address))

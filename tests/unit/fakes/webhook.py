@@ -1,5 +1,6 @@
 """In-memory stand-ins for the webhook service's ports."""
 
+import asyncio
 import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator
@@ -9,8 +10,16 @@ from datetime import UTC, datetime, timedelta
 
 from services.common.errors import FailedPrecondition
 from services.webhook.domain.delivery import DeliveryState
-from services.webhook.domain.model import Delivery, NewWebhook, Webhook
-from services.webhook.domain.ports import DeliveryList, NewDelivery
+from services.webhook.domain.model import Delivery, NewWebhook, Target, Webhook
+from services.webhook.domain.ports import (
+    AttemptOutcome,
+    AttemptRecord,
+    ClaimedDelivery,
+    DeliveryError,
+    DeliveryList,
+    NewDelivery,
+    Response,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -140,3 +149,95 @@ class FakeResolver:
             return [str(ipaddress.ip_address(host))]  # as getaddrinfo answers a literal
         except ValueError:
             return self.addresses.get(host, [])
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One attempt the sender recorded."""
+
+    delivery: ClaimedDelivery
+    attempt: AttemptRecord
+    outcome: AttemptOutcome
+
+
+@dataclass
+class FakeDeliveryQueue:
+    """Hands out ``due`` deliveries in order. ``waiting`` ones become due when an attempt is
+    recorded (as a later delivery of the same order does once the earlier one finished).
+    ``claim_failures`` and ``finish_failures`` are raised, one per call, before anything
+    else happens."""
+
+    due: list[ClaimedDelivery] = field(default_factory=list)
+    waiting: list[ClaimedDelivery] = field(default_factory=list)
+    claim_failures: list[Exception] = field(default_factory=list)
+    finish_failures: list[Exception] = field(default_factory=list)
+    lease_kept: bool = True
+    claims: list[int] = field(default_factory=list)
+    claimed_at: list[float] = field(default_factory=list)
+    finish_calls: list[Finished] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    owners: set[str] = field(default_factory=set)
+
+    async def claim(self, owner: str, limit: int) -> list[ClaimedDelivery]:
+        self.owners.add(owner)
+        self.claims.append(limit)
+        self.claimed_at.append(asyncio.get_running_loop().time())
+        if self.claim_failures:
+            raise self.claim_failures.pop(0)
+        taken, self.due = self.due[:limit], self.due[limit:]
+        return taken
+
+    async def finish(
+        self, owner: str, claimed: ClaimedDelivery, attempt: AttemptRecord, outcome: AttemptOutcome
+    ) -> bool:
+        self.owners.add(owner)
+        self.finish_calls.append(Finished(claimed, attempt, outcome))
+        if self.finish_failures:
+            raise self.finish_failures.pop(0)
+        self.finished.append(Finished(claimed, attempt, outcome))
+        self.due.extend(self.waiting)
+        self.waiting.clear()
+        return self.lease_kept
+
+    async def release(self, owner: str, delivery_ids: list[str]) -> None:
+        self.owners.add(owner)
+        self.released.extend(delivery_ids)
+
+
+@dataclass(frozen=True)
+class Posted:
+    target: Target
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakePoster:
+    """Answers each POST with the next of ``answers`` (a response, or an error to raise),
+    then with a plain 200. While ``hold`` is set to an unset event, every POST waits for it,
+    so attempts stay in flight."""
+
+    answers: list[Response | DeliveryError] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+    posted: list[Posted] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def post(self, target: Target, headers: dict[str, str], body: bytes) -> Response:
+        self.posted.append(Posted(target, dict(headers), body))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(headers["X-Webhook-Id"])
+            raise
+        finally:
+            self.in_flight -= 1
+        answer = self.answers.pop(0) if self.answers else Response(200, {}, b"")
+        if isinstance(answer, DeliveryError):
+            raise answer
+        return answer
