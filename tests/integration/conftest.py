@@ -19,8 +19,10 @@ from devstack import kafka, postgres, redis, secrets
 from services.platform import migrations
 from services.platform.db import Pool, open_pool
 from services.platform.migrations import all_migrations
+from services.platform.resources import Resources
 from services.platform.settings import Settings
 from tests.integration.envoy_harness import running_ratelimit
+from tests.integration.webhook_harness import WebhookContext, open_webhook_resources
 
 
 def _ensure_running(component: ModuleType) -> bool:
@@ -96,3 +98,21 @@ async def one_connection(settings: Settings, migrated: None) -> AsyncIterator[Po
     opened = await open_pool(single, name="one-connection")
     yield opened
     await opened.close()
+
+
+@pytest.fixture(scope="session")
+async def webhook_resources(
+    settings: Settings, database: str, migrated: None
+) -> AsyncIterator[Resources]:
+    """What the workers hand the webhook sender: its pool (and LISTEN connection) connected
+    as the webhook role."""
+    async with open_webhook_resources(settings, database) as built:
+        yield built
+
+
+@pytest.fixture
+async def webhooks(webhook_resources: Resources) -> AsyncIterator[WebhookContext]:
+    """One test's webhooks, deleted with their deliveries when the test is done."""
+    context = WebhookContext(webhook_resources)
+    yield context
+    await context.close()

@@ -150,6 +150,7 @@ def _text(value: str, limit: int = 2000) -> str:
 
 # --- the sender's side -----------------------------------------------------------------------
 
+_CLAIM_LOCK = 0x77_6562_686F_6F6B  # "webhook" in ASCII: the claims' advisory lock
 _CLAIM = """
 WITH busy AS (
     SELECT d.webhook_id, w.user_id, count(*) AS n
@@ -221,6 +222,11 @@ class PostgresDeliveryQueue:
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedDelivery]:
         async with self._pool.connection() as conn, conn.transaction():
+            # Claims take turns: a claim counts the leases in flight, and another sender's
+            # claim still uncommitted would be invisible to it, letting two claims together
+            # exceed the caps. The claim statement's snapshot is taken after the lock, so it
+            # sees every earlier claim's leases. (Claims are short; sending is not in here.)
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
             cursor = await conn.execute(
                 _CLAIM,
                 {
