@@ -96,11 +96,13 @@ def purges(settings: Settings) -> list[Purge]:
             " AND finished_at < now() - %(horizon)s LIMIT %(batch)s FOR UPDATE SKIP LOCKED))",
             DELIVERY_LOG_RETENTION,
         ),
+        # As long as the inbox remembers events: a late or replayed event (the dead-letter
+        # topic keeps 30 days) still finds the order it belongs to.
         Purge(
             "webhook.orders (untouched)",
             "webhook",
             purge_older_than("webhook.orders", "updated_at"),
-            DELIVERY_LOG_RETENTION,
+            timedelta(seconds=settings.inbox_retention_seconds),
         ),
         Purge(
             "webhook.inbox",

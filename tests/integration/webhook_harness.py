@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -45,6 +46,11 @@ RECEIVER_NETWORK = "127.0.77.0/24"
 # Every receiver gets an address of its own in the allow-listed network (Linux routes all of
 # 127/8 to the loopback interface).
 _octets = itertools.cycle(range(2, 255))
+
+
+def receiver_address() -> str:
+    """An address of its own in the allow-listed network, for a server a test starts."""
+    return f"127.0.77.{next(_octets)}"
 
 
 def fast_settings(**overrides: str) -> dict[str, str]:
@@ -129,7 +135,8 @@ async def never_answering(request: Request) -> None:
 
 @dataclass
 class Receiver:
-    """An HTTP/1.1 server on an address of its own that records every request it gets."""
+    """An HTTP/1.1 server on an address of its own that records every request it gets;
+    HTTPS with ``tls`` (a server context)."""
 
     behaviour: Behaviour
     host: str = ""
@@ -140,15 +147,17 @@ class Receiver:
     most_in_flight: int = 0
     _server: asyncio.Server | None = None
     _serving: set[asyncio.Task[Any]] = field(default_factory=set)
+    tls: ssl.SSLContext | None = None
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{self.host}:{self.port}{path}"
 
     def ids(self) -> list[str]:
         return [request.delivery_id for request in self.requests]
 
     async def start(self, host: str, port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.tls)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
 
     async def close(self) -> None:
@@ -228,17 +237,101 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receivers(*behaviours: Behaviour) -> AsyncIterator[list[Receiver]]:
+async def receivers(
+    *behaviours: Behaviour, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[list[Receiver]]:
     started: list[Receiver] = []
     try:
         for behaviour in behaviours:
-            receiver = Receiver(behaviour)
-            await receiver.start(f"127.0.77.{next(_octets)}")
+            receiver = Receiver(behaviour, tls=tls)
+            await receiver.start(receiver_address())
             started.append(receiver)
         yield started
     finally:
         for receiver in started:
             await receiver.close()
+
+
+# What a raw receiver does with each connection: reads and writes whatever bytes it likes.
+Responder = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class RawReceiver:
+    """A TCP server (TLS with ``tls``) on an address of its own whose connections
+    ``respond`` handles byte by byte: for answers no HTTP library would write."""
+
+    respond: Responder
+    tls: ssl.SSLContext | None = None
+    host: str = ""
+    port: int = 0
+    connections: int = 0
+    _server: asyncio.Server | None = None
+    _serving: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def url(self, path: str = "/hook", scheme: str = "http") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    async def start(self, host: str) -> None:
+        self._server = await asyncio.start_server(self._serve, host, 0, ssl=self.tls)
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._serving):
+            task.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        self.connections += 1
+        try:
+            await self.respond(reader, writer)
+        except (ConnectionError, h11.ProtocolError):
+            pass  # the sender hung up
+        except asyncio.CancelledError:
+            pass  # the receiver is closing: the connection ends with it
+        finally:
+            # A bounded close: a responder may have left the connection in any state (a TLS
+            # one that stopped reading would otherwise wait for its shutdown indefinitely).
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            writer.transport.abort()
+            self._serving.discard(task)
+
+
+@asynccontextmanager
+async def raw_receiver(
+    respond: Responder, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[RawReceiver]:
+    receiver = RawReceiver(respond, tls)
+    await receiver.start(receiver_address())
+    try:
+        yield receiver
+    finally:
+        await receiver.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> h11.Request:
+    """Reads the request on the connection whole; its head."""
+    connection = h11.Connection(our_role=h11.SERVER)
+    head: h11.Request | None = None
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(await reader.read(65536))
+        elif isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.EndOfMessage) and head is not None:
+            return head
+        elif not isinstance(event, h11.Data):
+            raise h11.RemoteProtocolError(f"no request: {event!r}")
 
 
 # --- the webhook context ---------------------------------------------------------------------

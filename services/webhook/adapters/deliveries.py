@@ -174,18 +174,22 @@ WITH busy AS (
     ORDER BY d.next_attempt_at, d.seq
     LIMIT %(scan)s
     FOR UPDATE OF d SKIP LOCKED
-), ranked AS (
-    SELECT c.delivery_id, c.seq, c.next_attempt_at,
+), endpoint_ranked AS (
+    SELECT c.delivery_id, c.user_id, c.seq, c.next_attempt_at,
            row_number() OVER (PARTITION BY c.webhook_id ORDER BY c.seq)
                + coalesce((SELECT n FROM busy b WHERE b.webhook_id = c.webhook_id), 0)
-               AS endpoint_load,
-           row_number() OVER (PARTITION BY c.user_id ORDER BY c.seq)
-               + coalesce((SELECT n FROM user_busy u WHERE u.user_id = c.user_id), 0)
-               AS user_load
+               AS endpoint_load
     FROM candidates c
+), user_ranked AS (
+    SELECT e.delivery_id, e.seq, e.next_attempt_at,
+           row_number() OVER (PARTITION BY e.user_id ORDER BY e.seq)
+               + coalesce((SELECT n FROM user_busy u WHERE u.user_id = e.user_id), 0)
+               AS user_load
+    FROM endpoint_ranked e
+    WHERE e.endpoint_load <= %(per_endpoint)s
 ), chosen AS (
-    SELECT delivery_id FROM ranked
-    WHERE endpoint_load <= %(per_endpoint)s AND user_load <= %(per_user)s
+    SELECT delivery_id FROM user_ranked
+    WHERE user_load <= %(per_user)s
     ORDER BY next_attempt_at, seq
     LIMIT %(limit)s
 )
@@ -253,7 +257,9 @@ class PostgresDeliveryQueue:
             target = parse_target(row["url"])
             secrets.append(self._cipher.decrypt(row["secret_encrypted"]))
             if row["previous_secret_encrypted"] is not None:
-                secrets.append(self._cipher.decrypt(row["previous_secret_encrypted"]))
+                # Only a courtesy during a rotation: without it the current secret signs.
+                with contextlib.suppress(InvalidToken):
+                    secrets.append(self._cipher.decrypt(row["previous_secret_encrypted"]))
         except InvalidArgument as error:
             target, problem = None, f"the webhook's URL is not accepted: {error}"
         except InvalidToken:

@@ -44,20 +44,21 @@ class CheckedPoster:
         self._ssl = ssl_context or ssl.create_default_context()
 
     async def post(self, target: Target, headers: dict[str, str], body: bytes) -> Response:
+        deadline = asyncio.get_running_loop().time() + self._total_timeout
         try:
-            async with asyncio.timeout(self._total_timeout):
+            async with asyncio.timeout_at(deadline):
                 addresses = await self._checked_addresses(target)
                 reader, writer = await self._connect(target, addresses)
-                try:
-                    return await self._exchange(target, headers, body, reader, writer)
-                finally:
-                    writer.close()
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(writer.wait_closed(), 1.0)
         except TimeoutError:
             raise DeliveryError(
-                f"timed out after {self._total_timeout:g} s without a complete response"
+                f"timed out after {self._total_timeout:g} s before a connection"
             ) from None
+        try:
+            return await self._exchange(target, headers, body, (reader, writer), deadline)
+        finally:
+            # The request said "Connection: close" and the answer is read: drop the
+            # connection at once (a TLS close would wait for the peer's close_notify).
+            writer.transport.abort()
 
     async def _checked_addresses(self, target: Target) -> list[str]:
         addresses = await self._resolver.resolve(target.host, target.port)
@@ -97,9 +98,10 @@ class CheckedPoster:
         target: Target,
         headers: dict[str, str],
         body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        deadline: float,
     ) -> Response:
+        reader, writer = streams
         connection = h11.Connection(our_role=h11.CLIENT)
         host = f"[{target.host}]" if _is_ipv6(target.host) else target.host
         if target.port != (443 if target.scheme == "https" else 80):
@@ -117,44 +119,59 @@ class CheckedPoster:
             ],
         )
         try:
-            writer.write(connection.send(request) or b"")
-            writer.write(connection.send(h11.Data(data=body)) or b"")
-            writer.write(connection.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
-            return await self._response(connection, reader)
+            async with asyncio.timeout_at(deadline):
+                writer.write(connection.send(request) or b"")
+                writer.write(connection.send(h11.Data(data=body)) or b"")
+                writer.write(connection.send(h11.EndOfMessage()) or b"")
+                await writer.drain()
+                response = await self._head(connection, reader)
+            return await self._body(connection, reader, response, deadline)
+        except TimeoutError:
+            raise DeliveryError(
+                f"timed out after {self._total_timeout:g} s without a complete response"
+            ) from None
         except h11.ProtocolError as error:
             raise DeliveryError(f"malformed HTTP response: {error}") from None
         except (OSError, ssl.SSLError) as error:
             raise DeliveryError(f"connection failed: {error.strerror or error}") from None
 
-    async def _response(self, connection: h11.Connection, reader: asyncio.StreamReader) -> Response:
-        response: h11.Response | None = None
-        received = bytearray()
+    async def _head(self, connection: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
+        """The status line and headers (interim 1xx answers skipped)."""
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
-                chunk = await reader.read(READ_CHUNK)
-                connection.receive_data(chunk)
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            if isinstance(event, h11.Response):
-                response = event
-                continue
-            if isinstance(event, h11.Data):
-                received += event.data
-                if len(received) >= self._body_limit:
-                    break
-                continue
-            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-        if response is None:
-            raise DeliveryError("the connection closed before a response")
+                connection.receive_data(await reader.read(READ_CHUNK))
+            elif isinstance(event, h11.Response):
+                return event
+            elif isinstance(event, h11.ConnectionClosed):
+                raise DeliveryError("the connection closed before a response")
+
+    async def _body(
+        self,
+        connection: h11.Connection,
+        reader: asyncio.StreamReader,
+        head: h11.Response,
+        deadline: float,
+    ) -> Response:
+        """The answer with the start of its body: reading stops at ``body_limit`` bytes, at
+        the end of the body, or at the deadline (the status decides the outcome; the body is
+        only shown in the log)."""
+        received = bytearray()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while len(received) < self._body_limit:
+                    event = connection.next_event()
+                    if event is h11.NEED_DATA:
+                        connection.receive_data(await reader.read(READ_CHUNK))
+                    elif isinstance(event, h11.Data):
+                        received += event.data
+                    elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        break
         return Response(
-            status=response.status_code,
+            status=head.status_code,
             headers={
                 name.decode("latin-1").lower(): value.decode("latin-1")
-                for name, value in response.headers
+                for name, value in head.headers
             },
             body_start=bytes(received[: self._body_limit]),
         )
