@@ -30,11 +30,12 @@ from services.platform.messaging.codec import (
 )
 from services.platform.messaging.consumer import EventConsumer
 from services.platform.messaging.registry import TopicSpec
+from services.webhook.adapters import deliveries
 from services.webhook.adapters.deliveries import delivery_id_for
 from services.webhook.adapters.http import CheckedPoster
 from services.webhook.adapters.resolver import DnsResolver
 from services.webhook.consumers import DeliveryRecorder
-from services.webhook.domain.delivery import DeliveryState
+from services.webhook.domain.delivery import DeliveryState, delivery_body
 from services.webhook.domain.model import RegisteredWebhook
 from services.webhook.domain.ports import AttemptOutcome, AttemptRecord
 from tests.integration.webhook_harness import (
@@ -568,3 +569,34 @@ async def test_a_sender_stopped_while_it_cannot_record_its_attempt_gives_the_lea
     row = (await webhooks.rows(delivery_id))[delivery_id]
     assert (row["state"], row["attempts"]) == ("pending", 0)
     assert (row["lease_owner"], row["lease_expires_at"]) == (None, None)
+
+
+async def test_a_delivery_recorded_while_the_one_before_it_finishes_does_not_wait_forever(
+    webhooks: WebhookContext,
+) -> None:
+    """The race of the `waiting` flag: the dispatcher records the next delivery of an order
+    (behind a pending one) in a transaction still open while a sender finishes that pending
+    one. The sender's finish waits for the recorder, then releases the new delivery."""
+    hook = await webhooks.register("http://127.0.77.1:9/race")
+    order_id = str(uuid.uuid4())
+    [first] = await webhooks.record(hook, order_id)
+    queue = webhooks.queue(fast_settings())
+    claimed = [d for d in await queue.claim("itest-race", 50) if d.delivery_id == first]
+    assert claimed, "the first delivery is due"
+    event_id = uuid.uuid4()
+    second = deliveries.delivery_id_for(event_id, hook.webhook.webhook_id)
+    body = delivery_body(second, "order.shipped", datetime.now(UTC), {"order_id": order_id})
+    async with webhooks.pool.connection() as conn, conn.transaction():
+        await deliveries.record_deliveries(
+            conn,
+            [(second, hook.webhook.webhook_id, str(event_id), "order.shipped", order_id, body)],
+        )
+        attempt = AttemptRecord(datetime.now(UTC), 5, 200, "ok", "")
+        outcome = AttemptOutcome(DeliveryState.SUCCEEDED, None, "", endpoint_failed=False)
+        finishing = asyncio.create_task(queue.finish("itest-race", claimed[0], attempt, outcome))
+        await asyncio.sleep(0.3)
+        assert not finishing.done(), "the finish waits for the recorder's lock on its row"
+    assert await asyncio.wait_for(finishing, 5)
+    rows = await webhooks.rows(first, second)
+    assert rows[first]["state"] == "succeeded"
+    assert (rows[second]["state"], rows[second]["waiting"]) == ("pending", False)

@@ -465,7 +465,7 @@ class WebhookContext:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT delivery_id::text, state, attempts, last_error, lease_owner,"
-                " lease_expires_at, next_attempt_at FROM webhook.deliveries"
+                " lease_expires_at, next_attempt_at, waiting FROM webhook.deliveries"
                 " WHERE delivery_id = ANY(%s::uuid[])",
                 (list(delivery_ids),),
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -131,11 +132,19 @@ async def record_deliveries(
     the given order, skipping any already recorded; notifies senders."""
     recorded = 0
     for row in rows:
+        # Behind an earlier pending delivery of the same order to the same webhook, it
+        # waits (out of the senders' sight) until that one finishes. FOR SHARE: a sender
+        # finishing that one right now holds its row; waiting for it means seeing it
+        # finished (and not waiting), and a sender finishing it later waits for this
+        # transaction, then sees this row to release it.
         cursor = await conn.execute(
             "INSERT INTO webhook.deliveries"
-            " (delivery_id, webhook_id, event_id, event_type, order_id, body)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            row,
+            " (delivery_id, webhook_id, event_id, event_type, order_id, body, waiting)"
+            " SELECT %(id)s, %(webhook)s, %(event)s, %(type)s, %(order)s, %(body)s,"
+            " EXISTS (SELECT 1 FROM webhook.deliveries e WHERE e.webhook_id = %(webhook)s"
+            "   AND e.order_id = %(order)s AND e.state = 'pending' FOR SHARE)"
+            " ON CONFLICT DO NOTHING",
+            dict(zip(("id", "webhook", "event", "type", "order", "body"), row, strict=True)),
         )
         recorded += cursor.rowcount
     if recorded:
@@ -150,6 +159,7 @@ def _text(value: str, limit: int = 2000) -> str:
 
 # --- the sender's side -----------------------------------------------------------------------
 
+ORPHAN_SWEEP_SECONDS = 60.0
 _CLAIM_LOCK = 0x77_6562_686F_6F6B  # "webhook" in ASCII: the claims' advisory lock
 _CLAIM = """
 WITH busy AS (
@@ -162,7 +172,7 @@ WITH busy AS (
 ), candidates AS (
     SELECT d.delivery_id, d.webhook_id, w.user_id, d.seq, d.next_attempt_at
     FROM webhook.deliveries d JOIN webhook.webhooks w ON w.webhook_id = d.webhook_id
-    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+    WHERE d.state = 'pending' AND NOT d.waiting AND d.next_attempt_at <= now()
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now())
       AND NOT EXISTS (
           SELECT 1 FROM webhook.deliveries e
@@ -222,9 +232,12 @@ class PostgresDeliveryQueue:
         self._lease = lease
         self._per_endpoint = per_endpoint
         self._per_user = per_user
+        self._next_sweep = 0.0
         self._disable_after = disable_after_failures
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedDelivery]:
+        if time.monotonic() >= self._next_sweep:
+            await self._release_orphans()
         async with self._pool.connection() as conn, conn.transaction():
             # Claims take turns: a claim counts the leases in flight, and another sender's
             # claim still uncommitted would be invisible to it, letting two claims together
@@ -245,6 +258,20 @@ class PostgresDeliveryQueue:
             rows = await cursor.fetchall()
         rows.sort(key=lambda row: row["seq"])
         return [self._claimed(row) for row in rows]
+
+    async def _release_orphans(self) -> None:
+        """A safety net, every minute: a delivery still waiting with nothing pending before
+        it (which the locking above should never leave behind) becomes due."""
+        self._next_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE webhook.deliveries d SET waiting = false"
+                " WHERE d.waiting AND d.state = 'pending' AND NOT EXISTS ("
+                " SELECT 1 FROM webhook.deliveries e WHERE e.webhook_id = d.webhook_id"
+                " AND e.order_id = d.order_id AND e.state = 'pending' AND e.seq < d.seq)"
+            )
+        if cursor.rowcount:
+            log.warning("webhook deliveries released from waiting", extra={"rows": cursor.rowcount})
 
     def _claimed(self, row: Mapping[str, Any]) -> ClaimedDelivery:
         """The claimed row as the sender needs it. A row that cannot be sent (a URL that
@@ -306,6 +333,15 @@ class PostgresDeliveryQueue:
             row = await cursor.fetchone()
             if row is None:
                 return False
+            if outcome.state is not DeliveryState.PENDING and claimed.order_id is not None:
+                # Done with: the next delivery of the order to this webhook may go.
+                await conn.execute(
+                    "UPDATE webhook.deliveries SET waiting = false WHERE delivery_id = ("
+                    " SELECT delivery_id FROM webhook.deliveries WHERE webhook_id = %s"
+                    " AND order_id = %s AND state = 'pending' AND waiting"
+                    " ORDER BY seq LIMIT 1)",
+                    (claimed.webhook_id, claimed.order_id),
+                )
             await conn.execute(
                 "INSERT INTO webhook.delivery_attempts (delivery_id, number, started_at,"
                 " latency_ms, status_code, response_excerpt, error)"

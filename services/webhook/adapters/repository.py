@@ -225,7 +225,8 @@ class PostgresOwnedWebhooks:
 # numbers count on, and the log keeps every earlier attempt.
 _REPLAYED = (
     "state = 'pending', round_attempts = 0, round_started_at = now(), next_attempt_at = now(),"
-    " finished_at = NULL, last_error = '', lease_owner = NULL, lease_expires_at = NULL"
+    " finished_at = NULL, last_error = '', lease_owner = NULL, lease_expires_at = NULL,"
+    " waiting = false"
 )
 
 
