@@ -22,6 +22,9 @@ class Ports:
     grpc: int = 50051
     gateway: int = 8081
     ratelimit: int = 50061
+    # The first of the ports the stack's processes serve Prometheus metrics on (loopback):
+    # see devstack.stack.metrics_port.
+    metrics: int = 59100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:

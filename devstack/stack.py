@@ -105,6 +105,32 @@ def _replica_process(worker: str, index: int) -> AppProcess:
     return AppProcess(replica_name(worker, index), "workers", ("--components", worker))
 
 
+METRICS_PORT_ENV = "ORDERMESH_METRICS_PORT"
+_REPLICA_METRICS_OFFSET = 20
+
+
+def metrics_port(name: str, ports: Ports) -> int:
+    """The loopback port process ``name`` serves ``/metrics`` on: the app processes in
+    their order from ``ports.metrics``, then a block of ``MAX_REPLICAS`` per worker for
+    its extra replicas."""
+    names = [process.name for process in APP_PROCESSES]
+    if name in names:
+        return ports.metrics + names.index(name)
+    match = _REPLICA_NAME.fullmatch(name)
+    if match is None or match["worker"] not in WORKERS:
+        raise KeyError(f"no ordermesh process named {name!r}")
+    block = WORKERS.index(match["worker"]) * MAX_REPLICAS
+    return ports.metrics + _REPLICA_METRICS_OFFSET + block + int(match["index"]) - 1
+
+
+def metrics_targets(ports: Ports) -> list[tuple[str, str]]:
+    """(process name, host:port) of every process that serves metrics: the app processes
+    and the worker replicas that have a pid file. (Envoy serves its own on the admin port,
+    at /stats/prometheus.)"""
+    names = [process.name for process in APP_PROCESSES] + replica_names()
+    return [(name, f"{HOST}:{metrics_port(name, ports)}") for name in names]
+
+
 def replica_names(directory: Path = PID_DIR, suffix: str = ".pid") -> list[str]:
     """Names of the extra worker replicas with a file in ``directory``, in a stable order."""
     found = []
@@ -213,6 +239,7 @@ def _start_app(process: AppProcess, ports: Ports, env: dict[str, str]) -> None:
     if procs.is_running(process.name):
         _say(f"{process.name} already running")
         return
+    env = env | {METRICS_PORT_ENV: str(metrics_port(process.name, ports))}
     procs.start_daemon(process.name, process.argv(), env=env, cwd=REPO_ROOT)
     if process.port is not None:
         port = process.port(ports)
