@@ -24,7 +24,7 @@ class Ports:
     ratelimit: int = 50061
     # The first of the ports the stack's processes serve Prometheus metrics on (loopback):
     # see devstack.stack.metrics_port.
-    metrics: int = 59100
+    metrics_base: int = 59100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:

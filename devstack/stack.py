@@ -111,16 +111,16 @@ _REPLICA_METRICS_OFFSET = 20
 
 def metrics_port(name: str, ports: Ports) -> int:
     """The loopback port process ``name`` serves ``/metrics`` on: the app processes in
-    their order from ``ports.metrics``, then a block of ``MAX_REPLICAS`` per worker for
+    their order from ``ports.metrics_base`` (ORDERMESH_METRICS_BASE_PORT), then a block of ``MAX_REPLICAS`` per worker for
     its extra replicas."""
     names = [process.name for process in APP_PROCESSES]
     if name in names:
-        return ports.metrics + names.index(name)
+        return ports.metrics_base + names.index(name)
     match = _REPLICA_NAME.fullmatch(name)
     if match is None or match["worker"] not in WORKERS:
         raise KeyError(f"no ordermesh process named {name!r}")
     block = WORKERS.index(match["worker"]) * MAX_REPLICAS
-    return ports.metrics + _REPLICA_METRICS_OFFSET + block + int(match["index"]) - 1
+    return ports.metrics_base + _REPLICA_METRICS_OFFSET + block + int(match["index"]) - 1
 
 
 def metrics_targets(ports: Ports) -> list[tuple[str, str]]:
