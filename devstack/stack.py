@@ -111,8 +111,8 @@ _REPLICA_METRICS_OFFSET = 20
 
 def metrics_port(name: str, ports: Ports) -> int:
     """The loopback port process ``name`` serves ``/metrics`` on: the app processes in
-    their order from ``ports.metrics_base`` (ORDERMESH_METRICS_BASE_PORT), then a block of ``MAX_REPLICAS`` per worker for
-    its extra replicas."""
+    their order from ``ports.metrics_base`` (ORDERMESH_METRICS_BASE_PORT), then a block of
+    ``MAX_REPLICAS`` per worker for its extra replicas."""
     names = [process.name for process in APP_PROCESSES]
     if name in names:
         return ports.metrics_base + names.index(name)
