@@ -25,6 +25,7 @@ class Ports:
     # The first of the ports the stack's processes serve Prometheus metrics on (loopback):
     # see devstack.stack.metrics_port.
     metrics_base: int = 59100
+    prometheus: int = 59090
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:

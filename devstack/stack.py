@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import edge, envoy, kafka, postgres, procs, redis, secrets, tls
+from devstack import edge, envoy, kafka, postgres, procs, prometheus, redis, secrets, tls
 from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
 from services.platform.contexts import CONTEXT_NAMES
@@ -223,8 +223,18 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         tls_listener=edge.TlsListener.from_files(ports.envoy_tls, certificates),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
+    render_prometheus_config(ports)
+    _timed("prometheus", prometheus.start)
     _wait_healthy(ports)
     _print_urls(ports)
+
+
+def render_prometheus_config(ports: Ports, out: Path = prometheus.CONFIG) -> Path:
+    """Prometheus's config for what runs now: every process of :func:`metrics_targets`
+    (worker replicas included) and Envoy."""
+    return prometheus.render(
+        metrics_targets(ports), envoy_admin=f"{HOST}:{ports.envoy_admin}", out=out
+    )
 
 
 def start_app(name: str, ports: Ports | None = None) -> None:
@@ -316,6 +326,7 @@ ordermesh is up.
   gRPC                    grpcurl -plaintext localhost:{ports.envoy} list
   gRPC over TLS           grpcurl -cacert {ca} localhost:{ports.envoy_tls} list
   Envoy admin             http://127.0.0.1:{ports.envoy_admin}
+  Prometheus (alerts)     {prometheus.url(ports.prometheus)}/alerts
   logs                    .venv/bin/ordermesh logs [name] [-f]
   stop                    make down
 """,
@@ -330,6 +341,8 @@ def _shown(path: Path) -> str:
 
 def down() -> None:
     stopped = []
+    prometheus.stop()
+    stopped.append(prometheus.NAME)
     envoy.stop()
     stopped.append(envoy.NAME)
     for name in reversed(replica_names()):
@@ -350,6 +363,7 @@ COMPONENT_NAMES = (
     kafka.NAME,
     *(process.name for process in APP_PROCESSES),
     envoy.NAME,
+    prometheus.NAME,
 )
 
 
@@ -369,7 +383,10 @@ def status(ports: Ports) -> list[tuple[str, str]]:
     for name in _with_replicas(COMPONENT_NAMES, replica_names()):
         running = procs.is_running(name)
         pid = procs.read_pid(name) if running else None
-        rows.append((name, f"running (pid {pid})" if running else "stopped"))
+        state = f"running (pid {pid})" if running else "stopped"
+        if name == prometheus.NAME and running:
+            state += f"  {prometheus.url(ports.prometheus)}"
+        rows.append((name, state))
     code = health_status(ports)
     rows.append(("GET /health", "no answer" if code is None else str(code)))
     tls_code = tls_health_status(ports)
