@@ -11,6 +11,8 @@ ordermesh dlq discard --event-id ID ...            drop dead letters that cannot
 ordermesh outbox list [--limit N]                  outbox rows the relay parked, oldest first
 ordermesh outbox replay (--all | --event-id ID ...)   back to the outbox (with held rows)
 ordermesh outbox discard (--all | --event-id ID ...)  drop them; held rows flow again
+ordermesh prometheus check                         promtool: the generated config, the alert and
+                                                   recording rules, and their tests
 ordermesh users set-tier EMAIL TIER                free|standard|premium|enterprise
 ordermesh users set-role EMAIL ROLE                user|admin|system; both take effect at the
                                                    account's next token (login or refresh)
@@ -22,8 +24,10 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
+from pathlib import Path
 
-from devstack import kafka, procs, stack
+from devstack import kafka, procs, prometheus, stack
 from devstack.ports import Ports
 from devstack.procs import NotReadyError
 from services.common.identity import Role, Tier
@@ -116,6 +120,18 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prometheus_check(ports: Ports) -> int:
+    """promtool on the config `up` would generate now and on the rules in the repo."""
+    with tempfile.TemporaryDirectory(prefix="ordermesh-prometheus-") as directory:
+        config = stack.render_prometheus_config(ports, Path(directory) / "prometheus.yml")
+        try:
+            prometheus.check(config)
+        except RuntimeError as error:
+            print(f"ordermesh: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def _users(args: argparse.Namespace, ports: Ports) -> int:
     import psycopg
 
@@ -201,6 +217,13 @@ def _parser() -> argparse.ArgumentParser:
         chosen.add_argument(
             "--event-id", dest="event_ids", action="extend", nargs="+", metavar="ID"
         )
+    prometheus_command = commands.add_parser("prometheus", help="check the Prometheus setup")
+    prometheus_commands = prometheus_command.add_subparsers(
+        dest="prometheus_command", required=True
+    )
+    prometheus_commands.add_parser(
+        "check", help="promtool check config/rules and test rules (installs prometheus)"
+    )
     users = commands.add_parser("users", help="change an account's tier or role")
     users_commands = users.add_subparsers(dest="users_command", required=True)
     set_tier = users_commands.add_parser("set-tier", help="move an account to another tier")
@@ -231,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return _dlq(args)
         elif args.command == "outbox":
             return _outbox(args)
+        elif args.command == "prometheus":
+            return _prometheus_check(ports)
         elif args.command == "users":
             return _users(args, ports)
         else:
