@@ -193,13 +193,14 @@ def test_scrapes_the_generated_targets_evaluates_the_rules_reloads_and_stops(
 
     stopped = _drive("down", isolated_env, metrics_address)
     assert stopped == {"stopped": True, "stopped_again": False}
-    assert not Path(f"/proc/{started['pid']}").exists() or _zombie(started["pid"])
+    assert _gone(started["pid"])
     port = int(isolated_env["ORDERMESH_PROMETHEUS_PORT"])
     _eventually(lambda: not procs.port_in_use(port), "the port released", timeout=5)
 
 
-def _zombie(pid: int) -> bool:
+def _gone(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return True
+    return state in ("Z", "X")
