@@ -85,6 +85,23 @@ def _figure() -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
+def _log_x(axes: Axes) -> None:
+    """A log x axis labelled in plain numbers (1, 2, 5, 10, 20, 50, ...)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def plain(value: float, _: object) -> str:
+        return f"{value:g}"
+
+    def some(value: float, _: object) -> str:
+        leading = f"{value:e}"[0]
+        return f"{value:g}" if leading in "25" else ""
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(plain))
+    axes.xaxis.set_minor_formatter(FuncFormatter(some))
+    axes.tick_params(axis="x", which="minor", labelsize=8)
+
+
 def _save(figure: Figure, directory: Path, name: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{slug(name)}.png"
@@ -128,7 +145,7 @@ def latency_cdf(
                 fontsize=8,
                 color=line.get_color(),
             )
-    axes.set_xscale("log")
+    _log_x(axes)
     axes.set_ylim(0, 1.02)
     axes.axhline(0.5, color="grey", linewidth=0.5, linestyle=":")
     axes.axhline(0.99, color="grey", linewidth=0.5, linestyle=":")
@@ -160,9 +177,10 @@ def throughput(
         counts = per_second(values, origin)
         seconds = len(counts)
         mean = len(values) / max(max(values) - origin, 1e-9)
+        # Each bin drawn over its whole second: the last count repeated at its end.
         axes.step(
-            range(seconds),
-            counts,
+            range(seconds + 1),
+            [*counts, counts[-1]],
             where="post",
             label=f"{label} ({len(values):,} {unit}, {mean:.1f}/s overall)",
         )
@@ -198,7 +216,7 @@ def latency_distribution(
             "o-",
             label=f"{label} ({text})" if text else label,
         )
-    axes.set_xscale("log")
+    _log_x(axes)
     axes.set_ylim(0, 1.02)
     axes.set_xlabel("latency (ms, log scale)")
     axes.set_ylabel("fraction of requests at or below")
