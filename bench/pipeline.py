@@ -63,6 +63,7 @@ from psycopg.rows import tuple_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import plots
 from devstack import kafka, postgres, procs
 from devstack.paths import pid_path
 from devstack.ports import HOST, Ports
@@ -1250,6 +1251,8 @@ class Bench:
             )
             print_kafka(measured)
         print_goals(measured, args.low_rate)
+        if args.plot is not None:
+            plot(args.plot, measured)
 
 
 @dataclass
@@ -1357,6 +1360,64 @@ def print_goals(measured: Measured, low_rate: float) -> None:
         )
 
 
+def plot(directory: Path, measured: Measured) -> None:
+    """--plot: create→SHIPPED and create-call latency CDFs of the pipeline phases (with the
+    raw Kafka round trip and six-hop chains when measured), and per phase the creates
+    answered and the orders SHIPPED per second over time."""
+    phases = {
+        name: result
+        for name, result in (
+            ("throughput", measured.throughput),
+            ("half", measured.half),
+            ("low", measured.low),
+        )
+        if result is not None
+    }
+    shipped = {
+        f"{name}: create→SHIPPED": [s * 1000 for s in result.outcome.latencies]
+        for name, result in phases.items()
+    }
+    if measured.flat is not None:
+        shipped["raw Kafka: round trip, flat out"] = [s * 1000 for s in measured.flat.latencies]
+    if measured.chains:
+        shipped[f"raw Kafka: {CHAIN_HOPS}-hop chain"] = [s * 1000 for s in measured.chains]
+    written = [
+        plots.latency_cdf(
+            directory,
+            "create-shipped-latency-cdf",
+            "pipeline: create response → SHIPPED seen (client clock)",
+            shipped,
+        ),
+        plots.latency_cdf(
+            directory,
+            "create-call-latency-cdf",
+            "pipeline: POST /api/v1/orders through Envoy, request → 200 response",
+            {
+                name: [s * 1000 for s in result.outcome.run.create_seconds]
+                for name, result in phases.items()
+            },
+        ),
+    ]
+    for name, result in phases.items():
+        outcome = result.outcome
+        written.append(
+            plots.throughput(
+                directory,
+                f"{name}-orders-per-second",
+                f"pipeline, {outcome.run.name.split(':')[0]} phase: orders over time",
+                {
+                    "create answered (orders that shipped)": [
+                        created for created, _ in outcome.shipped
+                    ],
+                    "SHIPPED (first seen)": [seen for _, seen in outcome.shipped],
+                },
+                unit="orders",
+                start=outcome.run.first_send,
+            )
+        )
+    plots.print_written(written)
+
+
 async def run(args: argparse.Namespace) -> None:
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     unknown = phases - {"throughput", "half", "low", "kafka"}
@@ -1458,6 +1519,7 @@ def main() -> None:
         action="store_true",
         help="sample api, relay and workers with py-spy during the throughput phase",
     )
+    plots.add_plot_argument(parser, "pipeline")
     args = parser.parse_args()
     if min(args.orders, args.concurrency, args.rate, args.low_rate, args.seconds) <= 0:
         parser.error("--orders, --concurrency, --rate, --low-rate and --seconds must be positive")
