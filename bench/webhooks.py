@@ -56,6 +56,7 @@ from psycopg.rows import tuple_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import plots
 from bench.pipeline import (
     BENCH_APPLICATION,
     SHIPPING_ADDRESS,
@@ -1361,6 +1362,36 @@ async def run_scenarios(bench: Bench, args: argparse.Namespace) -> None:
         f" endpoints, deliveries/s ≥ {GOAL_RATE_RATIO:g}x the slower healthy run's):"
         f" {'HIT' if ok else 'MISS'}"
     )
+    if args.plot is not None:
+        plot(args.plot, [*healthy[:1], failed, *healthy[1:]])
+
+
+def plot(directory: Path, scenarios: Sequence[Sequence[Phase]]) -> None:
+    """--plot: for the paced and the burst phase, the status change → delivery latency CDF
+    of every scenario (healthy endpoints), and their deliveries per second over time (from
+    the phase's first order sent)."""
+    written = []
+    for index, kind in enumerate(("paced", "burst")):
+        phases = [phases[index] for phases in scenarios if len(phases) > index]
+        written.append(
+            plots.latency_cdf(
+                directory,
+                f"{kind}-latency-cdf",
+                f"webhooks, {kind} phase: status change → delivery at a healthy endpoint",
+                {p.scenario: [lat * 1000 for lat in p.latencies] for p in phases},
+            )
+        )
+        written.append(
+            plots.throughput(
+                directory,
+                f"{kind}-deliveries-per-second",
+                f"webhooks, {kind} phase: deliveries arriving at healthy endpoints",
+                {p.scenario: [r[1] - p.orders.first_send for r in p.deliveries] for p in phases},
+                unit="deliveries",
+                start=0.0,
+            )
+        )
+    plots.print_written(written)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -1485,6 +1516,7 @@ def main() -> None:
         default=60.0,
         help="after a phase's last order, how long to wait for its healthy deliveries",
     )
+    plots.add_plot_argument(parser, "webhooks")
     args = parser.parse_args()
     if min(args.users, args.webhooks_per_user, args.rate, args.seconds, args.connections) <= 0:
         parser.error("--users, --webhooks-per-user, --rate, --seconds, --connections must be > 0")
