@@ -232,20 +232,24 @@ def bars(
     title: str,
     values: Mapping[str, float],
     *,
-    ylabel: str,
+    xlabel: str,
 ) -> Path | None:
-    """One bar per named figure (for benches that only have a summary), each labelled."""
+    """One horizontal bar per named figure (for benches that only have a summary), each
+    labelled with its value; `xlabel` names the figure and its unit."""
     data = {label: value for label, value in values.items() if not math.isnan(value)}
     if not data:
         return None
     figure, axes = _figure()
     labels = list(data)
-    drawn = axes.bar(range(len(labels)), [data[label] for label in labels])
-    axes.bar_label(drawn, fmt="%.3g", fontsize=8)
-    axes.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
-    axes.set_ylabel(ylabel)
+    # Horizontal bars, the first on top: long labels stay readable.
+    drawn = axes.barh(range(len(labels)), [data[label] for label in labels])
+    axes.bar_label(drawn, fmt="%.4g", fontsize=8, padding=3)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel(xlabel)
+    axes.margins(x=0.12)
     axes.set_title(title)
-    axes.grid(True, axis="y", alpha=0.3)
+    axes.grid(True, axis="x", alpha=0.3)
     return _save(figure, directory, name)
 
 

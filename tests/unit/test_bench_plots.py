@@ -39,7 +39,7 @@ def test_a_chart_with_nothing_to_draw_writes_nothing(tmp_path: Path) -> None:
     assert plots.latency_cdf(tmp_path, "x", "x", {"a": [], "b": [0.0]}) is None
     assert plots.throughput(tmp_path, "y", "y", {"a": []}) is None
     assert plots.latency_distribution(tmp_path, "z", "z", {"a": {}}) is None
-    assert plots.bars(tmp_path, "w", "w", {}, ylabel="kB") is None
+    assert plots.bars(tmp_path, "w", "w", {}, xlabel="kB") is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -69,7 +69,7 @@ def test_summary_charts_write_pngs(tmp_path: Path) -> None:
     }
     assert_png(plots.latency_distribution(tmp_path, "ghz", "ghz latency", distribution), tmp_path)
     memory = {"bridge": 12.5, "bridge per socket": 0.031, "nan": float("nan")}
-    assert_png(plots.bars(tmp_path, "memory", "memory", memory, ylabel="MiB"), tmp_path)
+    assert_png(plots.bars(tmp_path, "memory", "memory", memory, xlabel="MiB"), tmp_path)
     assert len(list(tmp_path.iterdir())) == 2
 
 
