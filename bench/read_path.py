@@ -56,6 +56,7 @@ from psycopg import AsyncConnection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import plots
 from devstack import gotools, postgres, procs
 from devstack.paths import REPO_ROOT
 from devstack.ports import HOST, Ports
@@ -512,6 +513,40 @@ async def run(args: argparse.Namespace) -> None:
         print_results(runs)
         if args.profile is not None:
             print_profile(args.profile, args.profile_top)
+        if args.plot is not None:
+            plot(args.plot, runs)
+
+
+def plot(directory: Path, runs: Sequence[Mapping[str, Phase]]) -> None:
+    """--plot: ghz's latency distribution (its percentiles) of each call in each run, and
+    the requests/s of each (ghz reports no per-request times in its summary)."""
+    distributions = {
+        f"{_short(call)}, run {number}": phase.report.percentiles_ms
+        for number, run in enumerate(runs, 1)
+        for call, phase in run.items()
+    }
+    rates = {
+        f"{_short(call)}, run {number}": phase.report.rps
+        for number, run in enumerate(runs, 1)
+        for call, phase in run.items()
+    }
+    plots.print_written(
+        [
+            plots.latency_distribution(
+                directory,
+                "latency-distribution",
+                "read path: ghz latency percentiles, gRPC direct to the API",
+                distributions,
+            ),
+            plots.bars(
+                directory,
+                "requests-per-second",
+                "read path: requests/s of each timed phase (ghz)",
+                rates,
+                xlabel="requests per second",
+            ),
+        ]
+    )
 
 
 def _short(call: str) -> str:
@@ -535,6 +570,7 @@ def main() -> None:
         help="py-spy the API during the last GetOrder phase; raw stacks go to this file",
     )
     parser.add_argument("--profile-top", type=int, default=25, help="functions to list")
+    plots.add_plot_argument(parser, "read_path")
     args = parser.parse_args()
     if args.duration <= 0 or args.concurrency < 1 or args.orders < 1 or args.runs < 1:
         parser.error("--duration, --concurrency, --orders and --runs must be positive")
