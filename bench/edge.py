@@ -78,6 +78,7 @@ from psycopg import AsyncConnection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import plots
 from bench.read_path import (
     DESCRIPTOR_SET,
     Ghz,
@@ -511,6 +512,10 @@ def percentile(ordered: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
+# The percentiles ghz reports in its latencyDistribution, taken from hey's CSV alike.
+DISTRIBUTION = (10, 25, 50, 75, 90, 95, 99)
+
+
 @dataclass(frozen=True)
 class Load:
     requests: int
@@ -519,6 +524,8 @@ class Load:
     p50_ms: float
     p99_ms: float
     failures: Mapping[str, int] = field(default_factory=dict)
+    # Latency percentiles (percent → ms) for --plot: ghz's own, or hey's from its CSV.
+    distribution: Mapping[int, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -533,6 +540,7 @@ class Load:
             p50_ms=report.percentiles_ms.get(50, math.nan),
             p99_ms=report.percentiles_ms.get(99, math.nan),
             failures={k: v for k, v in report.statuses.items() if k != "OK"},
+            distribution=report.percentiles_ms,
         )
 
     @classmethod
@@ -551,6 +559,7 @@ class Load:
             p50_ms=percentile(latencies, 0.50),
             p99_ms=percentile(latencies, 0.99),
             failures=dict(failures),
+            distribution={q: percentile(latencies, q / 100) for q in DISTRIBUTION},
         )
 
 
@@ -1031,7 +1040,55 @@ async def run(args: argparse.Namespace) -> None:
         if not accuracy.done():
             left = boundary + plan.window - time.time()
             print(f"\n(waiting {max(left, 0):.0f} s for the accuracy probe to finish)", flush=True)
-        print_accuracy(await accuracy)
+        accuracies = await accuracy
+        print_accuracy(accuracies)
+        if args.plot is not None:
+            plot(args.plot, phases, checks, accuracies)
+
+
+def plot(
+    directory: Path,
+    phases: Mapping[str, Phase],
+    checks: Mapping[str, Phase],
+    accuracies: Sequence[Accuracy],
+) -> None:
+    """--plot: the latency percentiles of each phase (ghz's, or hey's from its CSV), the
+    requests/s of each, and the accuracy probe's admitted calls per second."""
+    start = min((a.sent for r in accuracies for a in r.attempts), default=0.0)
+    plots.print_written(
+        [
+            plots.latency_distribution(
+                directory,
+                "calls-latency-distribution",
+                "edge: GetProduct four ways, latency percentiles",
+                {phase.label: phase.load.distribution for phase in phases.values()},
+            ),
+            plots.latency_distribution(
+                directory,
+                "check-latency-distribution",
+                "edge: ShouldRateLimit alone (ghz), latency percentiles",
+                {phase.label: phase.load.distribution for phase in checks.values()},
+            ),
+            plots.bars(
+                directory,
+                "requests-per-second",
+                "edge: requests/s of each phase",
+                {phase.label: phase.load.rps for phase in (*phases.values(), *checks.values())},
+                xlabel="requests per second",
+            ),
+            plots.throughput(
+                directory,
+                "accuracy-admitted-per-second",
+                f"edge accuracy probe: calls admitted per second"
+                f" (limit {accuracies[0].plan.limit} per {accuracies[0].plan.window:g} s)",
+                {r.name: [a.at for a in r.attempts if a.admitted] for r in accuracies},
+                unit="admitted calls",
+                start=start,
+            )
+            if accuracies
+            else None,
+        ]
+    )
 
 
 def print_header(args: argparse.Namespace, accuracy_ends: float) -> None:
@@ -1059,6 +1116,7 @@ def main() -> None:
         action="store_true",
         help="smoke run: 2 s phases, accuracy with 20 per second (about 30 s)",
     )
+    plots.add_plot_argument(parser, "edge")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.check_seconds, args.warmup = 2.0, 1.0, 0.5
