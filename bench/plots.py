@@ -26,6 +26,11 @@ SIZE = (9.0, 5.0)
 DPI = 110
 
 
+def ms(value: float) -> str:
+    """Milliseconds for a legend: 3 significant digits, whole numbers from 1000 up."""
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+
+
 def run_dir() -> Path:
     """The dev stack's run dir, as `devstack.paths` has it (without importing devstack)."""
     return Path(os.environ.get("ORDERMESH_RUN_DIR") or REPO_ROOT / ".run").absolute()
@@ -133,7 +138,7 @@ def latency_cdf(
             values,
             fractions,
             where="post",
-            label=f"{label} (n={n:,}, p50 {p50:.3g} ms, p99 {p99:.3g} ms)",
+            label=f"{label} (n={n:,}, p50 {ms(p50)} ms, p99 {ms(p99)} ms)",
         )
         axes.plot([p50, p99], [0.5, 0.99], "o", color=line.get_color())
         for value, q in ((p50, "p50"), (p99, "p99")):
@@ -202,14 +207,14 @@ def latency_distribution(
     """A summary's percentiles (percent → ms, e.g. ghz's latencyDistribution) as a CDF drawn
     through its points, one line per named series, log x axis."""
     data = {label: sorted(points.items()) for label, points in series.items() if points}
-    data = {label: [(q, ms) for q, ms in points if ms > 0] for label, points in data.items()}
+    data = {label: [(q, v) for q, v in points if v > 0] for label, points in data.items()}
     data = {label: points for label, points in data.items() if points}
     if not data:
         return None
     figure, axes = _figure()
     for label, points in data.items():
         marks = dict(points)
-        text = ", ".join(f"p{q:g} {marks[q]:.3g} ms" for q in (50, 99) if q in marks)
+        text = ", ".join(f"p{q} {ms(marks[q])} ms" for q in (50, 99) if q in marks)
         axes.plot(
             [ms for _, ms in points],
             [q / 100 for q, _ in points],

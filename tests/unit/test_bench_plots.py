@@ -117,3 +117,9 @@ def test_importing_the_module_does_not_import_matplotlib() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_milliseconds_in_legends() -> None:
+    assert plots.ms(0.4567) == "0.457"
+    assert plots.ms(53.94) == "53.9"
+    assert plots.ms(1757.4) == "1,757"
