@@ -140,20 +140,21 @@ def latency_cdf(
             where="post",
             label=f"{label} (n={n:,}, p50 {ms(p50)} ms, p99 {ms(p99)} ms)",
         )
-        axes.plot([p50, p99], [0.5, 0.99], "o", color=line.get_color())
-        for value, q in ((p50, "p50"), (p99, "p99")):
-            axes.annotate(
-                q,
-                (value, 0.5 if q == "p50" else 0.99),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=8,
-                color=line.get_color(),
-            )
+        axes.plot([p50], [0.5], "o", color=line.get_color())
+        axes.plot([p99], [0.99], "D", color=line.get_color())
     _log_x(axes)
     axes.set_ylim(0, 1.02)
-    axes.axhline(0.5, color="grey", linewidth=0.5, linestyle=":")
-    axes.axhline(0.99, color="grey", linewidth=0.5, linestyle=":")
+    for q, y in (("p50 ●", 0.5), ("p99 ◆", 0.99)):
+        axes.axhline(y, color="grey", linewidth=0.5, linestyle=":")
+        axes.annotate(
+            q,
+            (0, y),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(4, 3),
+            fontsize=8,
+            color="grey",
+        )
     axes.set_xlabel(xlabel)
     axes.set_ylabel("fraction of requests at or below")
     axes.set_title(title)
@@ -178,9 +179,11 @@ def throughput(
         return None
     origin = min(min(values) for values in data.values()) if start is None else start
     figure, axes = _figure()
+    peak = 0
     for label, values in data.items():
         counts = per_second(values, origin)
         seconds = len(counts)
+        peak = max(peak, *counts)
         mean = len(values) / max(max(values) - origin, 1e-9)
         # Each bin drawn over its whole second: the last count repeated at its end.
         axes.step(
@@ -191,10 +194,10 @@ def throughput(
         )
     axes.set_xlabel("time since start (s, 1 s bins)")
     axes.set_ylabel(f"{unit} per second")
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, max(peak, 1) * 1.3)  # room for the legend above the lines
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize=8)
+    axes.legend(loc="upper right", fontsize=8)
     return _save(figure, directory, name)
 
 
@@ -216,7 +219,7 @@ def latency_distribution(
         marks = dict(points)
         text = ", ".join(f"p{q} {ms(marks[q])} ms" for q in (50, 99) if q in marks)
         axes.plot(
-            [ms for _, ms in points],
+            [v for _, v in points],
             [q / 100 for q, _ in points],
             "o-",
             label=f"{label} ({text})" if text else label,
