@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
+from bench import plots
 from bench.pipeline import (
     BENCH_APPLICATION,
     SHIPPING_ADDRESS,
@@ -825,6 +826,42 @@ async def run(args: argparse.Namespace) -> None:
             await retire_products(conn, bench.products)
     print_results(results)
     print_goals(results)
+    if args.plot is not None:
+        plot(args.plot, results)
+
+
+def plot(directory: Path, results: Sequence[PhaseResult]) -> None:
+    """--plot: per watcher count, the latency CDF (update's occurred_at → receipt) of each
+    path, and the serving process's RSS per open connection of each phase. The client
+    processes report latencies only, no receipt times: no chart over time."""
+    written: list[Path | None] = []
+    for count in sorted({r.count for r in results}):
+        written.append(
+            plots.latency_cdf(
+                directory,
+                f"latency-cdf-{count}-watchers",
+                f"live feed, {count:,} watchers: order update committed → received",
+                {
+                    f"{r.path} ({r.via})": [s * 1000 for s in r.latencies]
+                    for r in results
+                    if r.count == count
+                },
+            )
+        )
+    written.append(
+        plots.bars(
+            directory,
+            "rss-per-connection",
+            "live feed: serving process RSS growth per open connection (after --settle)",
+            {
+                f"{r.path} x {r.count:,}": (r.per_connection or math.nan) / 1024
+                for r in results
+                if r.count >= 100
+            },
+            xlabel="KB per connection",
+        )
+    )
+    plots.print_written(written)
 
 
 def counts(text: str) -> list[int]:
@@ -855,6 +892,7 @@ def main() -> None:
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
+    plots.add_plot_argument(parser, "realtime")
     args = parser.parse_args()
     if args.client:
         uvloop.run(client_main())
