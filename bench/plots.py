@@ -156,7 +156,7 @@ def latency_cdf(
             color="grey",
         )
     axes.set_xlabel(xlabel)
-    axes.set_ylabel("fraction of requests at or below")
+    axes.set_ylabel("fraction at or below (cumulative)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
@@ -227,10 +227,34 @@ def latency_distribution(
     _log_x(axes)
     axes.set_ylim(0, 1.02)
     axes.set_xlabel("latency (ms, log scale)")
-    axes.set_ylabel("fraction of requests at or below")
+    axes.set_ylabel("fraction at or below (cumulative)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
+    return _save(figure, directory, name)
+
+
+def lines(
+    directory: Path,
+    name: str,
+    title: str,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+) -> Path | None:
+    """One line of (x, y) points per named series, e.g. memory against sockets open."""
+    data = {label: list(points) for label, points in series.items() if points}
+    if not data:
+        return None
+    figure, axes = _figure()
+    for label, points in data.items():
+        axes.plot([x for x, _ in points], [y for _, y in points], ".-", label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
     return _save(figure, directory, name)
 
 

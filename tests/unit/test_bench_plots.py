@@ -70,7 +70,12 @@ def test_summary_charts_write_pngs(tmp_path: Path) -> None:
     assert_png(plots.latency_distribution(tmp_path, "ghz", "ghz latency", distribution), tmp_path)
     memory = {"bridge": 12.5, "bridge per socket": 0.031, "nan": float("nan")}
     assert_png(plots.bars(tmp_path, "memory", "memory", memory, xlabel="MiB"), tmp_path)
-    assert len(list(tmp_path.iterdir())) == 2
+    curves = {"first": [(0, 20.0), (100, 22.5), (200, 25.1)], "more": [(0, 25.1), (100, 27.6)]}
+    assert_png(
+        plots.lines(tmp_path, "rss", "rss", curves, xlabel="sockets", ylabel="MiB"), tmp_path
+    )
+    assert plots.lines(tmp_path, "none", "none", {"a": []}, xlabel="x", ylabel="y") is None
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_percentile_is_nearest_rank() -> None:
