@@ -45,6 +45,10 @@ from ordermesh.auth.v1 import auth_pb2
 from ordermesh.order.v1 import order_pb2
 from websockets.asyncio.client import ClientConnection, connect
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import plots
+
 REPO = Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "ordermesh-bench", "ordermesh-bench"
 KID = "bench-key"
@@ -92,20 +96,29 @@ async def idle_socket_memory(
     *,
     batch: int = 100,
     settle_seconds: float = 3.0,
+    samples: list[tuple[int, int]] | None = None,
 ) -> tuple[MemoryFigures, list[ClientConnection]]:
     """Opens ``count`` sockets with ``open_socket(i)`` (which returns once socket ``i`` is
     live), ``batch`` at a time, and measures the bridge's (``pid``) RSS growth. Returns the
-    figures and the open sockets (the caller closes them)."""
+    figures and the open sockets (the caller closes them). With ``samples``, appends
+    (sockets open, RSS) before, after each batch and after the settle (for --plot)."""
     await asyncio.sleep(settle_seconds)
     before = rss_bytes(pid)
+    if samples is not None:
+        samples.append((0, before))
     sockets: list[ClientConnection] = []
     for start in range(0, count, batch):
         opened = await asyncio.gather(
             *(open_socket(i) for i in range(start, min(start + batch, count)))
         )
         sockets.extend(opened)
+        if samples is not None:
+            samples.append((len(sockets), rss_bytes(pid)))
     await asyncio.sleep(settle_seconds)
-    return MemoryFigures(count, before, rss_bytes(pid)), sockets
+    after = rss_bytes(pid)
+    if samples is not None:
+        samples.append((len(sockets), after))
+    return MemoryFigures(count, before, after), sockets
 
 
 # --- the self-contained set-up -------------------------------------------------------------
@@ -229,7 +242,12 @@ async def bridge_process(upstream_port: int, sockets: int) -> AsyncIterator[tupl
         await asyncio.wait_for(process.wait(), 30)
 
 
-async def main_async(count: int, per_user: int, batch: int) -> MemoryFigures:
+async def main_async(
+    count: int,
+    per_user: int,
+    batch: int,
+    curves: dict[str, list[tuple[int, int]]] | None = None,
+) -> MemoryFigures:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     upstream, upstream_port = await _serve_stand_ins(key)
     users = [str(uuid.uuid4()) for _ in range(-(-2 * count // per_user))]
@@ -249,14 +267,20 @@ async def main_async(count: int, per_user: int, batch: int) -> MemoryFigures:
                 await until_live(ws)
                 return ws
 
-            first, held = await idle_socket_memory(pid, open_socket, count, batch=batch)
+            first_samples = curves.setdefault("first", []) if curves is not None else None
+            first, held = await idle_socket_memory(
+                pid, open_socket, count, batch=batch, samples=first_samples
+            )
             print(f"the first {count} sockets, from a fresh process (start-up included):")
             print("\n".join(first.lines()))
 
             async def open_more(index: int) -> ClientConnection:
                 return await open_socket(count + index)
 
-            more, sockets = await idle_socket_memory(pid, open_more, count, batch=batch)
+            more_samples = curves.setdefault("more", []) if curves is not None else None
+            more, sockets = await idle_socket_memory(
+                pid, open_more, count, batch=batch, samples=more_samples
+            )
             await asyncio.gather(*(ws.close() for ws in [*held, *sockets]))
             print(f"{count} more beside them (what each further idle socket costs):")
             return more
@@ -269,10 +293,40 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--per-user", type=int, default=1, help="sockets per watched user")
     parser.add_argument("--batch", type=int, default=100)
+    plots.add_plot_argument(parser, "gateway_memory")
     args = parser.parse_args()
     print(f"sockets per watched user: {args.per_user}")
-    figures = asyncio.run(main_async(args.sockets, args.per_user, args.batch))
+    curves: dict[str, list[tuple[int, int]]] | None = {} if args.plot is not None else None
+    figures = asyncio.run(main_async(args.sockets, args.per_user, args.batch, curves))
     print("\n".join(figures.lines()))
+    if args.plot is not None and curves is not None:
+        plot(args.plot, args.sockets, curves)
+
+
+def plot(directory: Path, count: int, curves: dict[str, list[tuple[int, int]]]) -> None:
+    """--plot: the bridge's RSS against the sockets open, for the first ``count`` sockets
+    (from a fresh process) and for ``count`` more beside them (sampled after each batch and
+    once more after the settle, at the same count)."""
+    labels = {
+        "first": f"the first {count:,} sockets (fresh process)",
+        "more": f"{count:,} more beside them",
+    }
+    offsets = {"first": 0, "more": count}
+    plots.print_written(
+        [
+            plots.lines(
+                directory,
+                "bridge-rss-by-sockets",
+                "gateway bridge: resident memory against idle WebSockets open",
+                {
+                    labels[key]: [(n + offsets[key], rss / 2**20) for n, rss in samples]
+                    for key, samples in curves.items()
+                },
+                xlabel="idle WebSockets open",
+                ylabel="bridge RSS (MiB)",
+            )
+        ]
+    )
 
 
 if __name__ == "__main__":
