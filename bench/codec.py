@@ -38,6 +38,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import plots
 from services.platform.messaging.codec import (
     SCHEMA_DIR,
     EventCodec,
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40, help="timed runs; the best counts")
     parser.add_argument("--profile", action="store_true", help="then cProfile the codec paths")
     parser.add_argument("--top", type=int, default=25, help="functions the profile lists")
+    plots.add_plot_argument(parser, "codec")
     args = parser.parse_args()
 
     codec = EventCodec.from_directory(SCHEMA_DIR)
@@ -194,6 +196,23 @@ def main() -> None:
     print(f"encode+decode within {GOAL_RATIO:g}x of bare fastavro: {verdict} (ratio {ratio:.2f})")
     if args.profile:
         profile(codec, args.iterations, args.top)
+    if args.plot is not None:
+        labels = {"bare": "fastavro", "produce": "produce", "consume": "consume"}
+        plots.print_written(
+            [
+                plots.bars(
+                    args.plot,
+                    "microseconds-per-event",
+                    f"codec: µs per event, best of {args.repeats} x {args.iterations:,} calls",
+                    {
+                        f"{name} {labels[label]}": best[name, label] * 1e6
+                        for name in EVENTS
+                        for label in paths
+                    },
+                    xlabel="µs per event (lower is better)",
+                )
+            ]
+        )
 
 
 if __name__ == "__main__":
