@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import plots
 from devstack import kafka, postgres, procs
 from services.platform import migrations
 from services.platform.messaging.admin import delete_topics, ensure_topics
@@ -103,6 +104,9 @@ def _cpu_snapshot(children: Mapping[str, int]) -> dict[str, float]:
     }
 
 
+MEASURED: list[Phase] = []  # every phase measured, in order (for --plot)
+
+
 async def measure(
     name: str,
     events: int,
@@ -114,6 +118,7 @@ async def measure(
     seconds = time.perf_counter() - started
     after = _cpu_snapshot(children or {})
     phase = Phase(name, events, seconds, {k: after[k] - before[k] for k in before})
+    MEASURED.append(phase)
     print(
         f"{name:<24} {events:>7} events {seconds:7.2f} s {phase.rate:>9,.0f} events/s   cpu "
         + " ".join(f"{k}={v:.1f}s" for k, v in phase.cpu.items()),
@@ -249,6 +254,7 @@ class Bench:
     bootstrap: str
     suffix: str
     schema: str
+    progress: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     @property
     def limit(self) -> float:
@@ -347,13 +353,54 @@ class Bench:
             await until(lambda: consumer.stats.applied >= events, self.limit)
 
         children = {"relay": child.pid} if child is not None and child.pid else {}
+        sampling = None
+        if self.args.plot is not None:
+            # --plot: events applied so far, every 0.1 s (an attribute read; not measured).
+            samples = self.progress.setdefault(name, [])
+            began = time.perf_counter()
+
+            async def sample() -> None:
+                while True:
+                    samples.append((time.perf_counter() - began, consumer.stats.applied))
+                    await asyncio.sleep(0.1)
+
+            sampling = asyncio.create_task(sample())
         phase = await measure(name, events, insert_and_wait, children)
+        if sampling is not None:
+            sampling.cancel()
+            self.progress[name].append((time.perf_counter() - began, consumer.stats.applied))
         stop.set()
         child_stop.set()
         await asyncio.gather(*tasks)
         if child is not None:
             await asyncio.to_thread(child.join, 30)
         return phase
+
+
+def plot(
+    directory: Path, phases: Sequence[Phase], progress: Mapping[str, Sequence[tuple[float, int]]]
+) -> None:
+    """--plot: events/s of every phase, and the events applied over time in the two end to
+    end phases (the consumer's count, sampled every 0.1 s)."""
+    plots.print_written(
+        [
+            plots.bars(
+                directory,
+                "events-per-second",
+                "event bus: events/s of each phase",
+                {phase.name: phase.rate for phase in phases},
+                xlabel="events per second",
+            ),
+            plots.lines(
+                directory,
+                "end-to-end-applied-over-time",
+                "event bus end to end: events applied by the consumer since the phase began",
+                {name: list(samples) for name, samples in progress.items()},
+                xlabel="time since the phase began (s)",
+                ylabel="events applied (cumulative)",
+            ),
+        ]
+    )
 
 
 def print_goal(one: Phase, two: Phase) -> None:
@@ -386,6 +433,8 @@ async def run(args: argparse.Namespace) -> None:
         one = await bench.end_to_end("end to end, 1 process", topics[1], relay_in_child=False)
         two = await bench.end_to_end("end to end, 2 processes", topics[2], relay_in_child=True)
         print_goal(one, two)
+        if args.plot is not None:
+            plot(args.plot, MEASURED, bench.progress)
     finally:
         if not args.keep:
             async with pool.connection() as conn:
@@ -407,6 +456,7 @@ def main() -> None:
     )
     parser.add_argument("--no-pipeline", action="store_true", help="per-event: no pipelining")
     parser.add_argument("--keep", action="store_true", help="keep the bench schema and topics")
+    plots.add_plot_argument(parser, "event_bus")
     args = parser.parse_args()
     with servers():
         asyncio.run(run(args))
