@@ -184,13 +184,15 @@ def throughput(
         counts = per_second(values, origin)
         seconds = len(counts)
         peak = max(peak, *counts)
-        mean = len(values) / max(max(values) - origin, 1e-9)
+        span = max(values) - origin
+        # The mean rate from the start, when the series lasts a second or more.
+        mean = f", {len(values) / span:.1f}/s overall" if span >= 1.0 else ""
         # Each bin drawn over its whole second: the last count repeated at its end.
         axes.step(
             range(seconds + 1),
             [*counts, counts[-1]],
             where="post",
-            label=f"{label} ({len(values):,} {unit}, {mean:.1f}/s overall)",
+            label=f"{label} ({len(values):,} {unit}{mean})",
         )
     axes.set_xlabel("time since start (s, 1 s bins)")
     axes.set_ylabel(f"{unit} per second")
