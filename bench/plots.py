@@ -159,7 +159,8 @@ def latency_cdf(
     axes.set_ylabel("fraction at or below (cumulative)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    # Below the axes: inside, it hid the slowest series' tail.
+    figure.legend(loc="outside lower center", fontsize=8)
     return _save(figure, directory, name)
 
 
@@ -232,7 +233,8 @@ def latency_distribution(
     axes.set_ylabel("fraction at or below (cumulative)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    # Below the axes: inside, it hid the slowest series' tail.
+    figure.legend(loc="outside lower center", fontsize=8)
     return _save(figure, directory, name)
 
 
