@@ -10,6 +10,7 @@ Charts go to DIR, by default `<run dir>/artifacts/bench/<bench>/` (the run dir i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import re
@@ -40,13 +41,28 @@ def default_directory(bench: str) -> Path:
     return run_dir() / "artifacts" / "bench" / bench
 
 
+class _PlotAction(argparse.Action):
+    """Stores the directory; refuses at once when matplotlib is missing (not after the run)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if importlib.util.find_spec("matplotlib") is None:
+            parser.error("--plot needs matplotlib: pip install -e '.[dev]'")
+        setattr(namespace, self.dest, self.const if values is None else Path(str(values)))
+
+
 def add_plot_argument(parser: argparse.ArgumentParser, bench: str) -> None:
     """`--plot [DIR]`: args.plot is None without it, else the directory to write PNGs to."""
     default = default_directory(bench)
     parser.add_argument(
         "--plot",
         nargs="?",
-        type=Path,
+        action=_PlotAction,
         const=default,
         default=None,
         metavar="DIR",
@@ -73,7 +89,7 @@ def per_second(timestamps: Iterable[float], start: float | None = None) -> list[
     if not times:
         return []
     origin = times[0] if start is None else start
-    counts = [0] * (int(times[-1] - origin) + 1)
+    counts = [0] * max(int(times[-1] - origin) + 1, 0)
     for t in times:
         if t >= origin:
             counts[int(t - origin)] += 1
@@ -179,12 +195,15 @@ def throughput(
     if not data:
         return None
     origin = min(min(values) for values in data.values()) if start is None else start
+    binned = {label: per_second(values, origin) for label, values in data.items()}
+    binned = {label: counts for label, counts in binned.items() if counts}
+    if not binned:
+        return None
     figure, axes = _figure()
-    peak = 0
-    for label, values in data.items():
-        counts = per_second(values, origin)
+    peak = max(max(counts) for counts in binned.values())
+    for label, counts in binned.items():
+        values = data[label]
         seconds = len(counts)
-        peak = max(peak, *counts)
         span = max(values) - origin
         # The mean rate from the start, when the series lasts a second or more.
         mean = f", {len(values) / span:.1f}/s overall" if span >= 1.0 else ""

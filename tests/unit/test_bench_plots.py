@@ -97,6 +97,24 @@ def test_plot_argument_defaults_under_the_run_dir(
     assert parser.parse_args(["--plot", "out/charts"]).plot == Path("out/charts")
 
 
+def test_plot_argument_refuses_at_once_without_matplotlib(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    parser = argparse.ArgumentParser()
+    plots.add_plot_argument(parser, "codec")
+    assert parser.parse_args([]).plot is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--plot"])
+
+
+def test_throughput_leaves_out_a_series_before_the_start(tmp_path: Path) -> None:
+    series = {"early": [1.0, 2.0], "in time": [10.0, 10.5, 11.2]}
+    assert_png(plots.throughput(tmp_path, "t", "t", series, start=10.0), tmp_path)
+    assert plots.per_second([1.0, 2.0], start=10.0) == []
+    assert plots.throughput(tmp_path, "u", "u", {"early": [1.0, 2.0]}, start=10.0) is None
+
+
 def test_plot_argument_without_a_run_dir_uses_the_repository_run_dir(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
