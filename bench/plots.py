@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = (9.0, 5.0)
+# Line styles in turn, so that series with the same counts stay visible one over another.
+STYLES = ("-", "--", ":", "-.")
 DPI = 110
 
 
@@ -201,7 +203,7 @@ def throughput(
         return None
     figure, axes = _figure()
     peak = max(max(counts) for counts in binned.values())
-    for label, counts in binned.items():
+    for index, (label, counts) in enumerate(binned.items()):
         values = data[label]
         seconds = len(counts)
         span = max(values) - origin
@@ -212,6 +214,7 @@ def throughput(
             range(seconds + 1),
             [*counts, counts[-1]],
             where="post",
+            linestyle=STYLES[index % len(STYLES)],
             label=f"{label} ({len(values):,} {unit}{mean})",
         )
     axes.set_xlabel("time since start (s, 1 s bins)")
