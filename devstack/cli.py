@@ -187,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("down", help="stop everything `up` started")
     commands.add_parser("status", help="show what runs, consumer lag and outbox backlog")
+    top = commands.add_parser("top", help="a live dashboard from the processes' metrics")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one frame (two readings) and exit")
     logs = commands.add_parser("logs", help="show component logs")
     logs.add_argument("name", nargs="?", choices=stack.log_names())
     logs.add_argument("-f", "--follow", action="store_true")
@@ -250,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             stack.down()
         elif args.command == "status":
             _status(ports)
+        elif args.command == "top":
+            from devstack import top
+
+            top.run(lambda: stack.metrics_targets(ports), interval=args.interval, once=args.once)
         elif args.command == "dlq":
             return _dlq(args)
         elif args.command == "outbox":
