@@ -36,6 +36,7 @@ from services.platform.messaging.retention import (
     event_table_purges,
 )
 from services.platform.messaging.state import StateBoard, state_path
+from services.platform.metrics import serving
 from services.platform.resources import Resources
 from services.platform.settings import Settings, SettingsError
 from services.platform.tokens import TokenVerifier
@@ -176,10 +177,11 @@ async def run(settings: Settings, names: list[str]) -> None:
     )
     log.info("workers starting", extra={"workers": names})
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(board.run(stop), name="state")
-            for name in names:
-                group.create_task(RUNNERS[name](resources, board, stop), name=name)
+        with serving(settings.metrics_port):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(board.run(stop), name="state")
+                for name in names:
+                    group.create_task(RUNNERS[name](resources, board, stop), name=name)
     finally:
         await channel.close()
         for pool in pools.values():
