@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 import grpc
 import uvloop
 
+from services.order import bootstrap as order_bootstrap
 from services.platform.contexts import CONTEXTS, context
 from services.platform.db import RELAY_COMPONENT, Pool, open_pool
 from services.platform.logging import configure_logging
@@ -125,6 +126,10 @@ async def run_webhook_sender(resources: Resources, board: StateBoard, stop: asyn
     await sender.run(stop)
 
 
+# The order funnel's oldest-in-status gauge is refreshed where the status projector runs.
+STATUS_AGES_WORKER = "order_status_projector"
+
+
 def consumer_runner(group: ConsumerGroup) -> Runner:
     async def run(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
         handlers = handlers_of(group, resources)
@@ -140,7 +145,10 @@ def consumer_runner(group: ConsumerGroup) -> Runner:
             consumer_config=CONSUMER_CONFIG,
             board=board,
         )
-        await consumer.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            if group.worker == STATUS_AGES_WORKER:
+                tasks.create_task(order_bootstrap.status_ages(resources, stop), name="ages")
+            tasks.create_task(consumer.run(stop), name=group.worker)
 
     return run
 
