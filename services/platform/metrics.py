@@ -17,7 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +243,8 @@ def serving(port: int | None, host: str = METRICS_HOST) -> Iterator[int | None]:
     if port is None:
         yield None
         return
+    # The *_created series double what is scraped and nothing here reads them.
+    disable_created_metrics()
     server, thread = start_http_server(port, addr=host, registry=REGISTRY)
     bound = int(server.server_address[1])
     log.info("metrics served", extra={"url": f"http://{host}:{bound}/metrics"})
