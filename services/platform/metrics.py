@@ -244,7 +244,7 @@ def serving(port: int | None, host: str = METRICS_HOST) -> Iterator[int | None]:
         yield None
         return
     # The *_created series double what is scraped and nothing here reads them.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     server, thread = start_http_server(port, addr=host, registry=REGISTRY)
     bound = int(server.server_address[1])
     log.info("metrics served", extra={"url": f"http://{host}:{bound}/metrics"})
