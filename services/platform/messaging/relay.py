@@ -219,16 +219,16 @@ class OutboxRelay:
                 except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                     log.warning("outbox relay lost Postgres (%s); retrying in %.1fs", exc, backoff)
                     self.board.block(RELAY, "postgres", str(exc) or repr(exc))
-                    self._owned.clear()
+                    self._disown()
                     await _wait(stop_event, backoff)
                     backoff = min(backoff * 2, self._max_backoff)
                 except ProducerFailedError as exc:
                     log.error("outbox relay replaces its producer after a fatal error: %s", exc)
-                    self._owned.clear()
+                    self._disown()
                     await asyncio.to_thread(producer.flush, 5.0)
                     producer = Producer(self._producer_config)
         finally:
-            self._owned.clear()
+            self._disown()
             remaining = await asyncio.to_thread(producer.flush, 10.0)
             if remaining:
                 log.warning("outbox relay stopped with %d undelivered messages", remaining)
@@ -282,12 +282,17 @@ class OutboxRelay:
                     wake = min([next_poll, next_lock_attempt, *retry_at.values()])
                     due = await self._wait_for_work(conn, max(0.0, wake - loop.time()))
         finally:
-            self._owned.clear()
+            self._disown()
             if not conn.broken:
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute("UNLISTEN *")
                     await conn.execute("SELECT pg_advisory_unlock_all()")
                     await conn.set_autocommit(autocommit)
+
+    def _disown(self) -> None:
+        """Publishes nothing until it takes the locks again, so reports no backlog."""
+        self._owned.clear()
+        _forget_backlog(self._schemas)
 
     async def _count_backlog(self, conn: AsyncConnection[Any], now: float) -> None:
         """Every ``BACKLOG_INTERVAL``: the backlog gauges of the outboxes this relay
