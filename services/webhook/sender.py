@@ -144,7 +144,7 @@ class WebhookSender:
     @staticmethod
     async def _count(counts: Counts, stop: asyncio.Event) -> None:
         """The pending and parked gauges, every ``COUNT_INTERVAL``; an outage skips a count
-        (the claim loop reports it)."""
+        (the claim loop reports it); a failure of the count never stops the sender."""
         while not stop.is_set():
             try:
                 pending, parked = await counts()
@@ -152,7 +152,7 @@ class WebhookSender:
                 metrics.webhook_parked.set(parked)
             except Exception as error:
                 if not is_transient(error):
-                    raise
+                    log.exception("webhook deliveries not counted")
             await _wait(stop, COUNT_INTERVAL)
 
     def _done(self, task: asyncio.Task[None]) -> None:

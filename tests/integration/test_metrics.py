@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.auth import bootstrap as auth_bootstrap
 from services.inventory import bootstrap as inventory_bootstrap
 from services.order import bootstrap as order_bootstrap
+from services.order.adapters.funnel import refresh_status_ages
 from services.platform import metrics
 from services.platform.db import Pool
 from services.platform.messaging.admin import delete_topics, ensure_topics
@@ -114,6 +115,13 @@ async def test_every_rpc_is_counted_by_service_method_and_code_and_timed(
     created.shipping_address.zip = "62701"
     created.shipping_address.country = "US"
     order = await orders.CreateOrder(created, metadata=signed_in.metadata)
+    await refresh_status_ages(pool)
+    pending = value(
+        await asyncio.to_thread(scrape, metrics_port),
+        "ordermesh_orders_oldest_in_status_seconds",
+        status="PENDING",
+    )
+    assert pending is not None and pending >= 0
     missing = orders.GetOrder(
         order_pb2.GetOrderRequest(order_id=str(uuid.uuid4())), metadata=signed_in.metadata
     )

@@ -27,7 +27,7 @@ OPEN_STATUSES = tuple(status.value for status in OrderStatus if not status.is_te
 # DESC) for it: one index probe per status, whatever the table's size.
 _STATUS_AGES = (
     "SELECT s.status, extract(epoch FROM now() - (SELECT min(o.created_at)"
-    " FROM orders.orders o WHERE o.status = s.status))"
+    " FROM orders.orders o WHERE o.status = s.status)) AS age"
     " FROM unnest(%s::text[]) AS s (status)"
 )
 
@@ -49,19 +49,23 @@ async def refresh_status_ages(pool: Pool) -> None:
     async with pool.connection() as conn:
         cursor = await conn.execute(_STATUS_AGES, (list(OPEN_STATUSES),))
         rows = await cursor.fetchall()
-    for status, age in rows:
-        metrics.orders_oldest_in_status_seconds.labels(status).set(float(age or 0))
+    for row in rows:
+        age = row["age"]
+        metrics.orders_oldest_in_status_seconds.labels(row["status"]).set(float(age or 0))
 
 
 async def watch_status_ages(
     pool: Pool, stop: asyncio.Event, interval: float = STATUS_AGE_INTERVAL
 ) -> None:
     """Refreshes the oldest-in-status gauge every ``interval`` until ``stop``; a database
-    outage only skips a refresh (the consumers report outages)."""
+    outage only skips a refresh (the consumers report outages), and no failure of it stops
+    the process that hosts it."""
     while not stop.is_set():
         try:
             await refresh_status_ages(pool)
         except (psycopg.Error, PoolTimeout) as error:
             log.debug("order status ages not refreshed: %s", error)
+        except Exception:
+            log.exception("order status ages not refreshed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
