@@ -51,6 +51,8 @@ def _status(ports: Ports) -> None:
     for name, state in rows:
         print(f"{name:<{width}} {state}")
     print()
+    print("\n".join(stack.metrics_lines(ports)))
+    print()
     print("\n".join(stack.pipeline_lines()))
     print()
     print("\n".join(stack.rate_limit_lines()))

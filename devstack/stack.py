@@ -327,6 +327,7 @@ ordermesh is up.
   gRPC over TLS           grpcurl -cacert {ca} localhost:{ports.envoy_tls} list
   Envoy admin             http://127.0.0.1:{ports.envoy_admin}
   Prometheus (alerts)     {prometheus.url(ports.prometheus)}/alerts
+  metrics                 .venv/bin/ordermesh status (each process's /metrics URL)
   logs                    .venv/bin/ordermesh logs [name] [-f]
   stop                    make down
 """,
@@ -393,6 +394,19 @@ def status(ports: Ports) -> list[tuple[str, str]]:
     rows.append(("GET /health (TLS)", "no answer" if tls_code is None else str(tls_code)))
     rows.append(("gateway /healthz", gateway_health(ports)))
     return rows
+
+
+def metrics_lines(ports: Ports) -> list[str]:
+    """Where each process serves its Prometheus metrics (loopback only)."""
+    targets = metrics_targets(ports)
+    width = max(len(name) for name, _ in targets)
+    lines = ["metrics (Prometheus text, loopback):"]
+    for name, address in targets:
+        state = "" if procs.is_running(name) else "  (stopped)"
+        lines.append(f"  {name:<{width}}  http://{address}/metrics{state}")
+    admin = f"http://{HOST}:{ports.envoy_admin}/stats/prometheus"
+    lines.append(f"  {envoy.NAME:<{width}}  {admin}")
+    return lines
 
 
 def rate_limit_lines() -> list[str]:

@@ -40,6 +40,7 @@ from gateway.leases import SocketLeases
 from gateway.settings import GatewaySettings
 from gateway.static import StaticFiles, plain
 from gateway.upstream import WATCH_CHANNEL_OPTIONS, GrpcWatchSource, WatchSource
+from services.platform import metrics
 from services.platform.tokens import TokenVerifier, token_verifier
 
 log = logging.getLogger("gateway")
@@ -70,6 +71,7 @@ class Gateway:
         )
         self.static = StaticFiles(settings.static_dir)
         self.refusals: dict[str, int] = {}
+        self.messages_sent = 0
         self.stopping = False
         self._numbers = itertools.count(1)
 
@@ -88,6 +90,7 @@ class Gateway:
     def counters(self) -> dict[str, Any]:
         return {
             **self.hub.counters(),
+            "messages_sent": self.messages_sent,
             "redis_available": self.leases.redis_available,
             "refused": dict(self.refusals),
         }
@@ -203,6 +206,8 @@ class Gateway:
                     return
                 for text in items:
                     await connection.send(text)
+                    self.messages_sent += 1
+                    metrics.gateway_messages.inc()
                 session.last_sent = time.monotonic()
         except ConnectionClosed:
             return
@@ -232,6 +237,8 @@ class Gateway:
 
     def _count(self, refusal: Refusal) -> None:
         name = refusal.code.name.lower()
+        if refusal.code is CloseCode.SLOW_CONSUMER:
+            metrics.gateway_drops.inc()
         self.refusals[name] = self.refusals.get(name, 0) + 1
 
 
@@ -304,12 +311,15 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
     gateway = Gateway(
         settings, token_verifier(platform, auth_channel), leases, GrpcWatchSource(order_channels)
     )
+    metrics.gateway_sockets.set_function(lambda: gateway.hub.sockets)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     background: list[asyncio.Task[None]] = []
+    metrics_server = contextlib.ExitStack()
     try:
+        metrics_server.enter_context(metrics.serving(platform.metrics_port))
         server: Server = await open_server(gateway, host=settings.host, port=settings.port)
         background = [
             asyncio.create_task(_renew_leases(leases), name="lease renewal"),
@@ -346,4 +356,5 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
         for channel in order_channels:
             await channel.close()
         await auth_channel.close()
+        metrics_server.close()
         log.info("gateway stopped")

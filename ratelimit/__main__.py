@@ -11,13 +11,15 @@ from ratelimit.config import load
 from ratelimit.domain import ConfigError
 from ratelimit.settings import RateLimitSettings
 from services.platform.logging import configure_logging
+from services.platform.metrics import serving
 from services.platform.server import run_until_signalled
 from services.platform.settings import SettingsError
 
 
 async def serve(settings: RateLimitSettings) -> None:
     server = RateLimitServer(settings)
-    await run_until_signalled(server.start, server.stop)
+    with serving(settings.platform.metrics_port):
+        await run_until_signalled(server.start, server.stop)
 
 
 def main() -> None:

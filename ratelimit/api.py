@@ -37,6 +37,7 @@ from ratelimit.domain import (
     plan_call,
     plan_login_attempt,
 )
+from services.platform import metrics
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +216,13 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):
         try:
             admitted, counts = await self._counters.hit(plan.checks, hits, plan.route, plan.tier)
         except CountersUnavailable as error:
+            metrics.ratelimit_decisions.labels(plan.route, plan.tier, "unavailable").inc()
             # The caller's failure mode decides: Envoy's per-route stage (allow or deny), the
             # auth service's login check (deny).
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"rate-limit counters: {error}")
         decision = decide(plan, admitted, counts, hits)
+        outcome = "allowed" if decision.allowed else "limited"
+        metrics.ratelimit_decisions.labels(plan.route, plan.tier, outcome).inc()
         if not decision.allowed and (binding := decision.binding) is not None:
             log.info(
                 "limited",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import cast
 
 import grpc
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ from ratelimit.api import SERVICE, RateLimitApi
 from ratelimit.config import LiveConfig
 from ratelimit.settings import RateLimitSettings
 from ratelimit.window import RedisCounters
+from services.platform.interceptors import metered
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ class RateLimitServer:
             ]
         )
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-            RateLimitApi(lambda: self.config.current, self.counters), self._server
+            RateLimitApi(lambda: self.config.current, self.counters),
+            cast(grpc.aio.Server, metered(self._server)),
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

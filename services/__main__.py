@@ -20,6 +20,7 @@ from services.platform.contexts import CONTEXT_NAMES, context
 from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
 from services.platform.messaging.codec import EventCodec
+from services.platform.metrics import serving
 from services.platform.resources import Resources
 from services.platform.server import Component, GrpcHost, run_until_signalled
 from services.platform.settings import Settings, SettingsError
@@ -64,7 +65,8 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
         max_concurrent_streams=settings.grpc_max_concurrent_streams,
     )
     try:
-        await run_until_signalled(host.start, host.stop)
+        with serving(settings.metrics_port):
+            await run_until_signalled(host.start, host.stop)
     finally:
         await _close(pools.values(), channels)
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 import grpc
 import uvloop
 
+from services.order import bootstrap as order_bootstrap
 from services.platform.contexts import CONTEXTS, context
 from services.platform.db import RELAY_COMPONENT, Pool, open_pool
 from services.platform.logging import configure_logging
@@ -36,6 +37,7 @@ from services.platform.messaging.retention import (
     event_table_purges,
 )
 from services.platform.messaging.state import StateBoard, state_path
+from services.platform.metrics import serving
 from services.platform.resources import Resources
 from services.platform.settings import Settings, SettingsError
 from services.platform.tokens import TokenVerifier
@@ -124,6 +126,10 @@ async def run_webhook_sender(resources: Resources, board: StateBoard, stop: asyn
     await sender.run(stop)
 
 
+# The order funnel's oldest-in-status gauge is refreshed where the status projector runs.
+STATUS_AGES_WORKER = "order_status_projector"
+
+
 def consumer_runner(group: ConsumerGroup) -> Runner:
     async def run(resources: Resources, board: StateBoard, stop: asyncio.Event) -> None:
         handlers = handlers_of(group, resources)
@@ -139,7 +145,10 @@ def consumer_runner(group: ConsumerGroup) -> Runner:
             consumer_config=CONSUMER_CONFIG,
             board=board,
         )
-        await consumer.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            if group.worker == STATUS_AGES_WORKER:
+                tasks.create_task(order_bootstrap.status_ages(resources, stop), name="ages")
+            tasks.create_task(consumer.run(stop), name=group.worker)
 
     return run
 
@@ -176,10 +185,11 @@ async def run(settings: Settings, names: list[str]) -> None:
     )
     log.info("workers starting", extra={"workers": names})
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(board.run(stop), name="state")
-            for name in names:
-                group.create_task(RUNNERS[name](resources, board, stop), name=name)
+        with serving(settings.metrics_port):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(board.run(stop), name="state")
+                for name in names:
+                    group.create_task(RUNNERS[name](resources, board, stop), name=name)
     finally:
         await channel.close()
         for pool in pools.values():

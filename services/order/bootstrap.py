@@ -3,11 +3,13 @@ servicer for the gRPC component; the validator, the status projector and the liv
 writer for the workers; and the purge of expired idempotency keys. Production and the tests
 use the same functions."""
 
+import asyncio
 from datetime import timedelta
 
 from ordermesh.order.v1 import order_pb2_grpc
 
 from services.order.adapters.catalog import InventoryCatalog
+from services.order.adapters.funnel import watch_status_ages
 from services.order.adapters.live_feed import RedisLiveFeed
 from services.order.adapters.outbox import order_outbox
 from services.order.adapters.repository import PostgresOrderStore
@@ -70,3 +72,9 @@ def purges(settings: Settings) -> list[Purge]:
             timedelta(seconds=settings.idempotency_ttl_seconds),
         )
     ]
+
+
+async def status_ages(resources: Resources, stop: asyncio.Event) -> None:
+    """The oldest-order-in-status gauge, refreshed by the process that hosts the status
+    projector (one such query per replica of it, every few seconds)."""
+    await watch_status_ages(resources.pool("order"), stop)

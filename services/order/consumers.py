@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from services.common.clock import utc_now
+from services.order.adapters.funnel import record_transitions
 from services.order.adapters.outbox import order_outbox
 from services.order.adapters.repository import fetch_orders, save_orders
 from services.order.domain.events import (
@@ -154,7 +155,11 @@ class OrderStatusProjector:
         if not states:
             return
         await save_orders(conn, states, read_versions)
-        await self._outbox.write(conn, list(_events_of(states, orders_before)))
+        events = list(_events_of(states, orders_before))
+        await self._outbox.write(conn, events)
+        # Counted inside the consumer's transaction: a batch whose commit fails (an outage)
+        # is counted again when it is retried.
+        record_transitions(events)
 
 
 def _events_of(states: Sequence[Order], before: Mapping[str, Order]) -> Iterable[Event]:

@@ -32,7 +32,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.identity import Principal
-from services.platform import validation
+from services.platform import metrics, validation
 from services.platform.errors import REQUEST_ID, error_status, status_code_for
 from services.platform.logging import request_id_var
 from services.platform.tokens import TokenVerifier
@@ -191,15 +191,75 @@ class PlatformInterceptor:
     @staticmethod
     def _finish(method: str, started: float, code: grpc.StatusCode) -> None:
         principal = principal_var.get()
+        seconds = time.perf_counter() - started
+        metrics.observe_rpc(method, code.name, seconds)
         log.info(
             "rpc",
             extra={
                 "method": method,
                 "code": code.name,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
                 "user_id": principal.user_id if principal else None,
             },
         )
+
+
+def metered(server: HandlerRegistry) -> HandlerRegistry:
+    """``server`` as a servicer registers with it, each unary handler timed and counted
+    (``ordermesh_grpc_server_*``): for servers that do without the platform's wrapping (the
+    rate-limit service, which Envoy calls and which has its own error handling)."""
+    return _MeteringRegistry(server)
+
+
+class _MeteringRegistry:
+    def __init__(self, server: HandlerRegistry) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: _metered(f"/{service_name}/{name}", handler)
+                for name, handler in method_handlers.items()
+            },
+        )
+
+
+def _metered(
+    method: str, handler: grpc.RpcMethodHandler[Any, Any]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    behaviour: Any = handler.unary_unary
+    if behaviour is None:
+        return handler
+
+    async def unary(request: Any, context: Context) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            response = await behaviour(request, context)
+        except Exception as error:
+            code = _code_of(error, context)
+            raise
+        else:
+            set_code = context.code()
+            if isinstance(set_code, grpc.StatusCode):
+                code = set_code
+            return response
+        finally:
+            metrics.observe_rpc(method, code.name, time.perf_counter() - started)
+
+    return grpc.unary_unary_rpc_method_handler(
+        unary,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class _WrappingRegistry:

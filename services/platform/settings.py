@@ -82,6 +82,7 @@ class Settings:
     retention_interval_seconds: float
     schemas_dir: Path
     state_dir: Path | None
+    metrics_port: int | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -172,6 +173,9 @@ class Settings:
             retention_interval_seconds=reader.number("ORDERMESH_RETENTION_INTERVAL_SECONDS", 300.0),
             schemas_dir=Path(reader.text("ORDERMESH_SCHEMAS_DIR", str(SCHEMAS_DIR))),
             state_dir=Path(state) if (state := reader.text("ORDERMESH_STATE_DIR", "")) else None,
+            # The loopback port this process serves /metrics on; unset serves none.
+            metrics_port=reader.integer("ORDERMESH_METRICS_PORT", 0, minimum=1, maximum=65535)
+            or None,
         )
 
     def database_url_for(self, component: str) -> str:

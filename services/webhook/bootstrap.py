@@ -81,6 +81,7 @@ def sender(
         shutdown_grace=settings.total_timeout + 1,
         listener=notifications(resources.settings.database_url_for("webhook")),
         board=board,
+        counts=queue.counts,
     )
 
 

@@ -19,11 +19,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
 from services.common.clock import utc_now
+from services.platform import metrics
 from services.platform.messaging.consumer import dependency_of, is_transient
 from services.platform.messaging.state import StateBoard
 from services.webhook.domain.delivery import (
@@ -53,6 +54,18 @@ MAX_OUTAGE_BACKOFF = 5.0
 Listener = Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
 
 
+_OUTCOME_LABELS = {
+    DeliveryState.SUCCEEDED: "succeeded",
+    DeliveryState.PENDING: "retry",
+    DeliveryState.FAILED: "failed",
+    DeliveryState.PARKED: "parked",
+}
+# How often the sender counts pending and parked deliveries for its gauges.
+COUNT_INTERVAL = 10.0
+
+Counts = Callable[[], Awaitable[tuple[int, int]]]
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -66,6 +79,7 @@ class WebhookSender:
         shutdown_grace: float,
         listener: Listener | None = None,
         board: StateBoard | None = None,
+        counts: Counts | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -78,6 +92,7 @@ class WebhookSender:
         self._grace = shutdown_grace
         self._listener = listener
         self._board = board
+        self._counts = counts
         self._clock = clock
         self._rng = rng
         self._in_flight: dict[asyncio.Task[None], str] = {}
@@ -89,6 +104,9 @@ class WebhookSender:
         if self._listener is not None:
             listening = asyncio.create_task(self._listener(self._wake, stop), name="listen")
         outage = 0.0
+        counting: asyncio.Task[None] | None = None
+        if self._counts is not None:
+            counting = asyncio.create_task(self._count(self._counts, stop), name="count")
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -116,11 +134,26 @@ class WebhookSender:
                 await _wait_any(stop, self._wake, self._poll)
         finally:
             await self._drain()
-            if listening is not None:
-                listening.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listening
+            for helper in (listening, counting):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
             log.info("webhook sender stopped", extra={"owner": self._owner})
+
+    @staticmethod
+    async def _count(counts: Counts, stop: asyncio.Event) -> None:
+        """The pending and parked gauges, every ``COUNT_INTERVAL``; an outage skips a count
+        (the claim loop reports it); a failure of the count never stops the sender."""
+        while not stop.is_set():
+            try:
+                pending, parked = await counts()
+                metrics.webhook_pending.set(pending)
+                metrics.webhook_parked.set(parked)
+            except Exception as error:
+                if not is_transient(error):
+                    log.exception("webhook deliveries not counted")
+            await _wait(stop, COUNT_INTERVAL)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
@@ -195,6 +228,8 @@ class WebhookSender:
                 "error": record.error,
             },
         )
+        metrics.webhook_attempt_seconds.observe(time.monotonic() - started)
+        metrics.webhook_deliveries.labels(_OUTCOME_LABELS[outcome.state]).inc()
         await self._finish(delivery, record, outcome)
 
     def _outcome(

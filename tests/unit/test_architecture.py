@@ -21,6 +21,9 @@ FORBIDDEN = (
     "fastavro",
     "google.protobuf",
     "websockets",
+    "prometheus_client",
+    # The metrics are recorded by the plumbing around the domain, never inside it.
+    "services.platform.metrics",
 )
 PURE = sorted(
     [

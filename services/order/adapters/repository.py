@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from services.common.errors import Conflict
 from services.common.money import Money
 from services.common.paging import Page
+from services.order.adapters.funnel import record_transitions
 from services.order.domain.events import Event
 from services.order.domain.idempotency import IdempotencyClaim, ensure_same_request
 from services.order.domain.live import StatusUpdate, message_for
@@ -251,9 +252,11 @@ class PostgresOrderStore:
         return [_history_update(row) for row in rows]
 
     async def update(self, order: Order, expected_version: int, events: Iterable[Event]) -> None:
+        written = list(events)
         async with self._pool.connection() as conn, conn.transaction():
             await save_order(conn, order, expected_version)
-            await self._outbox.write(conn, events)
+            await self._outbox.write(conn, written)
+        record_transitions(written)
 
 
 async def fetch_order(conn: Connection, order_id: str, *, for_update: bool = False) -> Order | None:

@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -44,6 +46,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.errors import DependencyUnavailable
+from services.platform import metrics
 from services.platform.messaging.codec import (
     CE_TYPE,
     DecodeError,
@@ -115,6 +118,10 @@ def dependency_of(error: BaseException) -> str:
     if isinstance(error, DependencyUnavailable):
         return error.dependency
     return "postgres"
+
+
+# How often the lag gauge is refreshed (from local state; see EventConsumer._refresh_lag).
+LAG_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,11 @@ class EventConsumer:
         )
         self.stats = ConsumerStats()
         self.assigned: frozenset[tuple[str, int]] = frozenset()
+        self._handler_seconds = metrics.consumer_handler_seconds.labels(group_id)
+        self._batch_sizes = metrics.consumer_batch_size.labels(group_id)
+        self._retries = metrics.consumer_retries.labels(group_id)
+        self._dead_letters = metrics.consumer_dead_lettered.labels(group_id)
+        self._lag_due = 0.0
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Consume until ``stop_event`` is set, then commit stored offsets and leave the group."""
@@ -258,6 +270,7 @@ class EventConsumer:
                     polling = None
                 if messages:
                     await self._process(consumer, producer, messages, stop_event)
+                self._refresh_lag(consumer)
         except _Stopping:
             log.info("consumer %s stopping with unfinished work", self._group_id)
         finally:
@@ -265,6 +278,33 @@ class EventConsumer:
                 await asyncio.wait([polling])
             await asyncio.to_thread(producer.flush, 10.0)
             await asyncio.to_thread(consumer.close)
+
+    def _refresh_lag(self, consumer: Consumer) -> None:
+        """At most every ``LAG_INTERVAL`` seconds: messages behind on the assigned partitions
+        per topic, from librdkafka's local state (the high watermark of the last fetch and
+        the position), so it never waits for the broker."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_INTERVAL
+        behind = dict.fromkeys(self._topics, 0)
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in self.assigned])
+            for position in positions:
+                _low, high = consumer.get_watermark_offsets(position, cached=True)
+                if high >= 0 and position.offset >= 0:
+                    behind[position.topic] = behind.get(position.topic, 0) + max(
+                        0, high - position.offset
+                    )
+        except KafkaException as exc:
+            log.debug("%s: no lag figures: %s", self._group_id, exc)
+            return
+        for topic, count in behind.items():
+            metrics.consumer_lag.labels(self._group_id, topic).set(count)
+
+    def _count_events(self, names: Sequence[str], outcome: str) -> None:
+        for name, count in Counter(names).items():
+            metrics.consumer_events.labels(self._group_id, name, outcome).inc(count)
 
     def _poll_batch(self, consumer: Consumer) -> list[Message]:
         first = consumer.poll(self._poll_timeout)
@@ -374,6 +414,7 @@ class EventConsumer:
                             consumer, producer, job.message, repr(exc), failures, stop_event
                         )
                         break
+                    self._retries.inc()
                     await self._wait_polling(consumer, self._retry.backoff(failures), stop_event)
             self._recovered(outages)
             topic, partition, offset = _position(job.message)
@@ -391,6 +432,7 @@ class EventConsumer:
             )
         self.board.block(self._group_id, dependency, str(error) or repr(error))
         self.stats.outage_retries += 1
+        self._retries.inc()
         await self._wait_polling(consumer, self._retry.backoff(outages), stop_event)
 
     def _recovered(self, outages: int) -> None:
@@ -420,6 +462,7 @@ class EventConsumer:
                     consumer.consume, self._batch_size, min(remaining, self._poll_timeout)
                 )
                 self._put_back(consumer, messages)
+                self._refresh_lag(consumer)
         finally:
             _set_paused(consumer, paused=False)
 
@@ -440,6 +483,7 @@ class EventConsumer:
 
     def _classify(self, messages: Sequence[Message]) -> _Batch:
         batch = _Batch()
+        skipped: list[str] = []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -454,6 +498,7 @@ class EventConsumer:
                 declared = attributes.get(CE_TYPE)
                 if declared is not None and event_name_of(declared) not in self._handlers:
                     self.stats.skipped += 1
+                    skipped.append(event_name_of(declared))
                     continue
                 envelope = self._codec.envelope_from(attributes, message.value())
             except DecodeError as exc:
@@ -462,17 +507,21 @@ class EventConsumer:
             handler = self._handlers.get(envelope.name)
             if handler is None:
                 self.stats.skipped += 1
+                skipped.append(envelope.name)
                 continue
             batch.jobs.append(_Job(message, envelope, handler))
+        self._count_events(skipped, "skipped")
         return batch
 
     async def _apply(self, jobs: Sequence[_Job]) -> None:
         """Claim and handle ``jobs`` in one transaction; raises if any handler fails."""
+        started = time.perf_counter()
         conn = await self._connection()
         try:
             async with self._maybe_pipeline(conn, len(jobs)), conn.transaction():
                 fresh = await self._claim(conn, [job.envelope.event_id for job in jobs])
                 applied = len(fresh)
+                new = set(fresh)
                 run: list[EventEnvelope] = []
                 handler: BatchHandler | None = None
                 for job in jobs:
@@ -488,6 +537,12 @@ class EventConsumer:
                     await handler(run, conn)
         finally:
             await self._pool.putconn(conn)
+        self._handler_seconds.observe(time.perf_counter() - started)
+        self._batch_sizes.observe(len(jobs))
+        self._count_events([j.envelope.name for j in jobs if j.envelope.event_id in new], "applied")
+        self._count_events(
+            [j.envelope.name for j in jobs if j.envelope.event_id not in new], "duplicate"
+        )
         self.stats.applied += applied
         self.stats.duplicates += len(jobs) - applied
 
@@ -534,13 +589,26 @@ class EventConsumer:
             await flush_until_reported(producer, tracker, 1, 60.0)
             if tracker.acknowledged[0]:
                 self.stats.dead_lettered += 1
+                self._dead_letters.inc()
+                self._count_events([self._event_name(message)], "dead_lettered")
                 self._recovered(failures)
                 return
             failures += 1
             problem = str(tracker.errors.get(0) or "no delivery report")
             log.error("dead-lettering %s failed: %s", _where(message), problem)
             self.board.block(self._group_id, "kafka", f"dead-lettering failed: {problem}")
+            self._retries.inc()
             await self._wait_polling(consumer, self._retry.backoff(failures), stop_event)
+
+    def _event_name(self, message: Message) -> str:
+        """The event type a message declares if this group handles it, else "unknown" (a
+        label never takes a value from an arbitrary header)."""
+        try:
+            declared = header_map(message.headers()).get(CE_TYPE)
+        except DecodeError:
+            return "unknown"
+        name = event_name_of(declared) if declared is not None else None
+        return name if name in self._handlers else "unknown"
 
 
 def _store(consumer: Consumer, last_offsets: Mapping[tuple[str, int], int]) -> None:

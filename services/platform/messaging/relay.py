@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.platform import metrics
 from services.platform.messaging.outbox import OUTBOX_CHANNEL, checked_schema
 from services.platform.messaging.producer import (
     ConfigValue,
@@ -58,6 +60,8 @@ PERMANENT_ERRORS = frozenset(
 
 
 RELAY = "outbox relay"
+# How often the active relay counts its outboxes' backlog and parked rows for the metrics.
+BACKLOG_INTERVAL = 5.0
 
 
 def is_permanent(error: KafkaError) -> bool:
@@ -157,6 +161,21 @@ class OutboxRelay:
             .as_string()
             for schema in self._schemas
         }
+        # The oldest unpublished row is the first of the partial index on unpublished ids.
+        self._backlog_sql = {
+            schema: sql.SQL(
+                "SELECT (SELECT count(*) FROM {outbox} WHERE published_at IS NULL),"
+                " (SELECT extract(epoch FROM now() - occurred_at) FROM {outbox}"
+                "  WHERE published_at IS NULL ORDER BY id LIMIT 1),"
+                " (SELECT count(*) FROM {parked})"
+            )
+            .format(
+                outbox=sql.Identifier(schema, "outbox"),
+                parked=sql.Identifier(schema, "outbox_parked"),
+            )
+            .as_string()
+            for schema in self._schemas
+        }
         # Only the primary key selects the rows: a predicate on published_at lets the
         # planner's generic plan pick an index of published_at instead, whose dead entries
         # (every row published since the last vacuum) it then walks on every call.
@@ -175,6 +194,7 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._coalesce = coalesce
         self._owned: set[str] = set()
+        self._backlog_due = 0.0
         self.board = board or StateBoard("relay")
         self.published = 0
         self.failed_deliveries = 0
@@ -199,16 +219,16 @@ class OutboxRelay:
                 except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                     log.warning("outbox relay lost Postgres (%s); retrying in %.1fs", exc, backoff)
                     self.board.block(RELAY, "postgres", str(exc) or repr(exc))
-                    self._owned.clear()
+                    self._disown()
                     await _wait(stop_event, backoff)
                     backoff = min(backoff * 2, self._max_backoff)
                 except ProducerFailedError as exc:
                     log.error("outbox relay replaces its producer after a fatal error: %s", exc)
-                    self._owned.clear()
+                    self._disown()
                     await asyncio.to_thread(producer.flush, 5.0)
                     producer = Producer(self._producer_config)
         finally:
-            self._owned.clear()
+            self._disown()
             remaining = await asyncio.to_thread(producer.flush, 10.0)
             if remaining:
                 log.warning("outbox relay stopped with %d undelivered messages", remaining)
@@ -262,14 +282,39 @@ class OutboxRelay:
                     wake = min([next_poll, next_lock_attempt, *retry_at.values()])
                     due = await self._wait_for_work(conn, max(0.0, wake - loop.time()))
         finally:
-            self._owned.clear()
+            self._disown()
             if not conn.broken:
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute("UNLISTEN *")
                     await conn.execute("SELECT pg_advisory_unlock_all()")
                     await conn.set_autocommit(autocommit)
 
+    def _disown(self) -> None:
+        """Publishes nothing until it takes the locks again, so reports no backlog."""
+        self._owned.clear()
+        _forget_backlog(self._schemas)
+
+    async def _count_backlog(self, conn: AsyncConnection[Any], now: float) -> None:
+        """Every ``BACKLOG_INTERVAL``: the backlog gauges of the outboxes this relay
+        publishes (a standby reports none)."""
+        if now < self._backlog_due:
+            return
+        self._backlog_due = now + BACKLOG_INTERVAL
+        _forget_backlog(set(self._schemas) - self._owned)
+        for schema in sorted(self._owned):
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(self._backlog_sql[schema])
+            row = await cursor.fetchone()
+            if row is None:
+                continue
+            unpublished, oldest, parked = row
+            metrics.relay_backlog.labels(schema).set(unpublished)
+            metrics.relay_oldest_age_seconds.labels(schema).set(float(oldest or 0))
+            metrics.relay_parked.labels(schema).set(parked)
+
     async def _acquire_locks(self, conn: AsyncConnection[Any]) -> None:
+        """Takes the advisory lock of every outbox no relay publishes, then refreshes the
+        backlog gauges (at most every ``BACKLOG_INTERVAL``; this runs every poll interval)."""
         for schema in self._schemas:
             if schema in self._owned:
                 continue
@@ -279,6 +324,7 @@ class OutboxRelay:
             if row is not None and row[0]:
                 log.info("outbox relay is now active for schema %s", schema)
                 self._owned.add(schema)
+        await self._count_backlog(conn, time.monotonic())
 
     async def _wait_for_work(self, conn: AsyncConnection[Any], seconds: float) -> set[str]:
         """The schemas notified within ``seconds`` (with the notifications that follow the
@@ -301,10 +347,13 @@ class OutboxRelay:
         rows = await self._fetch(conn, schema)
         if not rows:
             return 0, 0
+        started = time.perf_counter()
         outcome = await self._publish(producer, rows)
+        metrics.relay_publish_seconds.observe(time.perf_counter() - started)
         if outcome.delivered:
             await self._mark_published(conn, schema, outcome.delivered)
             self.published += len(outcome.delivered)
+            metrics.relay_published.labels(schema).inc(len(outcome.delivered))
         if outcome.parked:
             await self._park(conn, schema, outcome.parked)
         return len(rows), len(outcome.delivered) + len(outcome.parked)
@@ -411,6 +460,17 @@ def _row(values: tuple[Any, ...]) -> _Row:
             break
         encoded.append((name, value.encode()))
     return _Row(row_id, topic, key, payload, encoded, held_behind, problem)
+
+
+def _forget_backlog(schemas: Iterable[str]) -> None:
+    for schema in schemas:
+        for gauge in (
+            metrics.relay_backlog,
+            metrics.relay_oldest_age_seconds,
+            metrics.relay_parked,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(schema)
 
 
 async def _wait(stop_event: asyncio.Event, seconds: float) -> None:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from services.platform import metrics
+
 log = logging.getLogger(__name__)
 
 WRITE_INTERVAL = 1.0
@@ -58,9 +60,11 @@ class StateBoard:
         since = previous.since if previous else datetime.now(UTC).isoformat(timespec="seconds")
         retries = previous.retries + 1 if previous else 0
         self._blocked[worker] = Blockage(worker, dependency, error[:300], since, retries)
+        metrics.blockages.block(worker, dependency)
 
     def unblock(self, worker: str) -> None:
         self._blocked.pop(worker, None)
+        metrics.blockages.unblock(worker)
 
     def blocked(self) -> tuple[Blockage, ...]:
         return tuple(self._blocked.values())

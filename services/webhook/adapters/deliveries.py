@@ -235,6 +235,19 @@ class PostgresDeliveryQueue:
         self._next_sweep = 0.0
         self._disable_after = disable_after_failures
 
+    async def counts(self) -> tuple[int, int]:
+        """(pending, parked) deliveries, each counted over its own partial index."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM webhook.deliveries WHERE state = 'pending')"
+                " AS pending,"
+                " (SELECT count(*) FROM webhook.deliveries WHERE state = 'parked') AS parked"
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return 0, 0
+        return int(row["pending"]), int(row["parked"])
+
     async def claim(self, owner: str, limit: int) -> list[ClaimedDelivery]:
         if time.monotonic() >= self._next_sweep:
             await self._release_orphans()
