@@ -319,7 +319,7 @@ async def serve(settings: GatewaySettings, ready: asyncio.Event | None = None) -
     background: list[asyncio.Task[None]] = []
     metrics_server = contextlib.ExitStack()
     try:
-        metrics_server.enter_context(metrics.serving(platform.metrics_port))
+        metrics_server.enter_context(metrics.serving(platform.metrics_port, platform.metrics_host))
         server: Server = await open_server(gateway, host=settings.host, port=settings.port)
         background = [
             asyncio.create_task(_renew_leases(leases), name="lease renewal"),

@@ -18,7 +18,7 @@ from services.platform.settings import SettingsError
 
 async def serve(settings: RateLimitSettings) -> None:
     server = RateLimitServer(settings)
-    with serving(settings.platform.metrics_port):
+    with serving(settings.platform.metrics_port, settings.platform.metrics_host):
         await run_until_signalled(server.start, server.stop)
 
 

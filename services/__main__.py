@@ -65,7 +65,7 @@ async def serve(settings: Settings, names: Sequence[str]) -> None:
         max_concurrent_streams=settings.grpc_max_concurrent_streams,
     )
     try:
-        with serving(settings.metrics_port):
+        with serving(settings.metrics_port, settings.metrics_host):
             await run_until_signalled(host.start, host.stop)
     finally:
         await _close(pools.values(), channels)

@@ -185,7 +185,7 @@ async def run(settings: Settings, names: list[str]) -> None:
     )
     log.info("workers starting", extra={"workers": names})
     try:
-        with serving(settings.metrics_port):
+        with serving(settings.metrics_port, settings.metrics_host):
             async with asyncio.TaskGroup() as group:
                 group.create_task(board.run(stop), name="state")
                 for name in names:

@@ -11,6 +11,7 @@ Each component connects to Postgres as its own role, `ORDERMESH_<COMPONENT>_DATA
 without one it uses `ORDERMESH_DATABASE_URL` (the owner), which production refuses.
 """
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -83,6 +84,7 @@ class Settings:
     schemas_dir: Path
     state_dir: Path | None
     metrics_port: int | None
+    metrics_host: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -176,6 +178,11 @@ class Settings:
             # The loopback port this process serves /metrics on; unset serves none.
             metrics_port=reader.integer("ORDERMESH_METRICS_PORT", 0, minimum=1, maximum=65535)
             or None,
+            # Loopback by default; a container sets 0.0.0.0 so its network's Prometheus can
+            # scrape it.
+            metrics_host=_address(
+                reader.text("ORDERMESH_METRICS_HOST", "127.0.0.1"), "ORDERMESH_METRICS_HOST"
+            ),
         )
 
     def database_url_for(self, component: str) -> str:
@@ -280,3 +287,10 @@ class EnvReader:
         except ValueError:
             allowed = ", ".join(member.value for member in kind)
             raise SettingsError(f"{name} must be one of {allowed}, got {raw!r}") from None
+
+
+def _address(value: str, name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise SettingsError(f"{name} must be an IP address, got {value!r}") from None

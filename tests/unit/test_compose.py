@@ -65,9 +65,33 @@ def test_long_running_containers_have_health_checks(compose: dict[str, Any]) -> 
         assert check and not check.get("disable") and check["test"], name
 
 
-def test_only_envoy_publishes_a_port(compose: dict[str, Any]) -> None:
+def test_only_envoy_publishes_a_port_and_observability_only_on_loopback(
+    compose: dict[str, Any],
+) -> None:
     published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
-    assert published == {"envoy": ["8000:8000", "8443:8443"]}
+    assert published == {
+        "envoy": ["8000:8000", "8443:8443"],
+        "prometheus": ["127.0.0.1:9090:9090"],
+        "grafana": ["127.0.0.1:3000:3000"],
+        "zipkin": ["127.0.0.1:9411:9411"],
+    }
+
+
+def test_prometheus_scrapes_every_ordermesh_container(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "observability/prometheus/prometheus.compose.yml").read_text())
+    [job] = config["scrape_configs"]
+    [discovery] = job["dns_sd_configs"]
+    running_ordermesh = {
+        name
+        for name, service in compose["services"].items()
+        if service.get("image") == "ordermesh:dev"
+        and service.get("restart") != "no"
+        and "python" in _command(service)
+    }
+    assert set(discovery["names"]) == running_ordermesh
+    assert discovery["port"] == int(compose["x-app"]["environment"]["ORDERMESH_METRICS_PORT"])
+    dashboards = ROOT / "observability/grafana/dashboards"
+    assert (dashboards / "ordermesh.json").is_file()
 
 
 def test_envoy_mounts_the_certificates_tls_init_makes(compose: dict[str, Any]) -> None:
@@ -190,4 +214,5 @@ def test_mounted_files_exist(compose: dict[str, Any]) -> None:
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
-                assert (ROOT / source).is_file(), source
+                mounted = ROOT / source
+                assert mounted.is_file() or (mounted.is_dir() and any(mounted.iterdir())), source

@@ -49,6 +49,13 @@ def test_a_malformed_metrics_port_fails_fast_naming_the_variable(value: str) -> 
         Settings.from_env({"ORDERMESH_METRICS_PORT": value})
 
 
+def test_metrics_listen_on_loopback_unless_a_host_address_is_given() -> None:
+    assert Settings.from_env({}).metrics_host == "127.0.0.1"
+    assert Settings.from_env({"ORDERMESH_METRICS_HOST": "0.0.0.0"}).metrics_host == "0.0.0.0"
+    with pytest.raises(SettingsError, match="ORDERMESH_METRICS_HOST must be an IP address"):
+        Settings.from_env({"ORDERMESH_METRICS_HOST": "everywhere"})
+
+
 def test_every_composition_root_reads_the_metrics_port() -> None:
     env = {"ORDERMESH_METRICS_PORT": "59111"}
     assert GatewaySettings.from_env(env).platform.metrics_port == 59111
