@@ -133,6 +133,58 @@ async def never_answering(request: Request) -> None:
     return None
 
 
+# What a raw receiver does with each connection: reads and writes whatever bytes it likes.
+Responder = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class _Connections:
+    """A receiver's asyncio server and the connections it is serving: started on an
+    address, each connection tracked and closed (bounded) when its handler ends, all of them
+    cancelled when the receiver closes."""
+
+    server: asyncio.Server | None = None
+    serving: set[asyncio.Task[Any]] = field(default_factory=set)
+    count: int = 0
+
+    async def start(
+        self, handle: Responder, host: str, port: int, tls: ssl.SSLContext | None
+    ) -> tuple[str, int]:
+        self.server = await asyncio.start_server(handle, host, port, ssl=tls)
+        bound_host, bound_port = self.server.sockets[0].getsockname()[:2]
+        return bound_host, bound_port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.serving):
+            task.cancel()
+        await asyncio.gather(*self.serving, return_exceptions=True)
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    @asynccontextmanager
+    async def connection(self, writer: asyncio.StreamWriter) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self.serving.add(task)
+        self.count += 1
+        try:
+            yield
+        except (ConnectionError, h11.ProtocolError):
+            pass  # the sender hung up (it reads only the start of a long answer)
+        except asyncio.CancelledError:
+            pass  # the receiver is closing: the connection ends with it
+        finally:
+            # A bounded close: a handler may have left the connection in any state (a TLS
+            # one that stopped reading would otherwise wait for its shutdown indefinitely).
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            writer.transport.abort()
+            self.serving.discard(task)
+
+
 @dataclass
 class Receiver:
     """An HTTP/1.1 server on an address of its own that records every request it gets;
@@ -142,12 +194,14 @@ class Receiver:
     host: str = ""
     port: int = 0
     requests: list[Request] = field(default_factory=list)
-    connections: int = 0
     in_flight: int = 0
     most_in_flight: int = 0
-    _server: asyncio.Server | None = None
-    _serving: set[asyncio.Task[Any]] = field(default_factory=set)
+    _connections: _Connections = field(default_factory=_Connections)
     tls: ssl.SSLContext | None = None
+
+    @property
+    def connections(self) -> int:
+        return self._connections.count
 
     def url(self, path: str = "/hook") -> str:
         scheme = "http" if self.tls is None else "https"
@@ -157,25 +211,14 @@ class Receiver:
         return [request.delivery_id for request in self.requests]
 
     async def start(self, host: str, port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.tls)
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        self.host, self.port = await self._connections.start(self._serve, host, port, self.tls)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._serving):
-            task.cancel()
-        await asyncio.gather(*self._serving, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._connections.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._serving.add(task)
-        self.connections += 1
         connection = h11.Connection(our_role=h11.SERVER)
-        try:
+        async with self._connections.connection(writer):
             request = await self._request(connection, reader)
             if request is None:
                 return
@@ -202,15 +245,6 @@ class Receiver:
             writer.write(connection.send(h11.Data(data=reply.body)) or b"")
             writer.write(connection.send(h11.EndOfMessage()) or b"")
             await writer.drain()
-        except (ConnectionError, h11.ProtocolError):
-            pass  # the sender hung up (it reads only the start of a long answer)
-        except asyncio.CancelledError:
-            pass  # the receiver is closing: the connection ends with it
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            self._serving.discard(task)
 
     async def _request(
         self, connection: h11.Connection, reader: asyncio.StreamReader
@@ -252,10 +286,6 @@ async def receivers(
             await receiver.close()
 
 
-# What a raw receiver does with each connection: reads and writes whatever bytes it likes.
-Responder = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 @dataclass
 class RawReceiver:
     """A TCP server (TLS with ``tls``) on an address of its own whose connections
@@ -265,45 +295,24 @@ class RawReceiver:
     tls: ssl.SSLContext | None = None
     host: str = ""
     port: int = 0
-    connections: int = 0
-    _server: asyncio.Server | None = None
-    _serving: set[asyncio.Task[Any]] = field(default_factory=set)
+    _connections: _Connections = field(default_factory=_Connections)
+
+    @property
+    def connections(self) -> int:
+        return self._connections.count
 
     def url(self, path: str = "/hook", scheme: str = "http") -> str:
         return f"{scheme}://{self.host}:{self.port}{path}"
 
     async def start(self, host: str) -> None:
-        self._server = await asyncio.start_server(self._serve, host, 0, ssl=self.tls)
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        self.host, self.port = await self._connections.start(self._serve, host, 0, self.tls)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._serving):
-            task.cancel()
-        await asyncio.gather(*self._serving, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._connections.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._serving.add(task)
-        self.connections += 1
-        try:
+        async with self._connections.connection(writer):
             await self.respond(reader, writer)
-        except (ConnectionError, h11.ProtocolError):
-            pass  # the sender hung up
-        except asyncio.CancelledError:
-            pass  # the receiver is closing: the connection ends with it
-        finally:
-            # A bounded close: a responder may have left the connection in any state (a TLS
-            # one that stopped reading would otherwise wait for its shutdown indefinitely).
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            writer.transport.abort()
-            self._serving.discard(task)
 
 
 @asynccontextmanager
@@ -484,6 +493,26 @@ class WebhookContext:
             return len(states) == len(delivery_ids) and set(states.values()) <= set(wanted)
 
         await eventually(settled, within)
+
+    async def record_and_time(
+        self, hook: RegisteredWebhook, receiver: Receiver
+    ) -> tuple[str, float]:
+        """Records one delivery for ``hook`` and waits until ``receiver`` has it: its id and
+        the seconds from recording to arrival. A running sender's listener wakes it once
+        when it (re)connects; a delivery recorded before that claim would be sent without
+        a notification, so this waits a moment first (which can only make a test of the
+        notification stricter, never flaky)."""
+        await asyncio.sleep(0.3)
+        recorded_at = time.monotonic()
+        [delivery_id] = await self.record(hook)
+
+        async def sent() -> bool:
+            return bool(receiver.requests)
+
+        await eventually(sent, within=5)
+        latency = receiver.requests[0].arrived - recorded_at
+        await self.until_states([delivery_id], "succeeded", within=5)
+        return delivery_id, latency
 
     async def until_attempted(self, hook: RegisteredWebhook) -> None:
         """Waits until the webhook's (one) delivery has an attempt recorded."""
