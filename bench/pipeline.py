@@ -106,6 +106,26 @@ SHIPPING_ADDRESS = {
     "zip": "62701",
     "country": "US",
 }
+
+
+def order_bodies(products: Sequence[str], *, second_line: int) -> list[bytes]:
+    """One CreateOrder body per product: that product, and the one ``second_line`` further
+    on, paid with the test token that is always approved."""
+    return [
+        json.dumps(
+            {
+                "items": [
+                    {"product_id": products[i], "quantity": 1},
+                    {"product_id": products[(i + second_line) % len(products)], "quantity": 2},
+                ],
+                "shipping_address": SHIPPING_ADDRESS,
+                "payment_method": "tok_visa",
+            }
+        ).encode()
+        for i in range(len(products))
+    ]
+
+
 KAFKA_PARTITIONS = 3
 EVENTS_PER_ORDER_GUESS = 6
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -544,19 +564,7 @@ class Pipeline:
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._watcher = watcher
         self._stall_timeout = stall_timeout
-        self._bodies = [
-            json.dumps(
-                {
-                    "items": [
-                        {"product_id": products[i], "quantity": 1},
-                        {"product_id": products[(i + 5) % len(products)], "quantity": 2},
-                    ],
-                    "shipping_address": SHIPPING_ADDRESS,
-                    "payment_method": "tok_visa",
-                }
-            ).encode()
-            for i in range(len(products))
-        ]
+        self._bodies = order_bodies(products, second_line=5)
 
     async def create(self, client: httpx.AsyncClient, run: Run, index: int) -> None:
         headers = {**self._headers, "Idempotency-Key": str(uuid.uuid4())}

@@ -59,10 +59,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import plots
 from bench.pipeline import (
     BENCH_APPLICATION,
-    SHIPPING_ADDRESS,
     BenchError,
     CpuSampler,
     CpuUsage,
+    order_bodies,
     percentile,
     prepare_products,
     retire_products,
@@ -388,19 +388,7 @@ class OrderMaker:
     ) -> None:
         self._clients = clients
         self._users = users
-        self._bodies = [
-            json.dumps(
-                {
-                    "items": [
-                        {"product_id": products[i], "quantity": 1},
-                        {"product_id": products[(i + 3) % len(products)], "quantity": 2},
-                    ],
-                    "shipping_address": SHIPPING_ADDRESS,
-                    "payment_method": "tok_visa",
-                }
-            ).encode()
-            for i in range(len(products))
-        ]
+        self._bodies = order_bodies(products, second_line=3)
 
     async def create(self, client: httpx.AsyncClient, orders: Orders, index: int) -> None:
         user = self._users[index % len(self._users)]
