@@ -26,6 +26,7 @@ class Ports:
     # see devstack.stack.metrics_port.
     metrics_base: int = 59100
     prometheus: int = 59090
+    zipkin: int = 59411
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:

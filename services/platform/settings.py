@@ -14,6 +14,7 @@ without one it uses `ORDERMESH_DATABASE_URL` (the owner), which production refus
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -85,6 +86,8 @@ class Settings:
     state_dir: Path | None
     metrics_port: int | None
     metrics_host: str
+    zipkin_url: str | None
+    trace_sample_ratio: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -182,6 +185,13 @@ class Settings:
             # scrape it.
             metrics_host=_address(
                 reader.text("ORDERMESH_METRICS_HOST", "127.0.0.1"), "ORDERMESH_METRICS_HOST"
+            ),
+            # Where finished spans go (Zipkin's JSON v2 endpoint, .../api/v2/spans); unset
+            # records no spans (trace context still passes through unchanged).
+            zipkin_url=_http_url(reader.text("ORDERMESH_ZIPKIN_URL", ""), "ORDERMESH_ZIPKIN_URL"),
+            # The share of new traces recorded (a trace begun upstream keeps its decision).
+            trace_sample_ratio=_ratio(
+                reader.number("ORDERMESH_TRACE_SAMPLE_RATIO", 1.0), "ORDERMESH_TRACE_SAMPLE_RATIO"
             ),
         )
 
@@ -294,3 +304,18 @@ def _address(value: str, name: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise SettingsError(f"{name} must be an IP address, got {value!r}") from None
+
+
+def _http_url(value: str, name: str) -> str | None:
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(f"{name} must be an http(s) URL such as http://host:9411/api/v2/spans")
+    return value
+
+
+def _ratio(value: float, name: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be between 0 and 1, got {value}")
+    return value
