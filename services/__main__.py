@@ -15,7 +15,7 @@ import grpc
 import psycopg
 import uvloop
 
-from services.platform import migrations
+from services.platform import migrations, tracing
 from services.platform.contexts import CONTEXT_NAMES, context
 from services.platform.db import Pool, open_pool
 from services.platform.logging import configure_logging
@@ -40,11 +40,21 @@ def component(name: str, resources: Resources) -> Component:
 
 
 async def serve(settings: Settings, names: Sequence[str]) -> None:
+    with tracing.exporting(settings.zipkin_url, settings.trace_sample_ratio):
+        await _serve(settings, names)
+
+
+async def _serve(settings: Settings, names: Sequence[str]) -> None:
     # Each hosted component connects as its own database role.
     pools = {name: await open_pool(settings, name=name, component=name) for name in names}
-    auth_channel = grpc.aio.insecure_channel(settings.auth_service_addr)
-    inventory_channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
-    ratelimit_channel = grpc.aio.insecure_channel(settings.ratelimit_service_addr)
+    traced = tracing.client_interceptors()
+    auth_channel = grpc.aio.insecure_channel(settings.auth_service_addr, interceptors=traced)
+    inventory_channel = grpc.aio.insecure_channel(
+        settings.inventory_service_addr, interceptors=traced
+    )
+    ratelimit_channel = grpc.aio.insecure_channel(
+        settings.ratelimit_service_addr, interceptors=traced
+    )
     channels = (auth_channel, inventory_channel, ratelimit_channel)
     verifier = token_verifier(settings, auth_channel)
     codec = EventCodec.from_directory(settings.schemas_dir)

@@ -21,6 +21,7 @@ import grpc
 import uvloop
 
 from services.order import bootstrap as order_bootstrap
+from services.platform import tracing
 from services.platform.contexts import CONTEXTS, context
 from services.platform.db import RELAY_COMPONENT, Pool, open_pool
 from services.platform.logging import configure_logging
@@ -162,6 +163,11 @@ RUNNERS: Mapping[str, Runner] = {
 
 
 async def run(settings: Settings, names: list[str]) -> None:
+    with tracing.exporting(settings.zipkin_url, settings.trace_sample_ratio):
+        await _run(settings, names)
+
+
+async def _run(settings: Settings, names: list[str]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -170,7 +176,9 @@ async def run(settings: Settings, names: list[str]) -> None:
         component: await open_pool(settings, name=f"workers-{component}", component=component)
         for component in database_components(names, settings)
     }
-    channel = grpc.aio.insecure_channel(settings.inventory_service_addr)
+    channel = grpc.aio.insecure_channel(
+        settings.inventory_service_addr, interceptors=tracing.client_interceptors()
+    )
     label = names[0] if len(names) == 1 else "workers"
     state_dir = settings.state_dir
     board = StateBoard(label, None if state_dir is None else state_path(state_dir, label))

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import grpc
 import psycopg
 from google.protobuf.message import DecodeError, Message
+from opentelemetry.trace import Span, Status, StatusCode
 from psycopg_pool import PoolTimeout
 
 from services.common.errors import (
@@ -32,12 +33,15 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.identity import Principal
-from services.platform import metrics, validation
+from services.platform import metrics, tracing, validation
 from services.platform.errors import REQUEST_ID, error_status, status_code_for
 from services.platform.logging import request_id_var
 from services.platform.tokens import TokenVerifier
 
 log = logging.getLogger("ordermesh.rpc")
+
+# Zipkin's service name of the gRPC components' spans.
+TRACE_SERVICE = "api"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -144,7 +148,15 @@ class PlatformInterceptor:
 
     @contextlib.asynccontextmanager
     async def _call(self, method: str, context: Context) -> AsyncIterator[None]:
-        """One RPC: request id, error mapping, one access-log line."""
+        """One RPC: its span, request id, error mapping, one access-log line."""
+        with tracing.server_span(
+            TRACE_SERVICE, method, lambda key: metadata_value(context, key)
+        ) as span:
+            async with self._handled(method, context, span):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _handled(self, method: str, context: Context, span: Span) -> AsyncIterator[None]:
         started = self._begin(context)
         code = grpc.StatusCode.OK
         try:
@@ -169,6 +181,9 @@ class PlatformInterceptor:
                 await context.abort(code, f"internal error (request id {request_id_var.get()})")
             raise
         finally:
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
             self._finish(method, started, code)
 
     def _begin(self, context: Context) -> float:

@@ -1,4 +1,5 @@
-"""Structured JSON log lines, one per event, carrying the request id of the current call."""
+"""Structured JSON log lines, one per event, carrying the request id of the current call and
+the trace and span ids of the current span (services.platform.tracing)."""
 
 import json
 import logging
@@ -6,6 +7,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
@@ -33,6 +36,10 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = f"{span_context.trace_id:032x}"
+            entry["span_id"] = f"{span_context.span_id:016x}"
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
                 entry[key] = value

@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
 from services.common.clock import utc_now
-from services.platform import metrics
+from services.platform import metrics, tracing
 from services.platform.messaging.consumer import dependency_of, is_transient
 from services.platform.messaging.state import StateBoard
 from services.webhook.domain.delivery import (
@@ -49,6 +51,8 @@ from services.webhook.domain.ports import (
 log = logging.getLogger(__name__)
 
 WORKER = "webhook_sender"
+# Zipkin's service name of the attempts' spans.
+TRACE_SERVICE = "webhook-sender"
 MAX_OUTAGE_BACKOFF = 5.0
 
 Listener = Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
@@ -176,6 +180,21 @@ class WebhookSender:
             await self._queue.release(self._owner, unfinished)
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        with tracing.continued_span(
+            TRACE_SERVICE,
+            f"POST webhook {delivery.event_type}",
+            parent=delivery.traceparent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "ordermesh.webhook.id": delivery.webhook_id,
+                "ordermesh.webhook.delivery_id": delivery.delivery_id,
+                "ordermesh.webhook.attempt": delivery.attempts + 1,
+                "ordermesh.order.id": delivery.order_id or "",
+            },
+        ) as span:
+            await self._attempt(delivery, span)
+
+    async def _attempt(self, delivery: ClaimedDelivery, span: Span) -> None:
         number = delivery.attempts + 1
         started_at = self._clock()
         started = time.monotonic()
@@ -228,6 +247,10 @@ class WebhookSender:
                 "error": record.error,
             },
         )
+        if record.status_code is not None:
+            span.set_attribute("http.response.status_code", record.status_code)
+        if outcome.state is not DeliveryState.SUCCEEDED:
+            span.set_status(Status(StatusCode.ERROR, record.error or outcome.state.value))
         metrics.webhook_attempt_seconds.observe(time.monotonic() - started)
         metrics.webhook_deliveries.labels(_OUTCOME_LABELS[outcome.state]).inc()
         await self._finish(delivery, record, outcome)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,10 +38,13 @@ from services.common.errors import DependencyUnavailable, ResourceExhausted
 from services.order.domain.live import Cursor, FeedEntry, StatusUpdate
 from services.order.domain.model import OrderStatus
 from services.order.domain.ports import FeedReset
+from services.platform import tracing
 
 log = logging.getLogger(__name__)
 
 DEPENDENCY = "redis (live feed)"
+# Zipkin's service name of the push spans (the API process reads the feed).
+TRACE_SERVICE = "api"
 EPOCH_KEY = "ordermesh:live:epoch"
 ALL_KEY = "ordermesh:live:all"
 REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -55,14 +59,16 @@ def versions_key(user_id: str) -> str:
 
 
 # KEYS: user stream, versions hash, all stream, epoch
-# ARGV: new epoch, order id, version, payload, user maxlen, all maxlen, user id, ttl seconds
+# ARGV: new epoch, order id, version, payload, user maxlen, all maxlen, user id, ttl seconds,
+#       traceparent (or '': the readers' push spans continue it)
 APPEND = """
 if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], ARGV[1]) end
 local known = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 if tonumber(ARGV[3]) <= known then return false end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'u', ARGV[7], 'i', id, 'e', ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'u', ARGV[7], 'i', id, 'e', ARGV[4],
+           't', ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[8])
 return id
@@ -253,6 +259,7 @@ class RedisLiveFeed:
                             self._all_entries,
                             update.user_id,
                             self._horizon_seconds,
+                            tracing.traceparent_for(update.order_id) or "",
                         ],
                         client=pipe,
                     )
@@ -367,8 +374,19 @@ class RedisLiveFeed:
         if not watchers:
             return
         entry = FeedEntry(_cursor(self.epoch, fields["i"]), decode_update(fields["e"]))
-        for subscription in tuple(watchers):
-            subscription.offer(entry)
+        with tracing.continued_span(
+            TRACE_SERVICE,
+            "live-feed push",
+            parent=fields.get("t") or None,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "ordermesh.order.id": entry.update.order_id,
+                "ordermesh.order.status": entry.update.status.value,
+                "ordermesh.live_feed.watchers": len(watchers),
+            },
+        ):
+            for subscription in tuple(watchers):
+                subscription.offer(entry)
 
     def _broadcast(self, reset: FeedReset) -> None:
         for watchers in self._subscribers.values():

@@ -46,7 +46,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.errors import DependencyUnavailable
-from services.platform import metrics
+from services.platform import metrics, tracing
 from services.platform.messaging.codec import (
     CE_TYPE,
     DecodeError,
@@ -153,6 +153,7 @@ class _Job:
     message: Message
     envelope: EventEnvelope
     handler: BatchHandler
+    traced: tracing.TracedEvent
 
 
 @dataclass
@@ -509,7 +510,14 @@ class EventConsumer:
                 self.stats.skipped += 1
                 skipped.append(envelope.name)
                 continue
-            batch.jobs.append(_Job(message, envelope, handler))
+            traced = tracing.TracedEvent(
+                key=(message.key() or b"").decode("utf-8", "replace"),
+                name=envelope.name,
+                event_id=str(envelope.event_id),
+                traceparent=attributes.get(tracing.CE_TRACEPARENT),
+                tracestate=attributes.get(tracing.CE_TRACESTATE),
+            )
+            batch.jobs.append(_Job(message, envelope, handler, traced))
         self._count_events(skipped, "skipped")
         return batch
 
@@ -518,23 +526,8 @@ class EventConsumer:
         started = time.perf_counter()
         conn = await self._connection()
         try:
-            async with self._maybe_pipeline(conn, len(jobs)), conn.transaction():
-                fresh = await self._claim(conn, [job.envelope.event_id for job in jobs])
-                applied = len(fresh)
-                new = set(fresh)
-                run: list[EventEnvelope] = []
-                handler: BatchHandler | None = None
-                for job in jobs:
-                    if job.envelope.event_id not in fresh:
-                        continue
-                    fresh.discard(job.envelope.event_id)
-                    if handler is not None and job.handler is not handler:
-                        await handler(run, conn)
-                        run = []
-                    handler = job.handler
-                    run.append(job.envelope)
-                if handler is not None:
-                    await handler(run, conn)
+            with tracing.consuming(self._group_id, [job.traced for job in jobs]):
+                new = await self._handle(conn, jobs)
         finally:
             await self._pool.putconn(conn)
         self._handler_seconds.observe(time.perf_counter() - started)
@@ -543,8 +536,29 @@ class EventConsumer:
         self._count_events(
             [j.envelope.name for j in jobs if j.envelope.event_id not in new], "duplicate"
         )
-        self.stats.applied += applied
-        self.stats.duplicates += len(jobs) - applied
+        self.stats.applied += len(new)
+        self.stats.duplicates += len(jobs) - len(new)
+
+    async def _handle(self, conn: AsyncConnection[Any], jobs: Sequence[_Job]) -> set[uuid.UUID]:
+        """The transaction of ``jobs``: claims their ids in the inbox and runs the handlers of
+        the new ones (consecutive events of one batch handler together); returns the new ids."""
+        async with self._maybe_pipeline(conn, len(jobs)), conn.transaction():
+            fresh = await self._claim(conn, [job.envelope.event_id for job in jobs])
+            new = set(fresh)
+            run: list[EventEnvelope] = []
+            handler: BatchHandler | None = None
+            for job in jobs:
+                if job.envelope.event_id not in fresh:
+                    continue
+                fresh.discard(job.envelope.event_id)
+                if handler is not None and job.handler is not handler:
+                    await handler(run, conn)
+                    run = []
+                handler = job.handler
+                run.append(job.envelope)
+            if handler is not None:
+                await handler(run, conn)
+        return new
 
     def _maybe_pipeline(
         self, conn: AsyncConnection[Any], size: int

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
+from services.platform import tracing
 from services.platform.db import columns
 from services.platform.messaging.codec import EventCodec, cloudevent_headers
 from services.platform.messaging.registry import topic_for
@@ -89,6 +90,8 @@ def outbox_message(
     headers = cloudevent_headers(
         event_id=event_id, event_name=event_name, source=source, time=occurred_at, subject=key
     )
+    # The trace this row continues (the CloudEvents distributed-tracing extension).
+    headers.update(tracing.outbox_headers(key))
     return OutboxMessage(
         event_id=event_id,
         topic=topic,

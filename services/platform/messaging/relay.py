@@ -27,11 +27,12 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
+from opentelemetry.trace import Span, SpanKind
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from services.platform import metrics
+from services.platform import metrics, tracing
 from services.platform.messaging.outbox import OUTBOX_CHANNEL, checked_schema
 from services.platform.messaging.producer import (
     ConfigValue,
@@ -60,6 +61,8 @@ PERMANENT_ERRORS = frozenset(
 
 
 RELAY = "outbox relay"
+# Zipkin's service name of the publish spans.
+TRACE_SERVICE = "relay"
 # How often the active relay counts its outboxes' backlog and parked rows for the metrics.
 BACKLOG_INTERVAL = 5.0
 
@@ -370,6 +373,7 @@ class OutboxRelay:
         blocked: dict[str, int] = {}  # key -> the parked row its later rows wait behind
         tracker = DeliveryTracker(len(rows))
         produced: list[int] = []
+        spans: dict[int, Span] = {}
         for index, row in enumerate(rows):
             head = blocked.get(row.key, row.held_behind)
             if head is not None:
@@ -380,12 +384,13 @@ class OutboxRelay:
                 outcome.parked[row.id] = (row.problem, None)
                 blocked[row.key] = row.id
                 continue
+            spans[index] = span = _publish_span(row)
             try:
                 producer.produce(
                     row.topic,
                     row.payload,
                     key=row.key.encode(),
-                    headers=row.headers,
+                    headers=_continued(row.headers, span),
                     on_delivery=tracker.callback(index),
                 )
             except KafkaException as exc:
@@ -401,6 +406,7 @@ class OutboxRelay:
                 break
             produced.append(index)
         await flush_until_reported(producer, tracker, len(produced), self._delivery_timeout)
+        _end_publish_spans(spans, tracker)
         fatal = [error for error in tracker.errors.values() if error.fatal()]
         if fatal:
             raise ProducerFailedError(fatal[0].str())
@@ -460,6 +466,49 @@ def _row(values: tuple[Any, ...]) -> _Row:
             break
         encoded.append((name, value.encode()))
     return _Row(row_id, topic, key, payload, encoded, held_behind, problem)
+
+
+def _publish_span(row: _Row) -> Span:
+    """The span of one row's publication, continuing the trace the row was written in."""
+    parent = next((value for name, value in row.headers if name == tracing.CE_TRACEPARENT), None)
+    if parent is None or not tracing.enabled():
+        return tracing.NO_SPAN
+    return tracing.start_span(
+        TRACE_SERVICE,
+        f"publish {row.topic}",
+        parent=parent.decode() if isinstance(parent, bytes) else parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": row.topic,
+            "messaging.kafka.message.key": row.key,
+            "ordermesh.outbox.row": row.id,
+        },
+    )
+
+
+def _continued(
+    headers: list[tuple[str, str | bytes | None]], span: Span
+) -> list[tuple[str, str | bytes | None]]:
+    """``headers`` with the trace continued by ``span`` (the consumer's parent is then the
+    publication, not the write)."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return headers
+    value = tracing.traceparent(context).encode()
+    return [
+        (name, value if name == tracing.CE_TRACEPARENT else original) for name, original in headers
+    ]
+
+
+def _end_publish_spans(spans: Mapping[int, Span], tracker: DeliveryTracker) -> None:
+    for index, span in spans.items():
+        error = tracker.errors.get(index)
+        if tracker.acknowledged[index]:
+            tracing.end_span(span)
+        else:
+            tracing.end_span(span, error.str() if error is not None else "not acknowledged")
 
 
 def _forget_backlog(schemas: Iterable[str]) -> None:

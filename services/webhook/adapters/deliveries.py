@@ -23,6 +23,7 @@ from cryptography.fernet import InvalidToken
 from psycopg.types.json import Jsonb
 
 from services.common.errors import InvalidArgument
+from services.platform import tracing
 from services.platform.db import Connection, Pool
 from services.webhook.adapters.secrets import SecretCipher
 from services.webhook.domain.delivery import DeliveryState
@@ -139,12 +140,16 @@ async def record_deliveries(
         # transaction, then sees this row to release it.
         cursor = await conn.execute(
             "INSERT INTO webhook.deliveries"
-            " (delivery_id, webhook_id, event_id, event_type, order_id, body, waiting)"
-            " SELECT %(id)s, %(webhook)s, %(event)s, %(type)s, %(order)s, %(body)s,"
+            " (delivery_id, webhook_id, event_id, event_type, order_id, body, traceparent,"
+            "  waiting)"
+            " SELECT %(id)s, %(webhook)s, %(event)s, %(type)s, %(order)s, %(body)s, %(trace)s,"
             " EXISTS (SELECT 1 FROM webhook.deliveries e WHERE e.webhook_id = %(webhook)s"
             "   AND e.order_id = %(order)s AND e.state = 'pending' FOR SHARE)"
             " ON CONFLICT DO NOTHING",
-            dict(zip(("id", "webhook", "event", "type", "order", "body"), row, strict=True)),
+            {
+                **dict(zip(("id", "webhook", "event", "type", "order", "body"), row, strict=True)),
+                "trace": tracing.traceparent_for(row[4]),
+            },
         )
         recorded += cursor.rowcount
     if recorded:
@@ -207,7 +212,7 @@ UPDATE webhook.deliveries d
 SET lease_owner = %(owner)s, lease_expires_at = now() + %(lease)s
 FROM chosen, webhook.webhooks w
 WHERE d.delivery_id = chosen.delivery_id AND w.webhook_id = d.webhook_id
-RETURNING d.delivery_id::text, d.webhook_id::text, d.event_type, d.order_id, d.body,
+RETURNING d.delivery_id::text, d.webhook_id::text, d.event_type, d.order_id, d.body, d.traceparent,
           d.attempts, d.round_attempts, d.round_started_at, d.seq, w.url, w.secret_encrypted,
           CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_encrypted END
               AS previous_secret_encrypted
@@ -320,6 +325,7 @@ class PostgresDeliveryQueue:
             target=target,
             secrets=tuple(secrets),
             problem=problem,
+            traceparent=row["traceparent"],
         )
 
     async def finish(

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.common.errors import FailedPrecondition
+from services.platform import tracing
 from services.platform.db import Connection, Pool
 from services.webhook.adapters.deliveries import NOTIFY_CHANNEL, attempts_of, delivery_of
 from services.webhook.adapters.secrets import SecretCipher
@@ -142,14 +143,15 @@ class PostgresOwnedWebhooks:
             return None
         await self._conn.execute(
             "INSERT INTO webhook.deliveries"
-            " (delivery_id, webhook_id, event_id, event_type, order_id, body)"
-            " VALUES (%s, %s, %s, %s, NULL, %s)",
+            " (delivery_id, webhook_id, event_id, event_type, order_id, body, traceparent)"
+            " VALUES (%s, %s, %s, %s, NULL, %s, %s)",
             (
                 delivery.delivery_id,
                 webhook_id,
                 delivery.event_id,
                 delivery.event_type,
                 delivery.body,
+                tracing.current_traceparent(),
             ),
         )
         await self._notify()

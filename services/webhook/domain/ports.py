@@ -89,6 +89,8 @@ class ClaimedDelivery:
     # The current secret first, then the previous one while its grace period lasts.
     secrets: tuple[str, ...] = field(repr=False)
     problem: str = ""
+    # The trace the delivery continues (a W3C traceparent), if it was recorded in one.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,259 @@
+"""services.platform.tracing: context parsing, the consumer's per-event spans and batch links,
+the outbox headers, the server span, the Zipkin encoding and exporter, trace ids in logs."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from services.platform import tracing
+from services.platform.logging import JsonFormatter
+
+PARENT_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+PARENT_B = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+UNSAMPLED = "00-5bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-00"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "garbage",
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # unknown version
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # zero span id
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033zz-01",  # not hex
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\x00",  # NUL appended
+        "00-0af7651916cd43dd8448eb211c80319c\x00b7ad6b7169203331-01",
+        "00-" + "a" * 10_000,
+    ],
+)
+def test_a_malformed_traceparent_is_no_parent(value: str | None) -> None:
+    assert tracing.span_context_of(value) is None
+
+
+def test_a_traceparent_round_trips() -> None:
+    context = tracing.span_context_of(PARENT_A, "vendor=value")
+    assert context is not None
+    assert context.is_remote and context.trace_flags.sampled
+    assert tracing.traceparent(context) == PARENT_A
+    assert context.trace_state.get("vendor") == "value"
+
+
+def test_nothing_is_recorded_or_written_when_tracing_is_off() -> None:
+    assert not tracing.enabled()
+    assert tracing.outbox_headers("order-1") == {}
+    assert tracing.current_traceparent() is None
+    assert tracing.client_interceptors() == []
+    span = tracing.start_span("relay", "publish", parent=PARENT_A)
+    assert not span.get_span_context().is_valid
+    events = [tracing.TracedEvent("order-1", "OrderCreated", "e1", PARENT_A)]
+    with tracing.consuming("group", events):
+        assert tracing.outbox_headers("order-1") == {}
+
+
+def test_each_event_of_a_batch_continues_its_own_trace_and_the_batch_links_them() -> None:
+    exporter = InMemorySpanExporter()
+    events = [
+        tracing.TracedEvent("order-a", "OrderCreated", "e1", PARENT_A),
+        tracing.TracedEvent("order-b", "OrderCreated", "e2", PARENT_B),
+    ]
+    with tracing.exporting(None, 1.0, exporter=exporter):
+        with tracing.consuming("payment_processor", events):
+            header_a = tracing.outbox_headers("order-a")[tracing.CE_TRACEPARENT]
+            header_b = tracing.outbox_headers("order-b")[tracing.CE_TRACEPARENT]
+            other = tracing.outbox_headers("order-c")[tracing.CE_TRACEPARENT]
+        assert tracing.outbox_headers("order-a") == {}
+    finished = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(finished) == {"payment_processor OrderCreated", "payment_processor batch"}
+    by_trace = {
+        span.context.trace_id: span
+        for span in exporter.get_finished_spans()
+        if span.kind is SpanKind.CONSUMER and span.parent is not None
+    }
+    span_a = by_trace[int("0af7651916cd43dd8448eb211c80319c", 16)]
+    span_b = by_trace[int("4bf92f3577b34da6a3ce929d0e0e4736", 16)]
+    assert span_a.parent is not None and span_a.parent.span_id == int("b7ad6b7169203331", 16)
+    assert span_b.parent is not None and span_b.parent.span_id == int("00f067aa0ba902b7", 16)
+    assert header_a == tracing.traceparent(span_a.context)
+    assert header_b == tracing.traceparent(span_b.context)
+    batch = finished["payment_processor batch"]
+    assert batch.parent is None
+    assert {link.context.span_id for link in batch.links} == {
+        span_a.context.span_id,
+        span_b.context.span_id,
+    }
+    # A row for a key with no event in the batch continues the batch.
+    assert other == tracing.traceparent(batch.context)
+    assert all(
+        span.resource.attributes["service.name"] == "payment_processor"
+        for span in by_trace.values()
+    )
+
+
+def test_a_failed_batch_marks_its_spans_failed() -> None:
+    exporter = InMemorySpanExporter()
+    events = [tracing.TracedEvent("order-a", "OrderCreated", "e1", PARENT_A)]
+    with (
+        tracing.exporting(None, 1.0, exporter=exporter),
+        pytest.raises(RuntimeError),
+        tracing.consuming("group", events),
+    ):
+        raise RuntimeError("handler failed")
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert "handler failed" in (span.status.description or "")
+
+
+def test_an_unsampled_trace_stays_unsampled_and_keeps_its_id() -> None:
+    exporter = InMemorySpanExporter()
+    events = [tracing.TracedEvent("order-a", "OrderCreated", "e1", UNSAMPLED)]
+    with tracing.exporting(None, 1.0, exporter=exporter), tracing.consuming("group", events):
+        header = tracing.outbox_headers("order-a")[tracing.CE_TRACEPARENT]
+    assert exporter.get_finished_spans() == ()
+    assert header.startswith("00-5bf92f3577b34da6a3ce929d0e0e4736-") and header.endswith("-00")
+
+
+def test_a_sample_ratio_of_zero_records_no_new_trace() -> None:
+    exporter = InMemorySpanExporter()
+    method = "/ordermesh.order.v1.OrderService/CreateOrder"
+    no_metadata: dict[str, str] = {}
+    with (
+        tracing.exporting(None, 0.0, exporter=exporter),
+        tracing.server_span("api", method, no_metadata.get),
+    ):
+        # Not recorded, yet it has an id that goes on (so its descendants are not recorded).
+        assert tracing.current_traceparent() is not None
+    assert exporter.get_finished_spans() == ()
+
+
+def test_the_server_span_continues_the_callers_metadata() -> None:
+    exporter = InMemorySpanExporter()
+    metadata = {"traceparent": PARENT_A}
+    with (
+        tracing.exporting(None, 1.0, exporter=exporter),
+        tracing.server_span(
+            "api", "/ordermesh.order.v1.OrderService/CreateOrder", metadata.get
+        ) as span,
+    ):
+        headers = tracing.outbox_headers("order-1")
+    (finished,) = exporter.get_finished_spans()
+    assert finished.name == "ordermesh.order.v1.OrderService/CreateOrder"
+    assert finished.kind is SpanKind.SERVER
+    assert finished.context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)
+    assert finished.attributes is not None
+    assert finished.attributes["rpc.method"] == "CreateOrder"
+    assert headers[tracing.CE_TRACEPARENT] == tracing.traceparent(span.get_span_context())
+
+
+def test_log_lines_carry_the_trace_and_span_ids() -> None:
+    formatter = JsonFormatter("api")
+    record = logging.LogRecord("x", logging.INFO, "", 0, "rpc", None, None)
+    assert "trace_id" not in json.loads(formatter.format(record))
+    exporter = InMemorySpanExporter()
+    with (
+        tracing.exporting(None, 1.0, exporter=exporter),
+        tracing.server_span("api", "/a.B/C", {"traceparent": PARENT_A}.get) as span,
+    ):
+        line = json.loads(formatter.format(record))
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert line["span_id"] == f"{span.get_span_context().span_id:016x}"
+
+
+def test_zipkin_encoding_names_each_span_after_its_own_service() -> None:
+    exporter = InMemorySpanExporter()
+    with tracing.exporting(None, 1.0, exporter=exporter):
+        publish = tracing.start_span(
+            "relay", "publish orders", parent=PARENT_A, kind=SpanKind.PRODUCER
+        )
+        tracing.end_span(publish, "broker down")
+        events = [
+            tracing.TracedEvent("a", "OrderCreated", "e1", PARENT_A),
+            tracing.TracedEvent("b", "OrderCreated", "e2", PARENT_B),
+        ]
+        with tracing.consuming("order_validator", events):
+            pass
+    encoded = [tracing.zipkin_span(span) for span in exporter.get_finished_spans()]
+    services = {span["localEndpoint"]["serviceName"] for span in encoded}
+    assert services == {"relay", "order_validator"}
+    relay = next(span for span in encoded if span["name"] == "publish orders")
+    assert relay["kind"] == "PRODUCER"
+    assert relay["traceId"] == "0af7651916cd43dd8448eb211c80319c"
+    assert relay["parentId"] == "b7ad6b7169203331"
+    assert relay["tags"]["error"] == "broker down"
+    assert relay["duration"] >= 1
+    batch = next(span for span in encoded if span["name"] == "order_validator batch")
+    assert "parentId" not in batch
+    assert len(batch["tags"]["otel.links"].split()) == 2
+    assert batch["tags"]["messaging.batch.message_count"] == "2"
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[Any]] = []
+    status: ClassVar[int] = 202
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, type[_Collector]]]:
+    handler = type("Collector", (_Collector,), {"received": [], "status": 202})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/v2/spans", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_exporter_posts_zipkin_json_and_reports_refusals(
+    collector: tuple[str, type[_Collector]],
+) -> None:
+    url, handler = collector
+    with tracing.exporting(url, 1.0):
+        tracing.end_span(tracing.start_span("relay", "publish", parent=PARENT_A))
+        tracing.end_span(tracing.start_span("api", "call", parent=PARENT_B))
+    sent = [span for batch in handler.received for span in batch]
+    assert {span["localEndpoint"]["serviceName"] for span in sent} == {"relay", "api"}
+    exporter = tracing.ZipkinExporter(url)
+    span = _one_span()
+    assert exporter.export([span]) is SpanExportResult.SUCCESS
+    assert exporter.export([span]) is SpanExportResult.SUCCESS  # over the kept-alive connection
+    handler.status = 500
+    assert exporter.export([span]) is SpanExportResult.FAILURE
+    exporter.shutdown()
+
+
+def test_an_unreachable_zipkin_drops_spans_without_raising() -> None:
+    exporter = tracing.ZipkinExporter("http://127.0.0.1:9/api/v2/spans", timeout=1.0)
+    assert exporter.export([_one_span()]) is SpanExportResult.FAILURE
+
+
+def _one_span() -> ReadableSpan:
+    exporter = InMemorySpanExporter()
+    with tracing.exporting(None, 1.0, exporter=exporter):
+        tracing.end_span(tracing.start_span("relay", "publish", parent=PARENT_A))
+    (span,) = exporter.get_finished_spans()
+    return span
