@@ -336,13 +336,14 @@ def consuming(group: str, events: Sequence[TracedEvent]) -> Iterator[None]:
     if not _state.enabled or not events:
         yield
         return
-    tracer_ = _state.tracer(group)
+    service = group.removeprefix("ordermesh.")
+    tracer_ = _state.tracer(service)
     started = time.time_ns()
     spans: list[Span] = []
     causes: dict[str, SpanContext] = {}
     for event in events:
         span = tracer_.start_span(
-            f"{group} {event.name}",
+            f"handle {event.name}",
             context=_parent(span_context_of(event.traceparent, event.tracestate)),
             kind=SpanKind.CONSUMER,
             attributes={
@@ -360,7 +361,7 @@ def consuming(group: str, events: Sequence[TracedEvent]) -> Iterator[None]:
     current = spans[0]
     if len(spans) > 1:
         current = tracer_.start_span(
-            f"{group} batch",
+            "handle batch",
             context=otel_context.Context(),
             kind=SpanKind.CONSUMER,
             attributes={

@@ -71,13 +71,13 @@ def test_each_event_of_a_batch_continues_its_own_trace_and_the_batch_links_them(
         tracing.TracedEvent("order-b", "OrderCreated", "e2", PARENT_B),
     ]
     with tracing.exporting(None, 1.0, exporter=exporter):
-        with tracing.consuming("payment_processor", events):
+        with tracing.consuming("ordermesh.payment-processor", events):
             header_a = tracing.outbox_headers("order-a")[tracing.CE_TRACEPARENT]
             header_b = tracing.outbox_headers("order-b")[tracing.CE_TRACEPARENT]
             other = tracing.outbox_headers("order-c")[tracing.CE_TRACEPARENT]
         assert tracing.outbox_headers("order-a") == {}
     finished = {span.name: span for span in exporter.get_finished_spans()}
-    assert set(finished) == {"payment_processor OrderCreated", "payment_processor batch"}
+    assert set(finished) == {"handle OrderCreated", "handle batch"}
     by_trace = {
         span.context.trace_id: span
         for span in exporter.get_finished_spans()
@@ -89,7 +89,7 @@ def test_each_event_of_a_batch_continues_its_own_trace_and_the_batch_links_them(
     assert span_b.parent is not None and span_b.parent.span_id == int("00f067aa0ba902b7", 16)
     assert header_a == tracing.traceparent(span_a.context)
     assert header_b == tracing.traceparent(span_b.context)
-    batch = finished["payment_processor batch"]
+    batch = finished["handle batch"]
     assert batch.parent is None
     assert {link.context.span_id for link in batch.links} == {
         span_a.context.span_id,
@@ -98,7 +98,7 @@ def test_each_event_of_a_batch_continues_its_own_trace_and_the_batch_links_them(
     # A row for a key with no event in the batch continues the batch.
     assert other == tracing.traceparent(batch.context)
     assert all(
-        span.resource.attributes["service.name"] == "payment_processor"
+        span.resource.attributes["service.name"] == "payment-processor"
         for span in by_trace.values()
     )
 
@@ -194,7 +194,7 @@ def test_zipkin_encoding_names_each_span_after_its_own_service() -> None:
     assert relay["parentId"] == "b7ad6b7169203331"
     assert relay["tags"]["error"] == "broker down"
     assert relay["duration"] >= 1
-    batch = next(span for span in encoded if span["name"] == "order_validator batch")
+    batch = next(span for span in encoded if span["name"] == "handle batch")
     assert "parentId" not in batch
     assert len(batch["tags"]["otel.links"].split()) == 2
     assert batch["tags"]["messaging.batch.message_count"] == "2"
