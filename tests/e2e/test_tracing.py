@@ -108,7 +108,9 @@ def spans_of(zipkin: httpx.Client, trace_id: str, timeout: float = 20.0) -> list
         answer = zipkin.get(f"/api/v2/trace/{trace_id}")
         if answer.status_code == 200:
             spans = answer.json()
-            if services(spans) >= SAGA_SERVICES and _handled(spans, "OrderShipped"):
+            ids = {span["id"] for span in spans}
+            whole = all(span.get("parentId", span["id"]) in ids for span in spans)
+            if whole and services(spans) >= SAGA_SERVICES and _handled(spans, "OrderShipped"):
                 return spans
         time.sleep(0.5)
     raise AssertionError(f"trace {trace_id} incomplete: services {sorted(services(spans))}")
