@@ -24,22 +24,18 @@ is written. ``ORDERMESH_TRACE_SAMPLE_RATIO`` is the share of new traces recorded
 begun upstream keeps its decision (the ``sampled`` flag), so a trace is whole or absent.
 
 Spans are named after the process role that made them (Zipkin's service name): ``api``,
-``relay``, each consumer group, ``webhook-sender``, ``gateway``. One process may host several
-(the local stack's ``workers`` hosts every consumer group), so each role has its own
-tracer provider; they share one exporter, which sends each span under its own service name
-(the stock Zipkin exporter names every span of a batch after the first one's).
+``relay``, each consumer group (without its ``ordermesh.`` prefix), ``webhook-sender``. One
+process may host several (the local stack's ``workers`` hosts every consumer group): each
+role has its own tracer, and one sink sends every span under its own service name. The
+tracers are :mod:`services.platform.spans`' lean implementation of OpenTelemetry's API.
 Domain code does not import this module (nor OpenTelemetry).
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
-import logging
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -48,10 +44,6 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     Link,
@@ -65,7 +57,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-log = logging.getLogger(__name__)
+from services.platform import spans
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -80,49 +72,39 @@ _causes: ContextVar[Mapping[str, SpanContext] | None] = ContextVar("trace_causes
 
 
 class _Tracing:
-    """The process's tracing state: one provider per service name, one exporter."""
+    """The process's tracing state: where spans go, and a tracer per service name."""
 
     def __init__(self) -> None:
-        self.processor: BatchSpanProcessor | None = None
-        self.sampler: Sampler | None = None
-        self.providers: dict[str, TracerProvider] = {}
+        self.sink: spans.SpanSink | None = None
+        self.sample_ratio = 1.0
         self.tracers: dict[str, trace.Tracer] = {}
         self.lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
-        return self.processor is not None
+        return self.sink is not None
 
     def tracer(self, service: str) -> trace.Tracer:
         found = self.tracers.get(service)
         if found is not None:
             return found
         with self.lock:
-            if self.processor is None or self.sampler is None:
+            if self.sink is None:
                 return trace.NoOpTracer()
-            provider = TracerProvider(
-                sampler=self.sampler,
-                resource=Resource({"service.name": service}),
-                shutdown_on_exit=False,
-            )
-            provider.add_span_processor(self.processor)
-            self.providers[service] = provider
-            found = self.tracers[service] = provider.get_tracer("ordermesh")
+            found = self.tracers[service] = spans.LeanTracer(service, self.sink, self.sample_ratio)
             return found
 
-    def configure(self, processor: BatchSpanProcessor, sampler: Sampler) -> None:
+    def configure(self, sink: spans.SpanSink, sample_ratio: float) -> None:
         with self.lock:
-            self.processor = processor
-            self.sampler = sampler
-            self.providers.clear()
+            self.sink = sink
+            self.sample_ratio = sample_ratio
             self.tracers.clear()
 
-    def reset(self) -> BatchSpanProcessor | None:
+    def reset(self) -> spans.SpanSink | None:
         with self.lock:
-            processor, self.processor, self.sampler = self.processor, None, None
-            self.providers.clear()
+            sink, self.sink = self.sink, None
             self.tracers.clear()
-            return processor
+            return sink
 
 
 _state = _Tracing()
@@ -135,28 +117,21 @@ def enabled() -> bool:
 
 @contextlib.contextmanager
 def exporting(
-    zipkin_url: str | None, sample_ratio: float, *, exporter: SpanExporter | None = None
+    zipkin_url: str | None, sample_ratio: float, *, sink: spans.SpanSink | None = None
 ) -> Iterator[None]:
-    """Record spans while inside, sending them to ``zipkin_url`` (or to ``exporter``, a test's);
-    on exit the spans still queued are sent (for at most a few seconds). With neither,
-    nothing is recorded."""
-    if exporter is None and zipkin_url is None:
+    """Record spans while inside, sending them to ``zipkin_url`` (or into ``sink``, a
+    test's); on exit the spans still waiting are sent (for at most a few seconds). With
+    neither, nothing is recorded."""
+    if sink is None and zipkin_url is None:
         yield
         return
-    processor = BatchSpanProcessor(
-        exporter or ZipkinExporter(zipkin_url or ""),
-        max_queue_size=20_000,
-        schedule_delay_millis=500,
-        max_export_batch_size=1_000,
-        export_timeout_millis=5_000,
-    )
-    _state.configure(processor, ParentBased(TraceIdRatioBased(sample_ratio)))
+    _state.configure(sink if sink is not None else spans.ZipkinSink(zipkin_url or ""), sample_ratio)
     try:
         yield
     finally:
         stopped = _state.reset()
         if stopped is not None:
-            stopped.shutdown()  # type: ignore[no-untyped-call]
+            stopped.close()
 
 
 def tracer(service: str) -> trace.Tracer:
@@ -422,111 +397,3 @@ class _UnaryStreamPropagation(grpc.aio.UnaryStreamClientInterceptor):
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(_with_trace_context(client_call_details), request)
-
-
-class ZipkinExporter(SpanExporter):
-    """Sends spans to Zipkin's JSON v2 endpoint, each under its own service name.
-
-    One HTTP/1.1 connection, kept alive; a failed export is logged (at most every 30 s) and
-    dropped: traces are best effort and never hold a process up."""
-
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path or "/api/v2/spans"
-        self._timeout = timeout
-        self._connection: http.client.HTTPConnection | None = None
-        self._last_warning = 0.0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        body = json.dumps([zipkin_span(span) for span in spans], separators=(",", ":")).encode()
-        for attempt in (1, 2):  # a kept-alive connection the server closed: once more
-            try:
-                status = self._post(body)
-            except (OSError, http.client.HTTPException) as error:
-                self._close()
-                if attempt == 2:
-                    self._warn(f"Zipkin unreachable: {error}")
-                    return SpanExportResult.FAILURE
-                continue
-            if status >= 300:
-                self._warn(f"Zipkin answered {status} to {len(spans)} spans")
-                return SpanExportResult.FAILURE
-            return SpanExportResult.SUCCESS
-        return SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self._close()
-
-    def _post(self, body: bytes) -> int:
-        if self._connection is None:
-            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._connection = kind(self._host, self._port, timeout=self._timeout)
-        self._connection.request(
-            "POST", self._path, body=body, headers={"Content-Type": "application/json"}
-        )
-        response = self._connection.getresponse()
-        response.read()
-        return response.status
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= 30.0:
-            self._last_warning = now
-            log.warning("spans dropped: %s", message)
-
-
-_KINDS = {
-    SpanKind.SERVER: "SERVER",
-    SpanKind.CLIENT: "CLIENT",
-    SpanKind.PRODUCER: "PRODUCER",
-    SpanKind.CONSUMER: "CONSUMER",
-}
-
-
-def zipkin_span(span: ReadableSpan) -> dict[str, Any]:
-    """``span`` in Zipkin's v2 JSON model. Zipkin has no links: they become the tag
-    ``otel.links`` (``trace_id-span_id`` pairs)."""
-    context = span.get_span_context()
-    assert context is not None
-    start = span.start_time or 0
-    end = span.end_time or start
-    tags = {key: _tag(value) for key, value in (span.attributes or {}).items()}
-    if span.status.status_code is StatusCode.ERROR:
-        tags["error"] = span.status.description or "error"
-    if span.links:
-        tags["otel.links"] = " ".join(
-            f"{link.context.trace_id:032x}-{link.context.span_id:016x}" for link in span.links
-        )
-    encoded: dict[str, Any] = {
-        "traceId": f"{context.trace_id:032x}",
-        "id": f"{context.span_id:016x}",
-        "name": span.name,
-        "timestamp": start // 1000,
-        "duration": max(1, (end - start) // 1000),
-        "localEndpoint": {"serviceName": span.resource.attributes.get("service.name", "unknown")},
-        "tags": tags,
-    }
-    if span.parent is not None and span.parent.is_valid:
-        encoded["parentId"] = f"{span.parent.span_id:016x}"
-    kind = _KINDS.get(span.kind)
-    if kind is not None:
-        encoded["kind"] = kind
-    return encoded
-
-
-def _tag(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple | list):
-        return ",".join(_tag(item) for item in value)
-    return str(value)
