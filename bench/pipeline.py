@@ -1284,7 +1284,7 @@ def print_observe(rounds: Sequence[ObserveRound], tracing: Tracing) -> None:
     if tracing.services:
         print(f"  Zipkin has spans from: {', '.join(sorted(tracing.services))}")
     if tracing.problem is not None:
-        print(f"  NOTE: {tracing.problem}: the figures above measure metrics, not tracing")
+        print(f"  NOTE: {tracing.problem}, so these figures do not measure tracing")
     unswitched = [
         number
         for number, result in enumerate(rounds, 1)
@@ -1300,7 +1300,7 @@ def print_observe_goal(rounds: Sequence[ObserveRound], tracing: Tracing) -> None
         f"≤ {GOAL_OBSERVE_COST:.0%} lower throughput with metrics and tracing on at 100% sampling"
     )
     if tracing.problem is not None:
-        print(f"  n/a   {goal}: not judged, {tracing.problem}; metrics alone: {cost.cost:.1%}")
+        print(f"  n/a   {goal}: not judged, {tracing.problem}; ON vs OFF: {cost.cost:.1%}")
     elif not cost.on or not cost.off:
         print(f"  n/a   {goal}: not judged, a mode has no round")
     else:
@@ -1878,6 +1878,8 @@ def main() -> None:
         uvloop.run(run(args))
     except BenchError as exc:
         sys.exit(f"bench: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("bench: interrupted")
 
 
 if __name__ == "__main__":
