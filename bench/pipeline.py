@@ -18,6 +18,21 @@ Phases (choose with --phases), in this order:
   headers) in this process with the relay's producer settings: flat out, for the raw CPU
   per event, then chains of six hops at --low-rate chains/s, each hop decoded and answered
   with the next event as a worker would, for the raw six-hop latency.
+- observe (not run unless named): what observing costs. The throughput phase's closed loop,
+  --observe-rounds times with observability ON (each process serves /metrics, scraped by
+  the stack's Prometheus, and sends its spans to ORDERMESH_ZIPKIN_URL with
+  ORDERMESH_TRACE_SAMPLE_RATIO=1.0) and as often OFF (ORDERMESH_METRICS=off: no metrics
+  port; ORDERMESH_ZIPKIN_URL empty: no spans), in turns on, off, off, on, on, off ... so
+  that a drift of the machine weighs on both alike. Before every round the stack's app
+  processes are restarted with that environment (devstack.stack.restart_apps; Envoy and
+  the servers keep running, so Envoy's own tracing, if configured, is on in both) and
+  warmed up with --warmup orders. The counters themselves are kept in both modes (the
+  processes have no switch for that); OFF takes away serving and scraping them and every
+  span. It prints each round's orders/s and stack CPU per order, then each mode's median
+  and mean, off/on and the throughput cost 1 - on/off, judged only when the ON rounds did
+  trace (a URL in the stack's environment, and Zipkin answering with services that sent
+  spans). The stack is restarted as this process's environment has it at the end, also
+  on failure or Ctrl-C.
 
 "Readable" means: visible in orders.orders to a bulk poll over the pending set (every 50 ms
 in the throughput phase, every 5 ms in the latency phases), timestamped on this process's
@@ -36,6 +51,7 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import io
 import itertools
 import json
 import math
@@ -43,10 +59,12 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -67,6 +85,13 @@ from bench import plots
 from devstack import kafka, postgres, procs
 from devstack.paths import pid_path
 from devstack.ports import HOST, Ports
+from devstack.stack import (
+    APP_PROCESSES,
+    METRICS_SWITCH_ENV,
+    app_env,
+    metrics_port,
+    restart_apps,
+)
 from services.platform.messaging.admin import delete_topics, ensure_topics
 from services.platform.messaging.codec import (
     SCHEMA_DIR,
@@ -84,6 +109,7 @@ GOAL_LOW_RATE = 20.0
 GOAL_LOW_P50_RATIO = 2.0
 GOAL_LOW_P99_SECONDS = 0.150
 GOAL_HALF_P99_SECONDS = 0.5
+GOAL_OBSERVE_COST = 0.10
 CHAIN_HOPS = 6
 
 WATCH_INTERVAL = 0.05
@@ -91,6 +117,15 @@ LATENCY_WATCH_INTERVAL = 0.005
 BENCH_APPLICATION = "ordermesh-bench"
 TERMINAL = ("SHIPPED", "DELIVERED", "FAILED", "CANCELLED")
 SHIPPED = ("SHIPPED", "DELIVERED")
+ZIPKIN_URL_ENV = "ORDERMESH_ZIPKIN_URL"
+SAMPLE_RATIO_ENV = "ORDERMESH_TRACE_SAMPLE_RATIO"
+OBSERVE_ON, OBSERVE_OFF = "on", "off"
+# What each mode sets in this process's environment before the app processes restart
+# (app_env copies it; an empty URL is not replaced by a default).
+OBSERVE_ENVIRONMENT = {
+    OBSERVE_ON: {METRICS_SWITCH_ENV: "on", SAMPLE_RATIO_ENV: "1.0"},
+    OBSERVE_OFF: {METRICS_SWITCH_ENV: "off", ZIPKIN_URL_ENV: ""},
+}
 SERVICE_SCHEMAS = ("orders", "payment", "inventory", "fulfillment")
 STATUS_HOPS = ("PENDING", "VALIDATED", "PAID", "FULFILLED", "SHIPPED")
 
@@ -158,6 +193,78 @@ def latency_line(seconds: Iterable[float]) -> str:
 
 def verdict(ok: bool) -> str:
     return "HIT " if ok else "MISS"
+
+
+def observe_schedule(rounds: int) -> list[str]:
+    """``rounds`` ON and ``rounds`` OFF rounds in pairs that swap their order each time (on,
+    off, off, on, on, off, ...): a drift of the machine over the run weighs on both modes."""
+    pairs = [(OBSERVE_ON, OBSERVE_OFF), (OBSERVE_OFF, OBSERVE_ON)]
+    return [mode for index in range(rounds) for mode in pairs[index % 2]]
+
+
+@dataclass(frozen=True)
+class ObserveRound:
+    mode: str
+    orders_per_second: float
+    stack_cpu_per_order: float
+    shipped: int
+    metrics_served: int
+
+
+@dataclass(frozen=True)
+class ObserveCost:
+    """Each mode's median and mean orders/s (and median stack CPU seconds per order) over
+    its rounds; the cost is the share of throughput lost with observability ON."""
+
+    on: list[float]
+    off: list[float]
+    cpu_on: float
+    cpu_off: float
+
+    @staticmethod
+    def of(rounds: Sequence[ObserveRound]) -> ObserveCost:
+        def figures(mode: str) -> tuple[list[float], float]:
+            chosen = [r for r in rounds if r.mode == mode]
+            cpu = [r.stack_cpu_per_order for r in chosen]
+            return [r.orders_per_second for r in chosen], _median(cpu)
+
+        (on, cpu_on), (off, cpu_off) = figures(OBSERVE_ON), figures(OBSERVE_OFF)
+        return ObserveCost(on, off, cpu_on, cpu_off)
+
+    @property
+    def median_on(self) -> float:
+        return _median(self.on)
+
+    @property
+    def median_off(self) -> float:
+        return _median(self.off)
+
+    @property
+    def ratio(self) -> float:
+        """off/on of the medians: 1.1 means OFF ran 10% faster."""
+        return _divided(self.median_off, self.median_on)
+
+    @property
+    def cost(self) -> float:
+        """1 - on/off of the medians (of the means in :attr:`mean_cost`)."""
+        return 1 - _divided(self.median_on, self.median_off)
+
+    @property
+    def mean_cost(self) -> float:
+        means = [statistics.fmean(v) if v else math.nan for v in (self.on, self.off)]
+        return 1 - _divided(*means)
+
+    @property
+    def met(self) -> bool:
+        return self.cost <= GOAL_OBSERVE_COST
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _divided(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
 
 
 # ---------------------------------------------------------------- CPU from /proc
@@ -1080,6 +1187,129 @@ async def run_kafka(
     return flat, chained
 
 
+# ---------------------------------------------------------------- what observing costs
+
+
+def set_environment(values: Mapping[str, str | None]) -> None:
+    """Set each variable of this process's environment (None: remove it)."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+async def restart_stack_apps(configuration: str) -> None:
+    """Restart the stack's app processes with this process's environment and wait until
+    Envoy answers /health; devstack's own lines are summed up in one."""
+    print(f"\nrestarting the stack's app processes: {configuration} ...", flush=True)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        names = await asyncio.to_thread(restart_apps)
+    seconds = time.perf_counter() - started
+    print(f"  {len(names)} processes restarted in {seconds:.1f} s", flush=True)
+
+
+def metrics_ports_open(ports: Ports) -> int:
+    """How many of the app processes serve on their metrics port."""
+    return sum(procs.port_in_use(metrics_port(p.name, ports)) for p in APP_PROCESSES)
+
+
+def round_line(number: int, result: ObserveRound) -> str:
+    return (
+        f"round {number} {result.mode.upper():<3} {result.orders_per_second:7.1f} orders/s,"
+        f" stack CPU {result.stack_cpu_per_order * 1000:6.2f} ms/order,"
+        f" {result.shipped} SHIPPED; /metrics served by {result.metrics_served}"
+        f" of {len(APP_PROCESSES)} processes"
+    )
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """What the ON rounds traced to: the URL their processes got, and the services Zipkin
+    has spans from (None when it does not answer)."""
+
+    url: str
+    services: list[str] | None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the ON rounds did not measure tracing, or None when they did."""
+        if not self.url:
+            return f"tracing is not configured (no {ZIPKIN_URL_ENV} in the stack's environment)"
+        if self.services is None:
+            return f"Zipkin does not answer at {self.url}"
+        if not self.services:
+            return f"Zipkin at {self.url} has spans from no service"
+        return None
+
+
+def zipkin_url() -> str:
+    """The ORDERMESH_ZIPKIN_URL an ON round's processes get."""
+    return app_env(Ports.from_env()).get(ZIPKIN_URL_ENV, "").strip()
+
+
+async def zipkin_services(url: str) -> list[str] | None:
+    """The services Zipkin has spans from, asked at the API beside ``url`` (.../spans)."""
+    try:
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+            response = await client.get(urllib.parse.urljoin(url, "services"))
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return [str(name) for name in response.json()]
+
+
+def print_observe(rounds: Sequence[ObserveRound], tracing: Tracing) -> None:
+    cost = ObserveCost.of(rounds)
+    print(f"\n== observability cost: {len(rounds)} closed-loop rounds, ON and OFF in turns")
+    for number, result in enumerate(rounds, 1):
+        print(f"  {round_line(number, result)}")
+    traced = f"spans to {tracing.url} at 100% sampling" if tracing.url else "no tracing"
+    for mode, values, cpu, what in (
+        (OBSERVE_ON, cost.on, cost.cpu_on, f"/metrics served and scraped, {traced}"),
+        (OBSERVE_OFF, cost.off, cost.cpu_off, "no /metrics, no spans"),
+    ):
+        mean = statistics.fmean(values) if values else math.nan
+        print(
+            f"  {mode.upper():<3} ({what}): median {_median(values):.1f}, mean {mean:.1f}"
+            f" orders/s over {len(values)} rounds; stack CPU median {cpu * 1000:.2f} ms/order"
+        )
+    print(
+        f"  off/on {cost.ratio:.3f}; throughput cost = 1 - on/off = {cost.cost:.1%}"
+        f" (of the means: {cost.mean_cost:.1%}); stack CPU per order on/off"
+        f" {_divided(cost.cpu_on, cost.cpu_off):.3f}"
+    )
+    if tracing.services:
+        print(f"  Zipkin has spans from: {', '.join(sorted(tracing.services))}")
+    if tracing.problem is not None:
+        print(f"  NOTE: {tracing.problem}, so these figures do not measure tracing")
+    unswitched = [
+        number
+        for number, result in enumerate(rounds, 1)
+        if result.metrics_served != (len(APP_PROCESSES) if result.mode == OBSERVE_ON else 0)
+    ]
+    if unswitched:
+        print(f"  NOTE: /metrics did not follow the mode in rounds {unswitched}")
+
+
+def print_observe_goal(rounds: Sequence[ObserveRound], tracing: Tracing) -> None:
+    cost = ObserveCost.of(rounds)
+    goal = (
+        f"≤ {GOAL_OBSERVE_COST:.0%} lower throughput with metrics and tracing on at 100% sampling"
+    )
+    if tracing.problem is not None:
+        print(f"  n/a   {goal}: not judged, {tracing.problem}; ON vs OFF: {cost.cost:.1%}")
+    elif not cost.on or not cost.off:
+        print(f"  n/a   {goal}: not judged, a mode has no round")
+    else:
+        print(
+            f"  {verdict(cost.met)}  {goal}: {cost.cost:.1%} (medians {cost.median_on:.1f} on,"
+            f" {cost.median_off:.1f} off orders/s)"
+        )
+
+
 # ---------------------------------------------------------------- orchestration
 
 
@@ -1158,12 +1388,40 @@ class Bench:
         *,
         watch_interval: float = WATCH_INTERVAL,
     ) -> PhaseResult:
+        commits_before = await database_commits(self.conn)
+        outcome, cpu, stacks = await self.measure(title, drive, profiler, watch_interval)
+        orders = max(len(outcome.shipped), 1)
+        print_cpu(cpu, orders)
+        events_per_order = await print_trace(self.conn, outcome.run.order_ids)
+        await asyncio.sleep(1.0)  # backends report their statistics at most once a second
+        polls = self.watcher.queries
+        commits = await database_commits(self.conn) - commits_before - polls
+        stack_cpu = stack_seconds(cpu)
+        print(
+            f"  cost per SHIPPED order: {events_per_order:.1f} events (outbox rows),"
+            f" ≈{commits / orders:.1f} Postgres commits (pg_stat_database less the watcher's"
+            f" {polls} polls), {stack_cpu * 1000 / orders:.1f} ms CPU in the stack's processes"
+        )
+        poll_ms = self.watcher.query_seconds * 1000 / max(polls, 1)
+        print(f"  watcher: {polls} bulk polls, {poll_ms:.1f} ms each on average (client side)")
+        if stacks:
+            print_profile(stacks)
+        return PhaseResult(outcome, cpu, commits, events_per_order)
+
+    async def measure(
+        self,
+        title: str,
+        drive: Callable[[Run], Awaitable[None]],
+        profiler: Profiler | None = None,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> tuple[Outcome, CpuUsage, dict[str, Counter[tuple[tuple[str, str], ...]]]]:
+        """Run ``drive`` until its orders are done; print and return the outcome, with the
+        CPU used meanwhile and the profiler's stacks."""
         print(f"\n== {title}", flush=True)
         self.watcher.reset()
         self.watcher.interval = watch_interval
         run = Run(title)
         stop = asyncio.Event()
-        commits_before = await database_commits(self.conn)
         before = await self.sampler.snapshot()
         if profiler is not None:
             await profiler.start()
@@ -1178,23 +1436,41 @@ class Bench:
         stacks = await profiler.stop() if profiler is not None else {}
         outcome = await outcome_of(run, self.watcher, self.conn)
         print_outcome(outcome)
-        orders = max(len(outcome.shipped), 1)
-        print_cpu(cpu, orders)
-        events_per_order = await print_trace(self.conn, run.order_ids)
-        await asyncio.sleep(1.0)  # backends report their statistics at most once a second
-        polls = self.watcher.queries
-        commits = await database_commits(self.conn) - commits_before - polls
-        stack_cpu = sum(s for name, s in cpu.processes.items() if name != "bench")
-        print(
-            f"  cost per SHIPPED order: {events_per_order:.1f} events (outbox rows),"
-            f" ≈{commits / orders:.1f} Postgres commits (pg_stat_database less the watcher's"
-            f" {polls} polls), {stack_cpu * 1000 / orders:.1f} ms CPU in the stack's processes"
-        )
-        poll_ms = self.watcher.query_seconds * 1000 / max(polls, 1)
-        print(f"  watcher: {polls} bulk polls, {poll_ms:.1f} ms each on average (client side)")
-        if stacks:
-            print_profile(stacks)
-        return PhaseResult(outcome, cpu, commits, events_per_order)
+        return outcome, cpu, stacks
+
+    async def observe(self) -> list[ObserveRound]:
+        """The observe phase: closed-loop rounds with observability ON and OFF in turns, the
+        app processes restarted into each mode; the stack's own configuration after."""
+        args, ports = self.args, Ports.from_env()
+        schedule = observe_schedule(args.observe_rounds)
+        keys = {key for overrides in OBSERVE_ENVIRONMENT.values() for key in overrides}
+        original = {key: os.environ.get(key) for key in keys}
+        rounds: list[ObserveRound] = []
+        try:
+            for number, mode in enumerate(schedule, 1):
+                set_environment({**original, **OBSERVE_ENVIRONMENT[mode]})
+                await restart_stack_apps(f"observability {mode.upper()}")
+                await self.warm_up()
+                outcome, cpu, _ = await self.measure(
+                    f"observe round {number}/{len(schedule)}: metrics and tracing"
+                    f" {mode.upper()}, closed loop, {args.orders} orders, {args.concurrency}"
+                    f" connections, backlog ≤ {args.backlog or 'unbounded'}",
+                    lambda r: self.pipeline.closed_loop(r, args.orders, args.backlog),
+                )
+                shipped = len(outcome.shipped)
+                result = ObserveRound(
+                    mode,
+                    outcome.orders_per_second,
+                    stack_seconds(cpu) / max(shipped, 1),
+                    shipped,
+                    metrics_ports_open(ports),
+                )
+                print(f"  {round_line(number, result)}", flush=True)
+                rounds.append(result)
+        finally:
+            set_environment(original)
+            await restart_stack_apps("the stack's own configuration (this shell's environment)")
+        return rounds
 
     async def warm_up(self) -> None:
         count = self.args.warmup
@@ -1262,6 +1538,14 @@ class Bench:
                 products=products,
             )
             print_kafka(measured)
+        if "observe" in phases:
+            measured.tracing = Tracing(zipkin_url(), None)
+            measured.observe = await self.observe()
+            if measured.tracing.url:
+                measured.tracing = Tracing(
+                    measured.tracing.url, await zipkin_services(measured.tracing.url)
+                )
+            print_observe(measured.observe, measured.tracing)
         print_goals(measured, args.low_rate)
         if args.plot is not None:
             plot(args.plot, measured)
@@ -1275,6 +1559,8 @@ class Measured:
     low: PhaseResult | None = None
     flat: KafkaResult | None = None
     chains: list[float] = field(default_factory=list)
+    observe: list[ObserveRound] = field(default_factory=list)
+    tracing: Tracing = Tracing("", None)
 
     @property
     def events_per_order(self) -> float:
@@ -1292,9 +1578,13 @@ class Measured:
         return (cpu.get("bench", 0.0) + cpu.get(kafka.NAME, 0.0)) / max(self.flat.events, 1)
 
 
+def stack_seconds(cpu: CpuUsage) -> float:
+    """CPU seconds of the stack's processes (all but this bench)."""
+    return sum(s for name, s in cpu.processes.items() if name != "bench")
+
+
 def stack_cpu_per_order(result: PhaseResult) -> float:
-    stack = sum(s for name, s in result.cpu.processes.items() if name != "bench")
-    return stack / max(len(result.outcome.shipped), 1)
+    return stack_seconds(result.cpu) / max(len(result.outcome.shipped), 1)
 
 
 def print_kafka(measured: Measured) -> None:
@@ -1370,12 +1660,14 @@ def print_goals(measured: Measured, low_rate: float) -> None:
             f" ({measured.half_rate:.0f} orders/s offered, {achieved:.1f} achieved):"
             f" {p99 * 1000:.0f} ms"
         )
+    if measured.observe:
+        print_observe_goal(measured.observe, measured.tracing)
 
 
 def plot(directory: Path, measured: Measured) -> None:
     """--plot: create→SHIPPED and create-call latency CDFs of the pipeline phases (with the
-    raw Kafka round trip and six-hop chains when measured), and per phase the creates
-    answered and the orders SHIPPED per second over time."""
+    raw Kafka round trip and six-hop chains when measured), per phase the creates answered
+    and the orders SHIPPED per second over time, and the observe phase's rounds."""
     phases = {
         name: result
         for name, result in (
@@ -1427,12 +1719,47 @@ def plot(directory: Path, measured: Measured) -> None:
                 start=outcome.run.first_send,
             )
         )
+    if measured.observe:
+        written.extend(plot_observe(directory, measured.observe))
     plots.print_written(written)
+
+
+def plot_observe(directory: Path, rounds: Sequence[ObserveRound]) -> list[Path | None]:
+    """The observe phase: a bar per round, in the order run, then each mode's median, for
+    the orders/s and for the stack's CPU per order."""
+    cost = ObserveCost.of(rounds)
+
+    def bars(
+        figure: Callable[[ObserveRound], float], medians: tuple[float, float]
+    ) -> dict[str, float]:
+        return {
+            **{f"round {n}: {r.mode.upper()}": figure(r) for n, r in enumerate(rounds, 1)},
+            "median ON": medians[0],
+            "median OFF": medians[1],
+        }
+
+    return [
+        plots.bars(
+            directory,
+            "observe-orders-per-second",
+            f"pipeline, observe: closed-loop throughput, observability ON vs OFF"
+            f" (cost {cost.cost:.1%})",
+            bars(lambda r: r.orders_per_second, (cost.median_on, cost.median_off)),
+            xlabel="orders/s, first create → last SHIPPED",
+        ),
+        plots.bars(
+            directory,
+            "observe-cpu-per-order",
+            "pipeline, observe: the stack's CPU per SHIPPED order, ON vs OFF",
+            bars(lambda r: r.stack_cpu_per_order * 1000, (cost.cpu_on * 1000, cost.cpu_off * 1000)),
+            xlabel="ms CPU per order (the stack's processes)",
+        ),
+    ]
 
 
 async def run(args: argparse.Namespace) -> None:
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    unknown = phases - {"throughput", "half", "low", "kafka"}
+    unknown = phases - {"throughput", "half", "low", "kafka", "observe"}
     if unknown:
         raise BenchError(f"unknown phases: {', '.join(sorted(unknown))}")
     base_url = f"http://{HOST}:{Ports.from_env().envoy}"
@@ -1517,7 +1844,17 @@ def main() -> None:
         default=600,
         help="closed loop: most orders created and not yet SHIPPED (0: unbounded)",
     )
-    parser.add_argument("--phases", default="throughput,half,low,kafka")
+    parser.add_argument(
+        "--phases",
+        default="throughput,half,low,kafka",
+        help="any of throughput, half, low, kafka, observe (restarts the app processes)",
+    )
+    parser.add_argument(
+        "--observe-rounds",
+        type=int,
+        default=3,
+        help="observe phase: closed-loop rounds of --orders orders in each mode, ON and OFF",
+    )
     parser.add_argument("--warmup", type=int, default=100, help="untimed orders first")
     parser.add_argument("--kafka-events", type=int, default=20_000)
     parser.add_argument(
@@ -1535,10 +1872,14 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.orders, args.concurrency, args.rate, args.low_rate, args.seconds) <= 0:
         parser.error("--orders, --concurrency, --rate, --low-rate and --seconds must be positive")
+    if args.observe_rounds <= 0:
+        parser.error("--observe-rounds must be positive")
     try:
         uvloop.run(run(args))
     except BenchError as exc:
         sys.exit(f"bench: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("bench: interrupted")
 
 
 if __name__ == "__main__":

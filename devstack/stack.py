@@ -106,6 +106,9 @@ def _replica_process(worker: str, index: int) -> AppProcess:
 
 
 METRICS_PORT_ENV = "ORDERMESH_METRICS_PORT"
+# "off" starts the processes without a metrics port: no /metrics, nothing for Prometheus to
+# scrape (bench/pipeline.py's observe phase measures what serving them costs this way).
+METRICS_SWITCH_ENV = "ORDERMESH_METRICS"
 _REPLICA_METRICS_OFFSET = 20
 
 
@@ -121,6 +124,24 @@ def metrics_port(name: str, ports: Ports) -> int:
         raise KeyError(f"no ordermesh process named {name!r}")
     block = WORKERS.index(match["worker"]) * MAX_REPLICAS
     return ports.metrics_base + _REPLICA_METRICS_OFFSET + block + int(match["index"]) - 1
+
+
+def metrics_served(environ: Mapping[str, str]) -> bool:
+    """False when ``ORDERMESH_METRICS`` is ``off``; unset, empty or ``on`` serve metrics."""
+    switch = environ.get(METRICS_SWITCH_ENV, "").strip().lower()
+    if switch not in ("", "on", "off"):
+        raise ValueError(
+            f"{METRICS_SWITCH_ENV}={environ[METRICS_SWITCH_ENV]!r}: expected on or off"
+        )
+    return switch != "off"
+
+
+def process_env(name: str, ports: Ports, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for app process ``name``: with its metrics port, or with none at all when
+    metrics are switched off (:func:`metrics_served`)."""
+    if metrics_served(env):
+        return {**env, METRICS_PORT_ENV: str(metrics_port(name, ports))}
+    return {key: value for key, value in env.items() if key != METRICS_PORT_ENV}
 
 
 def metrics_targets(ports: Ports) -> list[tuple[str, str]]:
@@ -195,6 +216,7 @@ def _python_step(what: str, *args: str, env: dict[str, str]) -> None:
 
 def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
     """Start everything; ``replicas`` maps a worker to its total replica count."""
+    metrics_served(os.environ)  # a malformed switch stops `up` before anything starts
     ensure_run_dirs()
     for server in (postgres, redis, kafka):
         started = time.monotonic()
@@ -245,11 +267,31 @@ def start_app(name: str, ports: Ports | None = None) -> None:
     _start_app(process, ports, app_env(ports))
 
 
+def restart_apps(ports: Ports | None = None) -> list[str]:
+    """Stop every ordermesh process (worker replicas included) and start them again the way
+    ``up`` does, with the environment of now (:func:`app_env`), then wait for GET /health
+    through Envoy: how a changed setting (``ORDERMESH_METRICS``, ``ORDERMESH_ZIPKIN_URL``,
+    ...) reaches a running stack. Returns the names started, in start order."""
+    ports = ports or Ports.from_env()
+    replicas = [_REPLICA_NAME.fullmatch(name) for name in replica_names()]
+    processes = [
+        *APP_PROCESSES,
+        *(_replica_process(match["worker"], int(match["index"])) for match in replicas if match),
+    ]
+    for process in reversed(processes):
+        procs.stop(process.name)
+    env = app_env(ports)
+    for process in processes:
+        _start_app(process, ports, env)
+    _wait_healthy(ports)
+    return [process.name for process in processes]
+
+
 def _start_app(process: AppProcess, ports: Ports, env: dict[str, str]) -> None:
     if procs.is_running(process.name):
         _say(f"{process.name} already running")
         return
-    env = env | {METRICS_PORT_ENV: str(metrics_port(process.name, ports))}
+    env = process_env(process.name, ports, env)
     procs.start_daemon(process.name, process.argv(), env=env, cwd=REPO_ROOT)
     if process.port is not None:
         port = process.port(ports)
