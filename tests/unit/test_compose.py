@@ -3,6 +3,7 @@ parses, every component it starts exists, health checks gate start-up order, the
 it passes are accepted, and the files it mounts exist."""
 
 import shlex
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,23 @@ def test_prometheus_scrapes_every_ordermesh_container(compose: dict[str, Any]) -
     assert discovery["port"] == int(compose["x-app"]["environment"]["ORDERMESH_METRICS_PORT"])
     dashboards = ROOT / "observability/grafana/dashboards"
     assert (dashboards / "ordermesh.json").is_file()
+
+
+def test_every_ordermesh_container_sends_its_spans_to_the_zipkin_service(
+    compose: dict[str, Any],
+) -> None:
+    environment = compose["x-app"]["environment"]
+    url = urllib.parse.urlsplit(environment["ORDERMESH_ZIPKIN_URL"])
+    zipkin = compose["services"][url.hostname]
+    assert zipkin["image"].startswith("openzipkin/zipkin")
+    assert url.port == 9411 and url.path == "/api/v2/spans"
+    # The settings parse as the processes will read them.
+    settings = Settings.from_env(
+        {key: str(value) for key, value in environment.items() if key.startswith("ORDERMESH_")}
+        | {"ORDERMESH_ENV": "development"}
+    )
+    assert settings.zipkin_url == environment["ORDERMESH_ZIPKIN_URL"]
+    assert settings.trace_sample_ratio == 1.0
 
 
 def test_envoy_mounts_the_certificates_tls_init_makes(compose: dict[str, Any]) -> None:
