@@ -99,6 +99,11 @@ def test_each_component_connects_as_its_own_role(tmp_path: Path) -> None:
         ({"ORDERMESH_JWKS_CACHE_SECONDS": "0"}, "outside"),
         ({"ORDERMESH_PASSWORD_HASH_CONCURRENCY": "0"}, "outside"),
         ({"ORDERMESH_PASSWORD_HASH_QUEUE": "-1"}, "outside"),
+        ({"ORDERMESH_ZIPKIN_URL": "zipkin:9411"}, "ORDERMESH_ZIPKIN_URL must be an http"),
+        ({"ORDERMESH_ZIPKIN_URL": "ftp://zipkin/api/v2/spans"}, "ORDERMESH_ZIPKIN_URL must be"),
+        ({"ORDERMESH_TRACE_SAMPLE_RATIO": "1.5"}, "ORDERMESH_TRACE_SAMPLE_RATIO must be between"),
+        ({"ORDERMESH_TRACE_SAMPLE_RATIO": "nan"}, "ORDERMESH_TRACE_SAMPLE_RATIO must be between"),
+        ({"ORDERMESH_TRACE_SAMPLE_RATIO": "all"}, "ORDERMESH_TRACE_SAMPLE_RATIO must be a number"),
     ],
 )
 def test_malformed_settings_fail_fast_naming_the_variable(
@@ -106,3 +111,15 @@ def test_malformed_settings_fail_fast_naming_the_variable(
 ) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_tracing_is_off_unless_a_zipkin_url_is_set() -> None:
+    assert Settings.from_env({}).zipkin_url is None
+    traced = Settings.from_env(
+        {
+            "ORDERMESH_ZIPKIN_URL": "http://127.0.0.1:9411/api/v2/spans",
+            "ORDERMESH_TRACE_SAMPLE_RATIO": "0.25",
+        }
+    )
+    assert traced.zipkin_url == "http://127.0.0.1:9411/api/v2/spans"
+    assert traced.trace_sample_ratio == 0.25
