@@ -244,6 +244,8 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         ratelimit=(HOST, ports.ratelimit),
         access_log=log_path("envoy-access"),
         tls_listener=edge.TlsListener.from_files(ports.envoy_tls, certificates),
+        # Spans go where the processes send theirs (the stack's Zipkin unless set).
+        tracing=edge.Tracing.from_env(env),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
     render_prometheus_config(ports)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import postgres, procs, secrets, stack, zipkin
+from devstack import edge, postgres, procs, secrets, stack, zipkin
 from devstack.paths import CACHE_DIR
 from devstack.ports import Ports
 
@@ -124,3 +124,15 @@ def test_a_zipkin_url_of_the_callers_environment_wins(
     monkeypatch.setenv("ORDERMESH_ZIPKIN_URL", "")
 
     assert stack.app_env(PORTS)["ORDERMESH_ZIPKIN_URL"] == ""
+
+
+def test_envoy_traces_to_where_the_processes_send_their_spans(
+    monkeypatch: pytest.MonkeyPatch, no_secrets: None
+) -> None:
+    monkeypatch.delenv("ORDERMESH_ZIPKIN_URL", raising=False)
+    monkeypatch.setenv("ORDERMESH_TRACE_SAMPLE_RATIO", "0.5")
+
+    tracing = edge.Tracing.from_env(stack.app_env(PORTS))
+
+    assert tracing == edge.Tracing("http://127.0.0.1:16411/api/v2/spans", 0.5)
+    assert tracing.collector == ("127.0.0.1", 16411)
