@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import re
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -152,6 +154,8 @@ COMPOSE_ADMIN_PORT = 9901
 COMPOSE_TLS_PORT = 8443
 # compose.yaml's tls-init service writes the certificates into a volume Envoy mounts here.
 COMPOSE_TLS_DIR = PurePosixPath("/etc/ordermesh/tls")
+# compose.yaml's zipkin service.
+COMPOSE_ZIPKIN_URL = "http://zipkin:9411/api/v2/spans"
 
 
 # --- the template ------------------------------------------------------------------------------
@@ -661,6 +665,85 @@ def _tls_twin(plaintext: dict[str, Any], listener: TlsListener) -> dict[str, Any
     }
 
 
+# --- tracing -------------------------------------------------------------------------------------
+
+ZIPKIN_CLUSTER = "zipkin"
+# Envoy's name in Zipkin: the tracer names its spans' service after the node's cluster.
+TRACING_SERVICE_NAME = "envoy"
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Envoy's Zipkin tracer: the collector's JSON v2 endpoint (``http://host:port/path``) and
+    the share of the traces Envoy starts that are recorded (0..1)."""
+
+    collector_url: str
+    sample_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.collector_url)
+        if parts.scheme != "http" or not parts.hostname or not parts.path:
+            raise ValueError(
+                f"the Zipkin collector for Envoy must be an http://host[:port]/path URL, "
+                f"not {self.collector_url!r}"
+            )
+        if not (math.isfinite(self.sample_ratio) and 0.0 <= self.sample_ratio <= 1.0):
+            raise ValueError(f"the trace sample ratio must be within 0..1, not {self.sample_ratio}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tracing | None:
+        """From ``ORDERMESH_ZIPKIN_URL`` (empty: no tracing) and
+        ``ORDERMESH_TRACE_SAMPLE_RATIO`` (default 1), as the ordermesh processes read them."""
+        url = env.get("ORDERMESH_ZIPKIN_URL", "").strip()
+        if not url:
+            return None
+        raw_ratio = env.get("ORDERMESH_TRACE_SAMPLE_RATIO", "").strip()
+        try:
+            ratio = float(raw_ratio) if raw_ratio else 1.0
+        except ValueError:
+            raise ValueError(
+                f"ORDERMESH_TRACE_SAMPLE_RATIO={raw_ratio!r} is not a number"
+            ) from None
+        return cls(url, ratio)
+
+    @property
+    def collector(self) -> tuple[str, int]:
+        parts = urllib.parse.urlsplit(self.collector_url)
+        assert parts.hostname is not None
+        return parts.hostname, parts.port or 80
+
+    def connection_manager_tracing(self) -> dict[str, Any]:
+        """The HTTP connection manager's ``tracing``: Envoy starts the trace of a request
+        that carries none (``random_sampling`` of them recorded) or continues the caller's
+        (B3, else W3C ``traceparent``), records a server span and a span per upstream call,
+        and sends the upstream both B3 headers and ``traceparent``, which the ordermesh
+        processes read. Spans go to Zipkin in the background: a collector that does not
+        answer loses them and nothing else."""
+        return {
+            "random_sampling": {"value": round(self.sample_ratio * 100, 4)},
+            "spawn_upstream_span": True,
+            "provider": {
+                "name": "envoy.tracers.zipkin",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                    "collector_service": {
+                        "http_uri": {
+                            "uri": self.collector_url,
+                            "cluster": ZIPKIN_CLUSTER,
+                            "timeout": "2s",
+                        }
+                    },
+                    "collector_endpoint_version": "HTTP_JSON",
+                    # W3C trace ids are 128 bits.
+                    "trace_id_128bit": True,
+                    # Envoy's server span is its own, not one shared with a client's span.
+                    "shared_span_context": False,
+                    "trace_context_option": "USE_B3_WITH_W3C_PROPAGATION",
+                },
+            },
+        }
+
+
 def render_text(
     *,
     listen_port: int,
@@ -674,6 +757,7 @@ def render_text(
     openapi: Path = OPENAPI_JSON,
     rest_fields: Path = REST_FIELDS_LUA,
     tls_listener: TlsListener | None = None,
+    tracing: Tracing | None = None,
 ) -> str:
     if descriptor.is_file() and (bad := unsupported_response_bodies(descriptor)):
         raise ValueError(
@@ -693,6 +777,10 @@ def render_text(
     all_clusters.append(_cluster("ratelimit", *ratelimit))
     if gateway is not None:
         all_clusters.append(_cluster("gateway", *gateway, http2=False, health_check=False))
+    if tracing is not None:
+        all_clusters.append(
+            _cluster(ZIPKIN_CLUSTER, *tracing.collector, http2=False, health_check=False)
+        )
     uri_host = f"[{self_host}]" if ":" in self_host else self_host
     values: dict[str, object] = {
         "admin_port": admin_port,
@@ -723,6 +811,10 @@ def render_text(
         "clusters": all_clusters,
     }
     config = filled(TEMPLATE.read_text(), values)
+    if tracing is not None:
+        config = {"node": {"id": TRACING_SERVICE_NAME, "cluster": TRACING_SERVICE_NAME}, **config}
+        [manager] = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+        manager["typed_config"]["tracing"] = tracing.connection_manager_tracing()
     if tls_listener is not None:
         listeners = config["static_resources"]["listeners"]
         listeners.append(_tls_twin(listeners[0], tls_listener))
@@ -741,6 +833,7 @@ def render(
     listen_address: str = "0.0.0.0",
     access_log: Path | str = COMPOSE_ACCESS_LOG,
     tls_listener: TlsListener | None = None,
+    tracing: Tracing | None = None,
 ) -> Path:
     """Write a concrete Envoy config to ``out`` and return ``out``.
 
@@ -753,6 +846,7 @@ def render(
     (a container path)
     is used as given: mount gen/envoy/ordermesh.binpb there. ``tls_listener`` adds the TLS
     twin of the plaintext listener (the same HTTP connection manager behind TLS 1.3).
+    ``tracing`` makes Envoy trace every request (see :meth:`Tracing.connection_manager_tracing`).
     """
     text = render_text(
         listen_port=listen_port,
@@ -764,6 +858,7 @@ def render(
         listen_address=listen_address,
         access_log=access_log,
         tls_listener=tls_listener,
+        tracing=tracing,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -790,6 +885,7 @@ def compose_text() -> str:
         ratelimit=COMPOSE_RATELIMIT,
         gateway=COMPOSE_GATEWAY,
         tls_listener=COMPOSE_TLS,
+        tracing=Tracing(COMPOSE_ZIPKIN_URL),
     )
 
 
@@ -819,4 +915,12 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["SERVICES", "TlsListener", "local_clusters", "main", "render", "render_text"]
+__all__ = [
+    "SERVICES",
+    "TlsListener",
+    "Tracing",
+    "local_clusters",
+    "main",
+    "render",
+    "render_text",
+]

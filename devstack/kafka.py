@@ -7,19 +7,14 @@ into ``CACHE_DIR/kafka-<version>/libs`` and run on the machine's Java 17.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
-import hashlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-from devstack import apt, procs
+from devstack import maven, procs
 from devstack.paths import CACHE_DIR, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, current
 
@@ -71,89 +66,19 @@ _METADATA_API_KEY = 3
 _METADATA_VERSION = 4
 
 
-def java() -> Path:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return Path(java_home) / "bin" / "java"
-    found = shutil.which("java")
-    if found is None:
-        apt.install("openjdk-17-jre-headless")
-        found = shutil.which("java")
-    if found is None:
-        raise RuntimeError("java not found after installing openjdk-17-jre-headless")
-    return Path(found)
-
-
-def _mvn() -> str:
-    found = shutil.which("mvn")
-    if found is None:
-        apt.install("maven")
-        found = shutil.which("mvn")
-    if found is None:
-        raise RuntimeError("mvn not found after installing maven")
-    return found
-
-
-def _fingerprint() -> str:
-    return hashlib.sha256(POM.read_bytes() + VERSION.encode()).hexdigest()
-
-
-def _libs_complete() -> bool:
-    try:
-        marker = _MARKER.read_text().strip()
-    except FileNotFoundError:
-        return False
-    return marker == _fingerprint() and all((LIBS_DIR / j).is_file() for j in _REQUIRED_JARS)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_installed() -> Path:
     """Resolve the broker's jars into the cache unless already complete; return libs dir."""
-    java()
-    if _libs_complete():
-        return LIBS_DIR
-    with _locked(HOME.with_name(HOME.name + ".lock")):
-        if _libs_complete():
-            return LIBS_DIR
-        ensure_run_dirs()
-        staging = HOME / f"libs.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        argv = [
-            _mvn(),
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(POM),
-            f"-Dkafka.version={VERSION}",
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging}",
-        ]
-        install_log = log_path("kafka-install")
-        with install_log.open("ab") as out:
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-        missing = [j for j in _REQUIRED_JARS if not (staging / j).is_file()]
-        if result.returncode != 0 or missing:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise RuntimeError(
-                f"resolving Kafka {VERSION} with Maven failed (exit {result.returncode}"
-                f"{', missing ' + ', '.join(missing) if missing else ''}); see {install_log}"
-            )
-        shutil.rmtree(LIBS_DIR, ignore_errors=True)
-        staging.rename(LIBS_DIR)
-        _MARKER.write_text(_fingerprint() + "\n")
-    return LIBS_DIR
+    maven.java()
+    return maven.resolve(
+        "Kafka",
+        pom=POM,
+        version=VERSION,
+        properties={"kafka.version": VERSION},
+        target=LIBS_DIR,
+        marker=_MARKER,
+        required=_REQUIRED_JARS,
+        install_log=log_path("kafka-install"),
+    )
 
 
 def _classpath() -> str:
@@ -262,7 +187,7 @@ def tool(
     KAFKA_ROOT.mkdir(parents=True, exist_ok=True)
     _write_if_changed(LOG4J_TOOLS, _log4j("SYSTEM_ERR", "WARN"))
     argv = [
-        str(java()),
+        str(maven.java()),
         *_TOOL_JVM,
         f"-Dlog4j2.configurationFile={LOG4J_TOOLS}",
         "-cp",
@@ -328,7 +253,7 @@ def start(timeout: float = 120.0) -> None:
         _write_if_changed(LOG4J_SERVER, _log4j("SYSTEM_OUT", level))
         _format_storage()
         argv = [
-            str(java()),
+            str(maven.java()),
             *_SERVER_JVM,
             f"-Dlog4j2.configurationFile={LOG4J_SERVER}",
             f"-Dkafka.logs.dir={KAFKA_ROOT / 'logs'}",

@@ -26,7 +26,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import edge, envoy, kafka, postgres, procs, prometheus, redis, secrets, tls
+from devstack import (
+    edge,
+    envoy,
+    kafka,
+    postgres,
+    procs,
+    prometheus,
+    redis,
+    secrets,
+    tls,
+    zipkin,
+)
 from devstack.paths import LOG_DIR, PID_DIR, REPO_ROOT, RUN_DIR, ensure_run_dirs, log_path
 from devstack.ports import HOST, Ports
 from services.platform.contexts import CONTEXT_NAMES
@@ -192,6 +203,8 @@ def app_env(ports: Ports) -> dict[str, str]:
     # only private targets the local stack accepts. The hosts file maps names for them.
     env.setdefault("ORDERMESH_WEBHOOK_ALLOWED_NETWORKS", LOCAL_WEBHOOK_NETWORK)
     env.setdefault("ORDERMESH_WEBHOOK_HOSTS_FILE", str(WEBHOOK_HOSTS_FILE))
+    # Every process sends its spans to the stack's Zipkin (an empty value: no spans).
+    env.setdefault("ORDERMESH_ZIPKIN_URL", zipkin.spans_url(ports.zipkin))
     return env
 
 
@@ -218,6 +231,10 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
     """Start everything; ``replicas`` maps a worker to its total replica count."""
     metrics_served(os.environ)  # a malformed switch stops `up` before anything starts
     ensure_run_dirs()
+    # Zipkin takes 10-20 s to come up: it starts first and is waited for once the other
+    # servers are up, before the processes that send it spans.
+    zipkin_started = time.monotonic()
+    zipkin.launch()
     for server in (postgres, redis, kafka):
         started = time.monotonic()
         server.ensure_installed()
@@ -228,6 +245,12 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
     _python_step("demo catalog", "-m", "services.inventory.seed", env=env)
     _python_step("kafka topics", "-m", "workers", "--create-topics", env=env)
     _say("migrations applied, catalog seeded, topics created")
+    waited = time.monotonic()
+    zipkin.wait_ready()
+    _say(
+        f"zipkin ready ({time.monotonic() - zipkin_started:.1f}s after its start,"
+        f" {time.monotonic() - waited:.1f}s waited)"
+    )
     for process in APP_PROCESSES:
         _start_app(process, ports, env)
     _scale_workers(replicas or {}, ports, env)
@@ -243,6 +266,8 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         ratelimit=(HOST, ports.ratelimit),
         access_log=log_path("envoy-access"),
         tls_listener=edge.TlsListener.from_files(ports.envoy_tls, certificates),
+        # Spans go where the processes send theirs (the stack's Zipkin unless set).
+        tracing=edge.Tracing.from_env(env),
     )
     _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
     render_prometheus_config(ports)
@@ -369,6 +394,7 @@ ordermesh is up.
   gRPC over TLS           grpcurl -cacert {ca} localhost:{ports.envoy_tls} list
   Envoy admin             http://127.0.0.1:{ports.envoy_admin}
   Prometheus (alerts)     {prometheus.url(ports.prometheus)}/alerts
+  Zipkin (traces)         {zipkin.ui_url(ports.zipkin)}   (in memory)
   metrics                 .venv/bin/ordermesh status (each process's /metrics URL)
   logs                    .venv/bin/ordermesh logs [name] [-f]
   stop                    make down
@@ -397,7 +423,8 @@ def down() -> None:
     kafka.stop()
     redis.stop()
     postgres.stop()
-    _say("stopped " + ", ".join([*stopped, kafka.NAME, redis.NAME, postgres.NAME]))
+    zipkin.stop()
+    _say("stopped " + ", ".join([*stopped, kafka.NAME, redis.NAME, postgres.NAME, zipkin.NAME]))
 
 
 COMPONENT_NAMES = (
@@ -407,6 +434,7 @@ COMPONENT_NAMES = (
     *(process.name for process in APP_PROCESSES),
     envoy.NAME,
     prometheus.NAME,
+    zipkin.NAME,
 )
 
 
@@ -429,6 +457,9 @@ def status(ports: Ports) -> list[tuple[str, str]]:
         state = f"running (pid {pid})" if running else "stopped"
         if name == prometheus.NAME and running:
             state += f"  {prometheus.url(ports.prometheus)}"
+        if name == zipkin.NAME:
+            health = zipkin.health(ports.zipkin) if running else None
+            state = zipkin.status_line(pid, ports.zipkin, health)
         rows.append((name, state))
     code = health_status(ports)
     rows.append(("GET /health", "no answer" if code is None else str(code)))

@@ -86,16 +86,24 @@ class Edge:
 
 
 @contextlib.contextmanager
-def running_envoy(workdir: Path, clusters: Mapping[str, tuple[str, int]]) -> Iterator[Edge]:
-    """Envoy on free ports in front of `clusters` (and a rate-limit service), ready when this
-    enters, stopped when it exits. It blocks while they start: from async code, enter it in a
-    worker thread."""
+def running_envoy(
+    workdir: Path,
+    clusters: Mapping[str, tuple[str, int]],
+    *,
+    tracing: edge.Tracing | None = None,
+) -> Iterator[Edge]:
+    """Envoy on free ports in front of `clusters` (and a rate-limit service), tracing to
+    ``tracing``'s Zipkin if given, ready when this enters, stopped when it exits. It blocks
+    while they start: from async code, enter it in a worker thread."""
     with running_ratelimit(workdir) as ratelimit_port:
-        yield from _running_envoy(workdir, clusters, ratelimit_port)
+        yield from _running_envoy(workdir, clusters, ratelimit_port, tracing)
 
 
 def _running_envoy(
-    workdir: Path, clusters: Mapping[str, tuple[str, int]], ratelimit_port: int
+    workdir: Path,
+    clusters: Mapping[str, tuple[str, int]],
+    ratelimit_port: int,
+    tracing: edge.Tracing | None = None,
 ) -> Iterator[Edge]:
     port, admin_port = reserve_port(), reserve_port()
     config = edge.render(
@@ -107,6 +115,7 @@ def _running_envoy(
         ratelimit=(HOST, ratelimit_port),
         gateway=None,
         listen_address=HOST,
+        tracing=tracing,
     )
     log_path = workdir / "envoy.log"
     with log_path.open("wb") as log:

@@ -43,6 +43,7 @@ def test_local_config_validates(tmp_path: Path) -> None:
         ratelimit=("127.0.0.1", 50061),
         gateway=("127.0.0.1", 8081),
         tls_listener=edge.TlsListener.from_files(reserve_port(), tls.ensure(tmp_path / "tls")),
+        tracing=edge.Tracing("http://127.0.0.1:59411/api/v2/spans", 0.25),
     )
     _validate(out)
 

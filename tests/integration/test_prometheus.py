@@ -11,14 +11,10 @@ running dev stack (and its Prometheus) is never touched.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,7 +22,7 @@ from typing import Any
 import pytest
 
 from devstack import procs
-from devstack.paths import REPO_ROOT
+from tests.integration.devstack_child import drive, eventually, isolated_env
 from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
@@ -86,13 +82,8 @@ def metrics_address() -> Iterator[str]:
 
 
 @pytest.fixture
-def isolated_env(tmp_path: Path, metrics_address: str) -> Iterator[dict[str, str]]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        "ORDERMESH_RUN_DIR": str(tmp_path / "run"),
-        "ORDERMESH_PROMETHEUS_PORT": str(reserve_port()),
-    }
+def prometheus_env(tmp_path: Path, metrics_address: str) -> Iterator[dict[str, str]]:
+    env = isolated_env(tmp_path / "run", ORDERMESH_PROMETHEUS_PORT=str(reserve_port()))
     try:
         yield env
     finally:
@@ -100,18 +91,7 @@ def isolated_env(tmp_path: Path, metrics_address: str) -> Iterator[dict[str, str
 
 
 def _drive(command: str, env: dict[str, str], address: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, command, address],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    facts: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return facts
+    return drive(DRIVER, env, command, address)
 
 
 def _api(base: str, path: str, **query: str) -> Any:
@@ -125,17 +105,6 @@ def _api(base: str, path: str, **query: str) -> Any:
     return reply["data"]
 
 
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll until ``check`` returns something truthy; its last value on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"{what}: not after {timeout:g}s"
-            return result
-        time.sleep(0.5)
-
-
 def _targets(base: str) -> dict[str, dict[str, Any]]:
     return {t["labels"]["job"]: t for t in _api(base, "targets", state="active")["activeTargets"]}
 
@@ -147,13 +116,13 @@ def _all_up(base: str, jobs: set[str]) -> dict[str, dict[str, Any]] | None:
 
 
 def test_scrapes_the_generated_targets_evaluates_the_rules_reloads_and_stops(
-    isolated_env: dict[str, str], metrics_address: str
+    prometheus_env: dict[str, str], metrics_address: str
 ) -> None:
-    started = _drive("up", isolated_env, metrics_address)
+    started = _drive("up", prometheus_env, metrics_address)
     base = started["url"]
-    assert base == f"http://127.0.0.1:{isolated_env['ORDERMESH_PROMETHEUS_PORT']}"
+    assert base == f"http://127.0.0.1:{prometheus_env['ORDERMESH_PROMETHEUS_PORT']}"
 
-    targets = _eventually(lambda: _all_up(base, {"relay", "envoy"}), "both targets up")
+    targets = eventually(lambda: _all_up(base, {"relay", "envoy"}), "both targets up")
     assert targets["relay"]["scrapeUrl"] == f"http://{metrics_address}/metrics"
     assert targets["envoy"]["scrapeUrl"] == f"http://{metrics_address}/stats/prometheus"
     assert targets["relay"]["labels"]["process"] == "relay"
@@ -175,7 +144,7 @@ def test_scrapes_the_generated_targets_evaluates_the_rules_reloads_and_stops(
     # The repository's rules are loaded and evaluated: two rows parked is an alert.
     groups = {group["name"] for group in _api(base, "rules")["groups"]}
     assert {"ordermesh.orders", "ordermesh.pipeline", "ordermesh.latency"} <= groups
-    alerts = _eventually(
+    alerts = eventually(
         lambda: [
             alert
             for alert in _api(base, "alerts")["alerts"]
@@ -187,15 +156,15 @@ def test_scrapes_the_generated_targets_evaluates_the_rules_reloads_and_stops(
     assert alerts[0]["labels"]["severity"] == "warning"
 
     # A second start (a re-run of `ordermesh up`) reloads a new config into the same server.
-    rerun = _drive("rerun", isolated_env, metrics_address)
+    rerun = _drive("rerun", prometheus_env, metrics_address)
     assert rerun["pid"] == started["pid"]
-    _eventually(lambda: _all_up(base, {"relay", "workers", "envoy"}), "the added target up")
+    eventually(lambda: _all_up(base, {"relay", "workers", "envoy"}), "the added target up")
 
-    stopped = _drive("down", isolated_env, metrics_address)
+    stopped = _drive("down", prometheus_env, metrics_address)
     assert stopped == {"stopped": True, "stopped_again": False}
     assert _gone(started["pid"])
-    port = int(isolated_env["ORDERMESH_PROMETHEUS_PORT"])
-    _eventually(lambda: not procs.port_in_use(port), "the port released", timeout=5)
+    port = int(prometheus_env["ORDERMESH_PROMETHEUS_PORT"])
+    eventually(lambda: not procs.port_in_use(port), "the port released", timeout=5)
 
 
 def _gone(pid: int) -> bool:
