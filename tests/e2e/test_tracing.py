@@ -29,6 +29,7 @@ CREATE = "ordermesh.order.v1.OrderService/CreateOrder"
 # Zipkin's service names of the spans an order's trace must hold (consumer groups are named
 # without their "ordermesh." prefix).
 SAGA_SERVICES = {
+    "envoy",
     "api",
     "relay",
     "order-validator",
@@ -132,7 +133,13 @@ def handling(event: str) -> str:
 def test_an_order_is_one_trace_from_its_create_to_shipped(
     http: httpx.Client, user: User, zipkin: httpx.Client
 ) -> None:
-    created = http.post("/api/v1/orders", json=order_body(), headers=user.headers)
+    # A public caller's trace context is not continued: the trace starts at the edge.
+    chosen = "00-11111111111111111111111111111111-2222222222222222-01"
+    created = http.post(
+        "/api/v1/orders",
+        json=order_body(),
+        headers={**user.headers, "traceparent": chosen, "b3": "1111-2222-1"},
+    )
     assert created.status_code == 200, created.text
     order_id = created.json()["order_id"]
     wait_for_order(http, user, order_id, lambda order: order["status"] == SHIPPED)
@@ -141,6 +148,7 @@ def test_an_order_is_one_trace_from_its_create_to_shipped(
     trace_id = only_trace_of(zipkin, order_id)
 
     # That trace's id is in the create's log line.
+    assert trace_id != "11111111111111111111111111111111"
     lines = access_log_lines(trace_id)
     (line,) = [line for line in lines if line["method"] == "/" + CREATE]
     assert line["code"] == "OK"
@@ -150,10 +158,11 @@ def test_an_order_is_one_trace_from_its_create_to_shipped(
     assert {span["traceId"] for span in spans} == {trace_id}
     by_id = {span["id"]: span for span in spans}
 
-    # One root: the create (or the edge's span above it), and every other span's parent
-    # is in the trace and began no later than it (one machine, one clock).
+    # One root, Envoy's: every other span's parent is in the trace and began no later than
+    # it (one machine, one clock).
     roots = [span for span in spans if "parentId" not in span]
     assert len(roots) == 1, roots
+    assert roots[0]["localEndpoint"]["serviceName"] == "envoy", roots
     create = next(span for span in spans if span["name"] == CREATE.lower())
     assert create["localEndpoint"]["serviceName"] == "api"
     assert create["kind"] == "SERVER"
@@ -175,7 +184,8 @@ def test_an_order_is_one_trace_from_its_create_to_shipped(
             assert publisher["localEndpoint"]["serviceName"] == "relay", names
             assert publisher["kind"] == "PRODUCER"
             assert span["kind"] == "CONSUMER"
-    assert chain[-1]["id"] == create["id"] or create in chain, names
+    assert create in chain, names
+    assert chain[-1] is roots[0], names
     timestamps = [span["timestamp"] for span in chain]
     assert timestamps == sorted(timestamps, reverse=True)
 
