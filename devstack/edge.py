@@ -128,6 +128,8 @@ GRPC_TIMEOUT_MAX = "60s"
 ACCESS_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    # The trace Envoy started for the request (empty when it is not traced).
+    "trace_id": "%TRACE_ID%",
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",

@@ -34,7 +34,7 @@ def test_the_jvm_runs_the_cached_exec_jar_with_a_small_heap() -> None:
     argv = zipkin.command(16411, java=JAVA)
 
     assert argv[0] == str(JAVA)
-    assert "-Xmx256m" in argv
+    assert "-Xmx768m" in argv
     assert argv[argv.index("-jar") + 1] == str(zipkin.JAR)
     assert zipkin.JAR == CACHE_DIR / "zipkin-3.5.1" / "jar" / "zipkin-server-3.5.1-exec.jar"
     assert zipkin.JAR.is_relative_to(CACHE_DIR)
