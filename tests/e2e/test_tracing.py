@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devstack import stack
+from devstack.paths import log_path
 from devstack.ports import Ports
 from tests.e2e.conftest import User, order_body, wait_for_order
 from tests.e2e.test_watch_orders import watching
@@ -69,6 +70,20 @@ def access_log_lines(trace_id: str, timeout: float = 10.0) -> list[dict[str, Any
             if trace_id in line
             and (entry := json.loads(line)).get("message") == "rpc"
             and entry.get("trace_id") == trace_id
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def edge_access_log_lines(trace_id: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Envoy's access-log lines of requests in trace ``trace_id``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            entry
+            for line in log_path("envoy-access").read_text(errors="replace").splitlines()
+            if trace_id in line and (entry := json.loads(line)).get("trace_id") == trace_id
         ]
         if found or time.monotonic() > deadline:
             return found
@@ -153,6 +168,10 @@ def test_an_order_is_one_trace_from_its_create_to_shipped(
     (line,) = [line for line in lines if line["method"] == "/" + CREATE]
     assert line["code"] == "OK"
     assert line["user_id"] == user.user_id
+    # And in the edge's access-log line of the call.
+    (edge_line,) = edge_access_log_lines(trace_id)
+    assert edge_line["method"] == "POST" and edge_line["path"] == "/api/v1/orders"
+    assert edge_line["status"] == 200
 
     spans = spans_of(zipkin, trace_id)
     assert {span["traceId"] for span in spans} == {trace_id}
