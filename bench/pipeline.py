@@ -24,8 +24,8 @@ Phases (choose with --phases), in this order:
   ORDERMESH_TRACE_SAMPLE_RATIO=1.0) and as often OFF (ORDERMESH_METRICS=off: no metrics
   port; ORDERMESH_ZIPKIN_URL empty: no spans), in turns on, off, off, on, on, off ... so
   that a drift of the machine weighs on both alike. Before every round the stack's app
-  processes are restarted with that environment (devstack.stack.restart_apps; Envoy and
-  the servers keep running, so Envoy's own tracing, if configured, is on in both) and
+  processes and Envoy are restarted with that environment (devstack.stack.restart_apps:
+  Envoy traces in ON only; the other servers keep running) and
   warmed up with --warmup orders. The counters themselves are kept in both modes (the
   processes have no switch for that); OFF takes away serving and scraping them and every
   span. It prints each round's orders/s and stack CPU per order, then each mode's median

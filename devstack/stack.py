@@ -254,6 +254,17 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
     for process in APP_PROCESSES:
         _start_app(process, ports, env)
     _scale_workers(replicas or {}, ports, env)
+    render_envoy_config(ports, env)
+    _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
+    render_prometheus_config(ports)
+    _timed("prometheus", prometheus.start)
+    _wait_healthy(ports)
+    _print_urls(ports)
+
+
+def render_envoy_config(ports: Ports, env: Mapping[str, str]) -> Path:
+    """Envoy's config for the local stack, tracing to where the processes of ``env`` send
+    their spans (none when its ``ORDERMESH_ZIPKIN_URL`` is empty)."""
     ENVOY_CONFIG.parent.mkdir(parents=True, exist_ok=True)
     certificates = tls.ensure()
     edge.render(
@@ -266,14 +277,9 @@ def up(ports: Ports, replicas: Mapping[str, int] | None = None) -> None:
         ratelimit=(HOST, ports.ratelimit),
         access_log=log_path("envoy-access"),
         tls_listener=edge.TlsListener.from_files(ports.envoy_tls, certificates),
-        # Spans go where the processes send theirs (the stack's Zipkin unless set).
         tracing=edge.Tracing.from_env(env),
     )
-    _timed("envoy", lambda: envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin))
-    render_prometheus_config(ports)
-    _timed("prometheus", prometheus.start)
-    _wait_healthy(ports)
-    _print_urls(ports)
+    return ENVOY_CONFIG
 
 
 def render_prometheus_config(ports: Ports, out: Path = prometheus.CONFIG) -> Path:
@@ -294,8 +300,9 @@ def start_app(name: str, ports: Ports | None = None) -> None:
 
 def restart_apps(ports: Ports | None = None) -> list[str]:
     """Stop every ordermesh process (worker replicas included) and start them again the way
-    ``up`` does, with the environment of now (:func:`app_env`), then wait for GET /health
-    through Envoy: how a changed setting (``ORDERMESH_METRICS``, ``ORDERMESH_ZIPKIN_URL``,
+    ``up`` does, with the environment of now (:func:`app_env`), restart Envoy with its config
+    rendered from that environment, then wait for GET /health through Envoy: how a changed
+    setting (``ORDERMESH_METRICS``, ``ORDERMESH_ZIPKIN_URL``,
     ...) reaches a running stack. Returns the names started, in start order."""
     ports = ports or Ports.from_env()
     replicas = [_REPLICA_NAME.fullmatch(name) for name in replica_names()]
@@ -308,6 +315,10 @@ def restart_apps(ports: Ports | None = None) -> list[str]:
     env = app_env(ports)
     for process in processes:
         _start_app(process, ports, env)
+    # Envoy too, so that its tracing follows ORDERMESH_ZIPKIN_URL like the processes'.
+    render_envoy_config(ports, env)
+    envoy.stop()
+    envoy.start(ENVOY_CONFIG, admin_port=ports.envoy_admin)
     _wait_healthy(ports)
     return [process.name for process in processes]
 
