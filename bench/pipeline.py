@@ -209,6 +209,8 @@ class ObserveRound:
     stack_cpu_per_order: float
     shipped: int
     metrics_served: int
+    # CPU seconds per order by stack process (Zipkin's own included).
+    process_cpu_per_order: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1281,6 +1283,7 @@ def print_observe(rounds: Sequence[ObserveRound], tracing: Tracing) -> None:
         f" (of the means: {cost.mean_cost:.1%}); stack CPU per order on/off"
         f" {_divided(cost.cpu_on, cost.cpu_off):.3f}"
     )
+    print_observe_cpu(rounds)
     if tracing.services:
         print(f"  Zipkin has spans from: {', '.join(sorted(tracing.services))}")
     if tracing.problem is not None:
@@ -1292,6 +1295,29 @@ def print_observe(rounds: Sequence[ObserveRound], tracing: Tracing) -> None:
     ]
     if unswitched:
         print(f"  NOTE: /metrics did not follow the mode in rounds {unswitched}")
+
+
+def observe_cpu_by_process(
+    rounds: Sequence[ObserveRound],
+) -> list[tuple[str, float, float]]:
+    """(process, median ms/order ON, median ms/order OFF), the biggest difference first."""
+    names = sorted({name for r in rounds for name in r.process_cpu_per_order})
+
+    def median_ms(name: str, mode: str) -> float:
+        values = [r.process_cpu_per_order.get(name, 0.0) for r in rounds if r.mode == mode]
+        return _median(values) * 1000 if values else math.nan
+
+    table = [(name, median_ms(name, OBSERVE_ON), median_ms(name, OBSERVE_OFF)) for name in names]
+    return sorted(table, key=lambda row: -(row[1] - row[2]))
+
+
+def print_observe_cpu(rounds: Sequence[ObserveRound]) -> None:
+    table = observe_cpu_by_process(rounds)
+    if not table:
+        return
+    print(f"    {'where the CPU goes (median ms/order)':<40} {'ON':>7} {'OFF':>7} {'ON-OFF':>7}")
+    for name, on, off in table:
+        print(f"    {name:<40} {on:7.2f} {off:7.2f} {on - off:+7.2f}")
 
 
 def print_observe_goal(rounds: Sequence[ObserveRound], tracing: Tracing) -> None:
@@ -1464,6 +1490,11 @@ class Bench:
                     stack_seconds(cpu) / max(shipped, 1),
                     shipped,
                     metrics_ports_open(ports),
+                    {
+                        name: seconds / max(shipped, 1)
+                        for name, seconds in cpu.processes.items()
+                        if name != "bench"
+                    },
                 )
                 print(f"  {round_line(number, result)}", flush=True)
                 rounds.append(result)

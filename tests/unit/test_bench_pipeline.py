@@ -13,6 +13,7 @@ from bench.pipeline import (
     ObserveCost,
     ObserveRound,
     Tracing,
+    observe_cpu_by_process,
     observe_schedule,
     plot_observe,
     print_observe_goal,
@@ -97,3 +98,17 @@ def test_plot_writes_the_rounds_and_medians(tmp_path: Path) -> None:
         "observe-orders-per-second.png",
         "observe-cpu-per-order.png",
     ]
+
+
+def test_the_cpu_table_puts_the_biggest_cost_of_observing_first() -> None:
+    rounds = [
+        ObserveRound("on", 60, 0.030, 1000, 6, {"workers": 0.012, "zipkin": 0.004}),
+        ObserveRound("off", 70, 0.024, 1000, 0, {"workers": 0.010}),
+        ObserveRound("on", 62, 0.029, 1000, 6, {"workers": 0.014, "zipkin": 0.006}),
+        ObserveRound("off", 71, 0.023, 1000, 0, {"workers": 0.011}),
+    ]
+    table = observe_cpu_by_process(rounds)
+    assert [name for name, _, _ in table] == ["zipkin", "workers"]
+    zipkin_on, zipkin_off = table[0][1], table[0][2]
+    assert (round(zipkin_on, 3), zipkin_off) == (5.0, 0.0)
+    assert (round(table[1][1], 3), round(table[1][2], 3)) == (13.0, 10.5)
