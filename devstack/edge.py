@@ -717,13 +717,14 @@ class Tracing:
     def connection_manager_tracing(self) -> dict[str, Any]:
         """The HTTP connection manager's ``tracing``: Envoy starts the trace of a request
         that carries none (``random_sampling`` of them recorded) or continues the caller's
-        (B3, else W3C ``traceparent``), records a server span and a span per upstream call,
-        and sends the upstream both B3 headers and ``traceparent``, which the ordermesh
-        processes read. Spans go to Zipkin in the background: a collector that does not
-        answer loses them and nothing else."""
+        (B3, else W3C ``traceparent``), records a server span (no second span per upstream
+        call: the server span times the request, and the services' own spans time what they
+        do) and sends the upstream that span's context as B3 headers and ``traceparent``,
+        which the ordermesh processes read. Spans go to Zipkin in the background: a
+        collector that does not answer loses them and nothing else."""
         return {
             "random_sampling": {"value": round(self.sample_ratio * 100, 4)},
-            "spawn_upstream_span": True,
+            "spawn_upstream_span": False,
             "provider": {
                 "name": "envoy.tracers.zipkin",
                 "typed_config": {

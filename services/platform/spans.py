@@ -103,7 +103,27 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent = trace.get_current_span(context).get_span_context()
+        return self.start_child(
+            name,
+            trace.get_current_span(context).get_span_context(),
+            kind=kind,
+            attributes=dict(attributes) if attributes else {},
+            links=tuple(link.context for link in links) if links else (),
+            start_ns=start_time,
+        )
+
+    def start_child(
+        self,
+        name: str,
+        parent: SpanContext,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: dict[str, types.AttributeValue] | None = None,
+        links: tuple[SpanContext, ...] = (),
+        start_ns: int | None = None,
+    ) -> trace.Span:
+        """A span whose parent is ``parent`` (a new trace when it is not valid): the
+        plumbing's way in, without building a context first. Takes ``attributes``."""
         if parent.is_valid:
             trace_id = parent.trace_id
             parent_id: int | None = parent.span_id
@@ -127,9 +147,9 @@ class LeanTracer(trace.Tracer):
             name,
             kind,
             self._service,
-            start_time or time.time_ns(),
-            dict(attributes) if attributes else {},
-            tuple(link.context for link in links) if links else (),
+            start_ns or time.time_ns(),
+            {} if attributes is None else attributes,
+            links,
             self._sink,
         )
 
@@ -373,7 +393,9 @@ _KINDS = {
 def zipkin_span(span: RecordedSpan) -> dict[str, Any]:
     """``span`` in Zipkin's v2 JSON model. Zipkin has no links: they become the tag
     ``otel.links`` (``trace_id-span_id`` pairs)."""
-    tags = {key: _tag(value) for key, value in span.attributes.items()}
+    tags = {
+        key: value if type(value) is str else _tag(value) for key, value in span.attributes.items()
+    }
     if span.error is not None:
         tags["error"] = span.error
     if span.links:

@@ -46,7 +46,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
-    Link,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -93,6 +92,12 @@ class _Tracing:
                 return trace.NoOpTracer()
             found = self.tracers[service] = spans.LeanTracer(service, self.sink, self.sample_ratio)
             return found
+
+    def lean(self, service: str) -> spans.LeanTracer:
+        """The tracer of ``service``; only while tracing is on."""
+        found = self.tracer(service)
+        assert isinstance(found, spans.LeanTracer), "tracing is off"
+        return found
 
     def configure(self, sink: spans.SpanSink, sample_ratio: float) -> None:
         with self.lock:
@@ -173,14 +178,6 @@ def span_context_of(value: str | None, state: str | None = None) -> SpanContext 
     )
 
 
-def _parent(span_context: SpanContext | None) -> otel_context.Context:
-    """A context whose current span is ``span_context`` (an empty context for None, which
-    makes a new root)."""
-    if span_context is None:
-        return otel_context.Context()
-    return trace.set_span_in_context(NonRecordingSpan(span_context), otel_context.Context())
-
-
 def current_traceparent() -> str | None:
     """The current span's ``traceparent``, if there is a valid one and tracing is on."""
     if not _state.enabled:
@@ -226,12 +223,12 @@ def start_span(
     invalid, non-recording span."""
     if not _state.enabled:
         return NO_SPAN
-    return _state.tracer(service).start_span(
+    return _state.lean(service).start_child(
         name,
-        context=_parent(span_context_of(parent)),
+        span_context_of(parent) or INVALID_SPAN_CONTEXT,
         kind=kind,
-        attributes=attributes,
-        start_time=start_time,
+        attributes=dict(attributes) if attributes else {},
+        start_ns=start_time,
     )
 
 
@@ -274,17 +271,12 @@ def server_span(
         yield NO_SPAN
         return
     parent = span_context_of(metadata(TRACEPARENT), metadata(TRACESTATE))
-    rpc_service, _, rpc_method = method.lstrip("/").partition("/")
-    span = _state.tracer(service).start_span(
+    # The name says the service and method; the status code is added by the caller.
+    span = _state.lean(service).start_child(
         method.lstrip("/"),
-        context=_parent(parent),
+        parent or INVALID_SPAN_CONTEXT,
         kind=SpanKind.SERVER,
-        attributes={
-            "rpc.system": "grpc",
-            "rpc.service": rpc_service,
-            "rpc.method": rpc_method,
-            **(attributes or {}),
-        },
+        attributes=dict(attributes) if attributes else {},
     )
     with trace.use_span(span, end_on_exit=True, record_exception=False):
         yield span
@@ -301,66 +293,68 @@ class TracedEvent:
     tracestate: str | None = None
 
 
-@contextlib.contextmanager
-def consuming(group: str, events: Sequence[TracedEvent]) -> Iterator[None]:
+def consuming(group: str, events: Sequence[TracedEvent]) -> contextlib.AbstractContextManager[None]:
     """Spans of consumer ``group`` handling ``events`` in one transaction: one per event,
     continuing its trace; for several events one more, linking them all, which is current
     while the handlers run (one event's own span is current when it is alone). Rows written
     for an order key meanwhile continue that key's event (:func:`outbox_headers`). An
     exception marks every span failed."""
     if not _state.enabled or not events:
-        yield
-        return
-    service = group.removeprefix("ordermesh.")
-    tracer_ = _state.tracer(service)
-    started = time.time_ns()
-    spans: list[Span] = []
-    causes: dict[str, SpanContext] = {}
-    for event in events:
-        span = tracer_.start_span(
-            f"handle {event.name}",
-            context=_parent(span_context_of(event.traceparent, event.tracestate)),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.consumer.group.name": group,
+        return contextlib.nullcontext()
+    return _Consuming(_state.lean(group.removeprefix("ordermesh.")), events)
+
+
+class _Consuming:
+    """:func:`consuming`'s spans (a class, not a generator: this runs for every batch)."""
+
+    __slots__ = ("_causes", "_causes_token", "_context_token", "_current", "_spans")
+
+    def __init__(self, tracer_: spans.LeanTracer, events: Sequence[TracedEvent]) -> None:
+        started = time.time_ns()
+        self._spans: list[Span] = []
+        causes: dict[str, SpanContext] = {}
+        for event in events:
+            attributes: dict[str, str | int] = {
                 "messaging.message.id": event.event_id,
                 "messaging.kafka.message.key": event.key,
-                "messaging.batch.message_count": len(events),
-            },
-            start_time=started,
-        )
-        spans.append(span)
-        causes[event.key] = span.get_span_context()
-    current = spans[0]
-    if len(spans) > 1:
-        current = tracer_.start_span(
-            "handle batch",
-            context=otel_context.Context(),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.consumer.group.name": group,
-                "messaging.batch.message_count": len(events),
-            },
-            links=[Link(span.get_span_context()) for span in spans],
-            start_time=started,
-        )
-    token = _causes.set(causes)
-    error: str | None = None
-    try:
-        with trace.use_span(current, end_on_exit=False, record_exception=False):
-            yield
-    except BaseException as exc:
-        error = repr(exc)
-        raise
-    finally:
-        _causes.reset(token)
+            }
+            if len(events) > 1:
+                attributes["messaging.batch.message_count"] = len(events)
+            span = tracer_.start_child(
+                f"handle {event.name}",
+                span_context_of(event.traceparent, event.tracestate) or INVALID_SPAN_CONTEXT,
+                kind=SpanKind.CONSUMER,
+                attributes=dict(attributes),
+                start_ns=started,
+            )
+            self._spans.append(span)
+            causes[event.key] = span.get_span_context()
+        self._current = self._spans[0]
+        if len(self._spans) > 1:
+            self._current = tracer_.start_child(
+                "handle batch",
+                INVALID_SPAN_CONTEXT,
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.batch.message_count": len(events)},
+                links=tuple(span.get_span_context() for span in self._spans),
+                start_ns=started,
+            )
+            self._spans.append(self._current)
+        self._causes_token = _causes.set(causes)
+        self._context_token = otel_context.attach(trace.set_span_in_context(self._current))
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        otel_context.detach(self._context_token)
+        _causes.reset(self._causes_token)
         ended = time.time_ns()
-        for span in {id(s): s for s in (*spans, current)}.values():
-            end_span(span, error, ended)
+        problem = None if error is None else repr(error)
+        for span in self._spans:
+            end_span(span, problem, ended)
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:

@@ -61,7 +61,7 @@ def test_every_listener_traces_with_zipkin_passing_traceparent_upstream() -> Non
     tracing = managers["edge"]["tracing"]
     assert managers["edge_tls"]["tracing"] == tracing
     assert tracing["random_sampling"] == {"value": 25.0}
-    assert tracing["spawn_upstream_span"] is True
+    assert tracing["spawn_upstream_span"] is False
     assert tracing["provider"]["name"] == "envoy.tracers.zipkin"
     zipkin = tracing["provider"]["typed_config"]
     assert zipkin["@type"] == "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig"
