@@ -14,6 +14,7 @@ from bench.pipeline import (
     ObserveRound,
     Tracing,
     observe_cpu_by_process,
+    observe_environment,
     observe_schedule,
     plot_observe,
     print_observe_goal,
@@ -112,3 +113,15 @@ def test_the_cpu_table_puts_the_biggest_cost_of_observing_first() -> None:
     zipkin_on, zipkin_off = table[0][1], table[0][2]
     assert (round(zipkin_on, 3), zipkin_off) == (5.0, 0.0)
     assert (round(table[1][1], 3), round(table[1][2], 3)) == (13.0, 10.5)
+
+
+def test_the_on_rounds_sample_as_asked_and_the_off_rounds_trace_nothing() -> None:
+    assert observe_environment("on", 0.1)["ORDERMESH_TRACE_SAMPLE_RATIO"] == "0.1"
+    assert observe_environment("on")["ORDERMESH_TRACE_SAMPLE_RATIO"] == "1.0"
+    assert observe_environment("off", 0.1) == OBSERVE_ENVIRONMENT["off"]
+
+
+def test_the_goal_is_judged_at_full_sampling_only(capsys: pytest.CaptureFixture[str]) -> None:
+    rounds = [a_round("on", 95), a_round("off", 100)]
+    print_observe_goal(rounds, Tracing("http://127.0.0.1:9411/api/v2/spans", ["api"], 0.1))
+    assert "n/a" in capsys.readouterr().out
