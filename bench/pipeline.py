@@ -19,20 +19,20 @@ Phases (choose with --phases), in this order:
   per event, then chains of six hops at --low-rate chains/s, each hop decoded and answered
   with the next event as a worker would, for the raw six-hop latency.
 - observe (not run unless named): what observing costs. The throughput phase's closed loop,
-  --observe-rounds times with observability ON (each process serves /metrics, scraped by
-  the stack's Prometheus, and sends its spans to ORDERMESH_ZIPKIN_URL with
-  ORDERMESH_TRACE_SAMPLE_RATIO=1.0, or --observe-sample-ratio; the goal is judged at 1.0) and as often OFF (ORDERMESH_METRICS=off: no metrics
-  port; ORDERMESH_ZIPKIN_URL empty: no spans), in turns on, off, off, on, on, off ... so
-  that a drift of the machine weighs on both alike. Before every round the stack's app
-  processes and Envoy are restarted with that environment (devstack.stack.restart_apps:
-  Envoy traces in ON only; the other servers keep running) and
-  warmed up with --warmup orders. The counters themselves are kept in both modes (the
-  processes have no switch for that); OFF takes away serving and scraping them and every
-  span. It prints each round's orders/s and stack CPU per order, then each mode's median
-  and mean, off/on and the throughput cost 1 - on/off, judged only when the ON rounds did
-  trace (a URL in the stack's environment, and Zipkin answering with services that sent
-  spans). The stack is restarted as this process's environment has it at the end, also
-  on failure or Ctrl-C.
+  --observe-rounds times with observability ON (each process serves /metrics, scraped by the
+  stack's Prometheus, and sends its spans to ORDERMESH_ZIPKIN_URL with
+  ORDERMESH_TRACE_SAMPLE_RATIO=1.0, or --observe-sample-ratio; the goal is judged at 1.0)
+  and as often OFF (ORDERMESH_METRICS=off: no metrics port; ORDERMESH_ZIPKIN_URL empty: no
+  spans), in turns on, off, off, on, on, off ... so that a drift of the machine weighs on
+  both alike. Before every round the stack's app processes and Envoy are restarted with that
+  environment (devstack.stack.restart_apps: Envoy traces in ON only; the other servers keep
+  running) and warmed up with --warmup orders. The counters themselves are kept in both
+  modes (the processes have no switch for that); OFF takes away serving and scraping them
+  and every span. It prints each round's orders/s and stack CPU per order, then each mode's
+  median and mean, off/on and the throughput cost 1 - on/off, judged only when the ON rounds
+  did trace (a URL in the stack's environment, and Zipkin answering with services that sent
+  spans). The stack is restarted as this process's environment has it at the end, also on
+  failure or Ctrl-C.
 
 "Readable" means: visible in orders.orders to a bulk poll over the pending set (every 50 ms
 in the throughput phase, every 5 ms in the latency phases), timestamped on this process's

@@ -188,6 +188,14 @@ gateway_drops = Counter(
     registry=REGISTRY,
 )
 
+spans_exported = Counter(
+    "ordermesh_spans_exported",
+    "Finished spans by what became of them: sent (Zipkin took them) or dropped (the queue"
+    " was full, Zipkin was unreachable or refused them).",
+    ("outcome",),
+    registry=REGISTRY,
+)
+
 
 def split_method(method: str) -> tuple[str, str]:
     """``/package.Service/Method`` as (``package.Service``, ``Method``)."""

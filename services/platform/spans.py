@@ -41,6 +41,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
+from services.platform import metrics
+
 log = logging.getLogger(__name__)
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -321,7 +323,7 @@ class ZipkinSink:
 
     def add(self, span: RecordedSpan) -> None:
         if len(self._queue) >= self._capacity:
-            self.dropped += 1
+            self._lost_one()
             return
         self._queue.append(span)
 
@@ -356,6 +358,7 @@ class ZipkinSink:
                 self._lost(spans, f"Zipkin answered {status}")
             else:
                 self.sent += len(spans)
+                metrics.spans_exported.labels("sent").inc(len(spans))
             return
 
     def _post_http(self, body: bytes) -> int:
@@ -374,8 +377,17 @@ class ZipkinSink:
             self._connection.close()
             self._connection = None
 
+    def _lost_one(self) -> None:
+        self.dropped += 1
+        metrics.spans_exported.labels("dropped").inc()
+        self._warn("the queue of spans to send is full")
+
     def _lost(self, spans: Sequence[RecordedSpan], why: str) -> None:
         self.dropped += len(spans)
+        metrics.spans_exported.labels("dropped").inc(len(spans))
+        self._warn(why)
+
+    def _warn(self, why: str) -> None:
         now = time.monotonic()
         if now - self._last_warning >= 30.0:
             self._last_warning = now

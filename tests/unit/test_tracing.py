@@ -14,8 +14,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from services.platform import metrics, tracing
 from services.platform import spans as recorded
-from services.platform import tracing
 from services.platform.logging import JsonFormatter
 
 PARENT_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -254,7 +254,8 @@ def test_an_unreachable_zipkin_drops_spans_without_raising() -> None:
     assert (sink.sent, sink.dropped) == (0, 1)
 
 
-def test_a_full_sink_drops_new_spans() -> None:
+def test_a_full_sink_drops_new_spans_and_says_so_in_its_metrics() -> None:
+    before = {outcome: _exported(outcome) for outcome in ("sent", "dropped")}
     sink = recorded.ZipkinSink(
         "http://127.0.0.1:9/api/v2/spans", interval=60, capacity=2, post=lambda body: 202
     )
@@ -263,6 +264,15 @@ def test_a_full_sink_drops_new_spans() -> None:
     sink.flush()
     sink.close()
     assert (sink.sent, sink.dropped) == (2, 3)
+    assert _exported("sent") - before["sent"] == 2
+    assert _exported("dropped") - before["dropped"] == 3
+
+
+def _exported(outcome: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "ordermesh_spans_exported_total", {"outcome": outcome}
+    )
+    return value or 0.0
 
 
 def test_sampling_a_new_trace_is_the_same_decision_everywhere() -> None:
