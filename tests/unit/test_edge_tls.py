@@ -9,20 +9,11 @@ from typing import Any
 import yaml
 
 from devstack import edge, tls
+from tests.unit.edge_configs import rendered
 
 
 def _listeners(**overrides: Any) -> dict[str, dict[str, Any]]:
-    kwargs: dict[str, Any] = {
-        "listen_port": 18000,
-        "admin_port": 19901,
-        "clusters": edge.local_clusters("127.0.0.1", 50051),
-        "descriptor": edge.ENVOY_DESCRIPTOR,
-        "gateway": ("127.0.0.1", 8081),
-        "ratelimit": ("127.0.0.1", 50061),
-        "listen_address": "127.0.0.1",
-    }
-    kwargs.update(overrides)
-    config = yaml.safe_load(edge.render_text(**kwargs))
+    config = rendered(**overrides)
     return {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
 
 

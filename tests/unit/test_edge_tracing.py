@@ -12,24 +12,14 @@ import pytest
 import yaml
 
 from devstack import edge
+from tests.unit.edge_configs import rendered
 
 SPANS_URL = "http://127.0.0.1:16411/api/v2/spans"
 
 
 def _config(**overrides: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "listen_port": 18000,
-        "admin_port": 19901,
-        "clusters": edge.local_clusters("127.0.0.1", 50051),
-        "descriptor": edge.ENVOY_DESCRIPTOR,
-        "gateway": ("127.0.0.1", 8081),
-        "ratelimit": ("127.0.0.1", 50061),
-        "listen_address": "127.0.0.1",
-        "tls_listener": edge.TlsListener(18443, Path("/c/server.pem"), Path("/c/key.pem")),
-    }
-    kwargs.update(overrides)
-    loaded: dict[str, Any] = yaml.safe_load(edge.render_text(**kwargs))
-    return loaded
+    tls_listener = edge.TlsListener(18443, Path("/c/server.pem"), Path("/c/key.pem"))
+    return rendered(**{"tls_listener": tls_listener, **overrides})
 
 
 def _managers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

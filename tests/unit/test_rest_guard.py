@@ -17,6 +17,7 @@ from google.protobuf import descriptor_pb2
 
 from devstack import edge
 from devstack.paths import REPO_ROOT
+from tests.unit.edge_configs import rendered
 from tools import descriptors
 
 SOURCE_DESCRIPTOR = REPO_ROOT / "gen" / "descriptor" / "ordermesh.binpb"
@@ -183,17 +184,7 @@ def test_fill_rejects_unknown_and_unused_placeholders() -> None:
 
 
 def _render(**overrides: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "listen_port": 18000,
-        "admin_port": 19901,
-        "clusters": edge.local_clusters("127.0.0.1", 50051),
-        "descriptor": edge.ENVOY_DESCRIPTOR,
-        "ratelimit": ("127.0.0.1", 50061),
-        "gateway": None,
-    }
-    kwargs.update(overrides)
-    config: dict[str, Any] = yaml.safe_load(edge.render_text(**kwargs))
-    return config
+    return rendered(**{"gateway": None, "listen_address": "0.0.0.0", **overrides})
 
 
 def _hcm(config: dict[str, Any]) -> dict[str, Any]:
